@@ -1,0 +1,27 @@
+"""starburst-jupyter: burst a notebook cell to many workers.
+
+`%load_ext starburst_jupyter`, then `%%burst --map x in items` on a cell. The Python face is
+`burst_map` and `BurstExecutor`. Importing this package does not import IPython.
+"""
+from __future__ import annotations
+
+from .api import BurstExecutor, burst_map
+from .errors import (BurstCancelled, BurstCaptureError, BurstConfigError, BurstError, BurstTimeout,
+                     BurstValidationError, ResultTooLarge, WorkerLost)
+
+__version__ = "0.1.0"
+__all__ = [
+    "BurstCancelled", "BurstCaptureError", "BurstConfigError", "BurstError", "BurstExecutor",
+    "BurstTimeout", "BurstValidationError", "ResultTooLarge", "WorkerLost", "burst_map",
+    "load_ipython_extension",
+]
+
+
+def load_ipython_extension(ipython) -> None:  # noqa: ANN001 - IPython's shell
+    from .magics import BurstMagics
+
+    ipython.register_magics(BurstMagics)
+
+
+def unload_ipython_extension(ipython) -> None:  # noqa: ANN001
+    pass

@@ -1,0 +1,120 @@
+"""The Python face: burst_map and BurstExecutor, on the same launcher as %%burst."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Executor, Future
+from typing import Any, Callable, Iterable
+
+from . import events as ev
+from .capture import check_picklable
+from .config import Config, load_config
+from .errors import BurstError
+from .launcher import JobHandle, Launcher
+from .programs import CallProgram, SubmitProgram
+from .spec import build_spec
+
+
+def _describe(fn: Callable) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def burst_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | None = None,
+              backend: str | None = None, cpu: float | str | None = None, memory: str | None = None,
+              timeout: float | None = None, on_error: str | None = None, name: str | None = None,
+              max_cost: float | None = None, config: Config | None = None) -> list[Any]:
+    """[fn(item) for item in items], run by burst workers. Results come back in item order.
+
+    With on_error="raise" (default) one BurstError names every failed item after all items ran
+    (its `.results` holds the full list, failed slots holding the exception); with "keep" the
+    exceptions sit in the returned list.
+    """
+    config = config or load_config()
+    spec = build_spec(config, mode="map", source=_describe(fn), backend=backend, workers=workers, cpu=cpu,
+                      memory=memory, timeout=timeout, on_error=on_error, name=name, max_cost=max_cost)
+    check_picklable({"fn": fn})
+    result = Launcher(config).submit(spec, CallProgram(fn), list(items)).result()
+    if result.failures and spec.on_error == "raise":
+        error = BurstError(result.failure_report(), job_id=result.job_id, failures=result.failures)
+        error.results = result.values
+        raise error
+    return result.values
+
+
+class BurstExecutor(Executor):
+    """A concurrent.futures.Executor whose calls run on burst workers.
+
+    One open job holds every submitted call; workers stay warm between submits (up to 30 s idle)
+    and futures resolve as their calls finish.
+    """
+
+    def __init__(self, workers: int | None = None, backend: str | None = None, *, cpu: float | str | None = None,
+                 memory: str | None = None, timeout: float | None = None, name: str | None = None,
+                 max_cost: float | None = None, config: Config | None = None):
+        config = config or load_config()
+        spec = build_spec(config, mode="executor", source="BurstExecutor", backend=backend, workers=workers,
+                          cpu=cpu, memory=memory, timeout=timeout, name=name or "executor", max_cost=max_cost)
+        self._lock = threading.Lock()
+        self._futures: dict[int, Future] = {}
+        self._early: dict[int, tuple[bool, Any]] = {}
+        self._shutdown = False
+        self._handle: JobHandle = Launcher(config).submit(spec, SubmitProgram(), [], open_job=True)
+        self._handle._monitor.item_callbacks.append(self._resolve)
+        self._handle.events.subscribe(self._started, ev.TaskStarted)
+
+    @property
+    def job_id(self) -> str:
+        return self._handle.id
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        # Never call the job handle while holding self._lock: the job's thread calls back into us.
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+        if self._handle.done():
+            raise BurstError(f"BurstExecutor job {self.job_id} has ended ({self._handle.state}); make a new one.",
+                             job_id=self.job_id)
+        check_picklable({"fn": fn, "args": args, "kwargs": kwargs})
+        future: Future = Future()
+        index = self._handle.add_items([(fn, args, kwargs)])[0]
+        with self._lock:
+            self._futures[index] = future
+            early = self._early.pop(index, None)
+        if early is not None:
+            self._resolve(index, *early)
+        else:
+            future.add_done_callback(lambda f, i=index: f.cancelled() and self._handle.withdraw(i))
+        return future
+
+    def _started(self, event: ev.TaskStarted) -> None:
+        with self._lock:
+            futures = [self._futures.get(i) for i in event.indices]
+        for future in futures:
+            if future is not None and not future.done() and not future.running():
+                future.set_running_or_notify_cancel()
+
+    def _resolve(self, index: int, ok: bool, value: Any) -> None:
+        with self._lock:
+            future = self._futures.pop(index, None)
+            if future is None:
+                self._early[index] = (ok, value)
+                return
+        if future.cancelled():
+            return
+        if not future.running():
+            if not future.set_running_or_notify_cancel():
+                return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._shutdown = True
+            pending = list(self._futures.values())
+        if cancel_futures:
+            for future in pending:
+                future.cancel()
+        self._handle.close()
+        if wait:
+            self._handle.wait()

@@ -1,0 +1,193 @@
+"""Which names a cell needs from the notebook, which it assigns, and whether they can travel.
+
+Only names the cell reads (in source order, before assigning them) are shipped; functions and
+classes defined in the notebook go by value (cloudpickle), modules go as imports.
+"""
+from __future__ import annotations
+
+import ast
+import io
+import re
+import socket
+import threading
+import types
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from .errors import BurstCaptureError, BurstValidationError
+from .programs import CELL_FILENAME
+
+_IPYTHON_INTERNAL = re.compile(r"^(In|Out|get_ipython|exit|quit|_+|_[ihoed]+\d*|_\d+|__\w+__)$")
+
+
+@dataclass(frozen=True)
+class CellAnalysis:
+    needed: frozenset[str]  # names read before the cell binds them
+    assigned: tuple[str, ...]  # names bound at the cell's top level, in order
+
+
+class _Names(ast.NodeVisitor):
+    """Walks statements in execution order, tracking what is bound so far at this scope."""
+
+    def __init__(self, bound: set[str] | None = None):
+        self.bound = set(bound or ())
+        self.needed: set[str] = set()
+        self.assigned: list[str] = []
+
+    def _bind(self, name: str) -> None:
+        self.bound.add(name)
+        if name not in self.assigned:
+            self.assigned.append(name)
+
+    def _read(self, name: str) -> None:
+        if name not in self.bound:
+            self.needed.add(name)
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Store):
+            self._bind(node.id)
+        else:
+            self._read(node.id)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self.visit(node.value)
+        for target in node.targets:
+            self.visit(target)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        if node.value is not None:
+            self.visit(node.value)
+        self.visit(node.annotation)
+        self.visit(node.target)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self.visit(node.value)
+        if isinstance(node.target, ast.Name):
+            self._read(node.target.id)
+            self._bind(node.target.id)
+        else:
+            self.visit(node.target)
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
+        self.visit(node.value)
+        self.visit(node.target)
+
+    def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
+        self.visit(node.iter)
+        self.visit(node.target)
+        for stmt in node.body + node.orelse:
+            self.visit(stmt)
+
+    visit_AsyncFor = visit_For
+
+    def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
+        for alias in node.names:
+            if alias.name != "*":
+                self._bind(alias.asname or alias.name.split(".")[0])
+
+    visit_ImportFrom = visit_Import
+
+    def visit_Global(self, node: ast.Global) -> None:
+        for name in node.names:
+            self._read(name)
+
+    def _inner_scope(self, params: list[str], body: list[ast.AST]) -> None:
+        inner = _Names(bound=set(params))
+        stored = {n.id for stmt in body for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        inner.bound |= stored
+        for stmt in body:
+            inner.visit(stmt)
+        for name in inner.needed:
+            self._read(name)
+
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
+        args = node.args
+        for default in args.defaults + [d for d in args.kw_defaults if d is not None]:
+            self.visit(default)
+        if not isinstance(node, ast.Lambda):
+            for decorator in node.decorator_list:
+                self.visit(decorator)
+            for arg in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
+                if arg is not None and arg.annotation is not None:
+                    self.visit(arg.annotation)
+            if node.returns is not None:
+                self.visit(node.returns)
+        params = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg] if a]
+        body = node.body if isinstance(node.body, list) else [node.body]
+        if not isinstance(node, ast.Lambda):
+            self._bind(node.name)  # bound before the body runs, so recursion is not a capture
+        self._inner_scope(params, body)
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        for expr in node.bases + [k.value for k in node.keywords] + node.decorator_list:
+            self.visit(expr)
+        self._inner_scope([], node.body)
+        self._bind(node.name)
+
+    def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp) -> None:
+        inner = _Names(bound=set(self.bound))
+        for gen in node.generators:
+            inner.visit(gen.iter)
+            inner.visit(gen.target)
+            for cond in gen.ifs:
+                inner.visit(cond)
+        for part in ("elt", "key", "value"):
+            if hasattr(node, part):
+                inner.visit(getattr(node, part))
+        for name in inner.needed:
+            self._read(name)
+
+    visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _comprehension
+
+
+def parse_cell(source: str) -> ast.Module:
+    try:
+        return ast.parse(source, filename=CELL_FILENAME)
+    except SyntaxError as exc:
+        line = (exc.text or "").strip()
+        hint = ""
+        if line.startswith(("%", "!")):
+            hint = " IPython magics and !shell lines cannot run on a burst worker; move them to another cell."
+        raise BurstValidationError(
+            f"The %%burst cell does not parse as Python (line {exc.lineno}: {exc.msg}: {line!r}).{hint}"
+        ) from None
+
+
+def analyze_cell(source: str, map_names: tuple[str, ...] = ()) -> CellAnalysis:
+    tree = parse_cell(source)
+    names = _Names(bound=set(map_names))
+    for stmt in tree.body:
+        names.visit(stmt)
+    return CellAnalysis(frozenset(names.needed), tuple(n for n in names.assigned if n not in map_names))
+
+
+def select_namespace(needed: frozenset[str], user_ns: dict[str, Any]) -> dict[str, Any]:
+    return {n: user_ns[n] for n in sorted(needed) if n in user_ns and not _IPYTHON_INTERNAL.match(n)}
+
+
+def _hint(value: Any) -> str:
+    if isinstance(value, io.IOBase):
+        return "Open the file inside the cell instead (workers have their own file system)."
+    if isinstance(value, types.GeneratorType):
+        return "Turn it into a list before the cell (e.g. data = list(data))."
+    if isinstance(value, type(threading.Lock())) or "lock" in type(value).__name__.lower():
+        return "Create the lock inside the cell; locks cannot be shared with other machines."
+    if isinstance(value, socket.socket) or "connection" in type(value).__name__.lower():
+        return "Open the connection inside the cell; connections cannot travel to a worker."
+    return "Create it inside the cell, or pass the plain data it holds instead."
+
+
+def check_picklable(namespace: dict[str, Any]) -> None:
+    """Find which captured name cannot travel and say what to do, before anything is launched."""
+    for name, value in namespace.items():
+        try:
+            cloudpickle.dumps(value, protocol=5, buffer_callback=lambda b: None)
+        except Exception as exc:  # noqa: BLE001 - pickling raises many kinds
+            kind = f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
+            raise BurstCaptureError(
+                f"The cell needs {name!r} ({kind}), which cannot be sent to workers: {exc}. {_hint(value)}"
+            ) from None

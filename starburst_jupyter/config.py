@@ -1,0 +1,202 @@
+"""Defaults for every job: built-in values < $STARBURST_HOME/config.toml < %burst_config < options.
+
+Every key has one parser that refuses bad values with a message naming the key.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import tomli_w
+
+from .errors import BurstConfigError, BurstValidationError
+from .sizes import parse_cpu, parse_memory
+
+BACKENDS = ("local", "docker", "fargate")
+ON_ERROR = ("raise", "keep")
+
+
+def starburst_home() -> Path:
+    """Where config, the job store and local job folders live (`STARBURST_HOME`, default ~/.starburst)."""
+    return Path(os.environ.get("STARBURST_HOME") or Path.home() / ".starburst").expanduser()
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in options:
+            raise BurstValidationError(f"{value!r} is not one of {', '.join(options)}")
+        return text
+
+    return parse
+
+
+def _positive_int(value: Any) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise BurstValidationError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise BurstValidationError(f"{value!r} must be 1 or more")
+    return number
+
+
+def _non_negative_int(value: Any) -> int:
+    text = str(value).strip()
+    if not text.isdigit():
+        raise BurstValidationError(f"{value!r} is not a whole number of 0 or more")
+    return int(text)
+
+
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse_optional(value: Any) -> Any:
+        if value is None or str(value).strip().lower() in ("", "none", "auto"):
+            return None
+        return parse(value)
+
+    return parse_optional
+
+
+def _positive_float(value: Any) -> float:
+    try:
+        number = float(str(value).strip().lstrip("$"))
+    except ValueError:
+        raise BurstValidationError(f"{value!r} is not a number") from None
+    if number <= 0:
+        raise BurstValidationError(f"{value!r} must be above 0")
+    return number
+
+
+def _bytes(value: Any) -> int:
+    return parse_memory(value) * 1024 * 1024 if not str(value).strip().isdigit() else int(value)
+
+
+def _bool(value: Any) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise BurstValidationError(f"{value!r} is not true or false")
+
+
+def _cpu(value: Any) -> float:
+    return parse_cpu(value) / 1024
+
+
+def _memory(value: Any) -> str:
+    parse_memory(value)
+    return str(value).strip()
+
+
+def _region(value: Any) -> str:
+    text = str(value).strip()
+    if not text or " " in text:
+        raise BurstValidationError(f"{value!r} is not an AWS region name such as us-east-1")
+    return text
+
+
+@dataclass(frozen=True)
+class Config:
+    backend: str = "local"
+    workers: int | None = None  # None: as many as the backend's concurrency allows
+    max_workers: int = 256
+    cpu: float = 1.0
+    memory: str = "2GB"
+    timeout: float = 6 * 3600.0
+    on_error: str = "raise"
+    max_result_bytes: int = 256 * 1024 * 1024
+    max_cost: float | None = None
+    local_concurrency: int | None = None  # None: os.cpu_count()
+    retries: int = 1
+    region: str = "us-east-1"
+    arch: str = "x86_64"
+    keep_payloads: bool = False
+
+    def with_values(self, values: dict[str, Any]) -> "Config":
+        return replace(self, **{key: parse_value(key, value) for key, value in values.items()})
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "backend": _choice(BACKENDS),
+    "workers": _optional(_positive_int),
+    "max_workers": _positive_int,
+    "cpu": _cpu,
+    "memory": _memory,
+    "timeout": _positive_float,
+    "on_error": _choice(ON_ERROR),
+    "max_result_bytes": _bytes,
+    "max_cost": _optional(_positive_float),
+    "local_concurrency": _optional(_positive_int),
+    "retries": _non_negative_int,
+    "region": _region,
+    "arch": _choice(("x86_64", "arm64")),
+    "keep_payloads": _bool,
+}
+KEYS = tuple(f.name for f in fields(Config))
+assert set(KEYS) == set(_PARSERS)
+
+
+def parse_value(key: str, value: Any) -> Any:
+    if key not in _PARSERS:
+        close = difflib.get_close_matches(key, KEYS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise BurstConfigError(f"Unknown config key {key!r}.{hint} Valid keys: {', '.join(KEYS)}.")
+    try:
+        return _PARSERS[key](value)
+    except BurstValidationError as exc:
+        raise BurstConfigError(f"Config {key}={value!r} refused: {exc}.") from None
+
+
+def config_path() -> Path:
+    return starburst_home() / "config.toml"
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read the config file; a broken file is an error naming the file, never silently ignored."""
+    path = path or config_path()
+    if not path.exists():
+        return Config()
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BurstConfigError(f"Cannot read {path}: {exc}. Fix or delete the file.") from None
+    try:
+        return Config().with_values(raw)
+    except BurstConfigError as exc:
+        raise BurstConfigError(f"In {path}: {exc}") from None
+
+
+def save_values(values: dict[str, Any], path: Path | None = None) -> Path:
+    """Validate and merge key=value pairs into the config file (written atomically)."""
+    path = path or config_path()
+    Config().with_values(values)  # refuse before touching the file
+    current = tomllib.loads(path.read_text()) if path.exists() else {}
+    for key, value in values.items():
+        parsed = parse_value(key, value)
+        if parsed is None:
+            current.pop(key, None)
+        else:
+            current[key] = parsed
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(tomli_w.dumps(current))
+    os.replace(tmp, path)
+    return path
+
+
+def parse_assignments(text: str) -> dict[str, str]:
+    """'workers=8 memory=4GB' -> {'workers': '8', 'memory': '4GB'}."""
+    values: dict[str, str] = {}
+    for token in text.split():
+        key, sep, value = token.partition("=")
+        if not sep or not key:
+            raise BurstConfigError(
+                f"{token!r} is not key=value. Example: %burst_config workers=8 memory=4GB"
+            )
+        values[key.strip()] = value.strip()
+    return values

@@ -1,0 +1,59 @@
+"""Exceptions a user can catch. Each message says what was attempted and what to do next."""
+from __future__ import annotations
+
+
+class BurstError(Exception):
+    """Base class of every starburst error; also raised when map items fail."""
+
+    def __init__(self, message: str, *, job_id: str | None = None, failures: list | None = None):
+        super().__init__(message)
+        self.job_id = job_id
+        #: [(item_index, exception)] for the items that failed, in item order.
+        self.failures = failures or []
+
+
+class BurstValidationError(BurstError, ValueError):
+    """A spec or option was refused before anything was launched."""
+
+
+class BurstCaptureError(BurstError, TypeError):
+    """A name the cell needs cannot be shipped to a worker."""
+
+
+class BurstConfigError(BurstValidationError):
+    """A config key or value was refused."""
+
+
+class BurstCancelled(BurstError):
+    """The job was cancelled (stop button, cancel call, --max-cost or --timeout)."""
+
+
+class BurstTimeout(BurstCancelled, TimeoutError):
+    """The job passed its --timeout deadline and was cancelled."""
+
+
+class BurstBackendUnavailable(BurstValidationError):
+    """The chosen backend cannot run jobs on this machine yet."""
+
+
+class WorkerLost(BurstError):
+    """The worker running an item died (killed, segfault, os._exit) and the retries ran out."""
+
+
+class ResultTooLarge(BurstError):
+    """An item's result was above the configured max_result_bytes."""
+
+
+class TaskCancelled(BurstCancelled):
+    """Placeholder in a result slot for an item that never ran because the job was cancelled."""
+
+
+class RemoteTraceback(Exception):
+    """Carries the worker's formatted traceback as the __cause__ of a remote exception."""
+
+    def __init__(self, tb: str):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb

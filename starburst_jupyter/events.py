@@ -1,0 +1,139 @@
+"""The stream of job events any face can observe (widgets, terminal progress, tests).
+
+The core publishes; subscribers must be quick and must not raise (errors are swallowed and
+counted, so a broken display can never break a job).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Event:
+    job_id: str
+    at: float = field(default_factory=time.time, kw_only=True)
+
+
+@dataclass(frozen=True)
+class JobStateChanged(Event):
+    state: str  # queued, launching, running, collecting, done, failed, cancelled
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class WaveStarted(Event):
+    wave: int  # 1-based
+    waves: int
+    workers: int
+
+
+@dataclass(frozen=True)
+class WaveFinished(Event):
+    wave: int
+    waves: int
+
+
+@dataclass(frozen=True)
+class WorkerStarted(Event):
+    worker: int
+    wave: int
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
+class WorkerExited(Event):
+    worker: int
+    exit_code: int | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TaskStarted(Event):
+    worker: int
+    indices: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TaskFinished(Event):
+    index: int
+    worker: int
+    duration: float
+
+
+@dataclass(frozen=True)
+class TaskFailed(Event):
+    index: int
+    worker: int
+    error: str  # one line
+    traceback: str = ""
+
+
+@dataclass(frozen=True)
+class TaskRetried(Event):
+    index: int
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class LogLine(Event):
+    worker: int
+    line: str
+
+
+@dataclass(frozen=True)
+class CostTick(Event):
+    accrued: float
+    projected: float
+    cap: float | None
+    label: str  # e.g. "Fargate us-east-1 on-demand (estimate for local work)"
+
+
+@dataclass(frozen=True)
+class JobFinished(Event):
+    state: str
+    done: int
+    failed: int
+    total: int
+    duration: float
+    cost: float
+    message: str = ""
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscribers: list[tuple[Subscriber, tuple[type, ...]]] = []
+        self._lock = threading.Lock()
+        self.subscriber_errors = 0
+
+    def subscribe(self, callback: Subscriber, *kinds: type[Event]) -> Callable[[], None]:
+        """Call `callback` for each event (of `kinds`, if given); returns an unsubscribe function."""
+        entry = (callback, kinds or (Event,))
+        with self._lock:
+            self._subscribers.append(entry)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if entry in self._subscribers:
+                    self._subscribers.remove(entry)
+
+        return unsubscribe
+
+    def wants(self, kind: type[Event]) -> bool:
+        with self._lock:
+            return any(issubclass(kind, kinds) for _, kinds in self._subscribers)
+
+    def publish(self, event: Event) -> None:
+        with self._lock:
+            targets = [cb for cb, kinds in self._subscribers if isinstance(event, kinds)]
+        for callback in targets:
+            try:
+                callback(event)
+            except Exception:
+                self.subscriber_errors += 1

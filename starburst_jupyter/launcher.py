@@ -1,0 +1,615 @@
+"""The core launcher: JobSpec + program + items -> a running job on a backend -> results.
+
+One monitor thread per job drives the backend, reads results and claims from the job's
+store, retries the work of workers that died, enforces --timeout and --max-cost, keeps the
+job store's record current and publishes events. Faces only submit, wait, cancel and observe.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import events as ev
+from . import pricing, serialize
+from .backends import Backend, WorkerRef, get_backend
+from .config import Config, load_config
+from .errors import (BurstCancelled, BurstCaptureError, BurstError, BurstTimeout, BurstValidationError, RemoteTraceback,
+                     TaskCancelled, WorkerLost)
+from .jobstore import JobStore, new_job_id
+from .plan import Plan, make_plan
+from .protocol import ItemResult
+from .spec import JobSpec
+
+MAX_RECORDED_FAILURES = 50
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    state: str  # done, failed, cancelled
+    values: list[Any]  # item order; failed slots hold the exception
+    failures: list[tuple[int, BaseException]]
+    outputs: dict[int, tuple[str, str]]  # item -> (stdout, stderr), where non-empty
+    duration: float
+    cost: float
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "done" and not self.failures
+
+    def failure_report(self, limit: int = 10) -> str:
+        """One message naming every failed item, with the first few remote tracebacks in full."""
+        lines = [f"{len(self.failures)} of {len(self.values)} items failed in job {self.job_id}:"]
+        for index, exc in self.failures[:limit]:
+            cause = exc.__cause__.tb if isinstance(exc.__cause__, RemoteTraceback) else f"{type(exc).__name__}: {exc}\n"
+            lines.append(f"\n--- item {index} ---\n{cause.rstrip()}")
+        if len(self.failures) > limit:
+            rest = ", ".join(str(i) for i, _ in self.failures[limit:limit + 40])
+            more = "..." if len(self.failures) > limit + 40 else ""
+            lines.append(f"\n... and {len(self.failures) - limit} more failed items: {rest}{more}")
+        return "\n".join(lines)
+
+
+class JobHandle:
+    """A submitted job: wait for it, cancel it, watch its events."""
+
+    def __init__(self, job_id: str, spec: JobSpec, events: ev.EventBus):
+        self.id, self.spec, self.events = job_id, spec, events
+        self.state = "queued"
+        self._finished = threading.Event()
+        self._result: JobResult | None = None
+        self._monitor: _Monitor | None = None
+
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def cancel(self, reason: str = "cancelled by user") -> None:
+        if self._monitor is not None:
+            self._monitor.request_cancel(reason)
+
+    def add_items(self, items: list[Any]) -> list[int]:
+        """Queue more items on an open job (BurstExecutor); returns their indices."""
+        return self._monitor.add_items(items)
+
+    def withdraw(self, index: int) -> bool:
+        """Take a not-yet-started item out of the queue; False if a worker already has it."""
+        return self._monitor.withdraw(index)
+
+    def close(self) -> None:
+        """An open job takes no more items and finishes when the queued ones are done."""
+        self._monitor.close()
+
+    def wait(self, timeout: float | None = None) -> JobResult:
+        """Block until the job ends. The stop button (KeyboardInterrupt) cancels the job first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._finished.wait(0.1):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {self.id} still running after {timeout} s (it goes on)")
+        except KeyboardInterrupt:
+            self.cancel("interrupted (stop button / Ctrl-C)")
+            while True:
+                try:
+                    self._finished.wait()
+                    break
+                except KeyboardInterrupt:
+                    continue  # cancelling already; wait for the workers to be gone
+            raise
+        return self._result
+
+    def result(self) -> JobResult:
+        """Wait, then raise for a cancelled job; failed items stay in the result for the face to report."""
+        result = self.wait()
+        if result.state == "cancelled":
+            kind = BurstTimeout if result.message.startswith("timeout") else BurstCancelled
+            raise kind(f"Job {self.id} {result.message}.", job_id=self.id, failures=result.failures)
+        return result
+
+
+class Launcher:
+    """Submits jobs to backends. Faces create one and call `submit`."""
+
+    def __init__(self, config: Config | None = None, home: Path | None = None):
+        self.config = config or load_config()
+        self.store = JobStore(home)
+        self._backends: dict[str, Backend] = {}
+
+    def backend(self, name: str) -> Backend:
+        if name not in self._backends:
+            kwargs: dict[str, Any] = {"home": self.store.home}
+            if name == "local":
+                kwargs["concurrency"] = self.config.local_concurrency
+            self._backends[name] = get_backend(name, **kwargs)
+        return self._backends[name]
+
+    def submit(self, spec: JobSpec, program: Any, items: list[Any] | None = None, *, open_job: bool = False,
+               program_chunks: list | None = None) -> JobHandle:
+        """Validate, write the job, start its monitor. `items` None means one task (single mode)."""
+        backend = self.backend(spec.backend)
+        items = [None] if items is None else list(items)
+        concurrency = backend.concurrency(spec.cpu_units)
+        workers = spec.workers or concurrency
+        if open_job:
+            plan = Plan([], workers, min(workers, concurrency), 0)
+        else:
+            plan = make_plan(len(items), workers, concurrency)
+        rate = pricing.rate_for(spec.region, spec.arch)
+        if spec.max_cost is not None:
+            minimum = plan.concurrency * pricing.worker_cost(0, rate, spec.cpu_units, spec.memory_mib)
+            if minimum > spec.max_cost:
+                raise BurstValidationError(
+                    f"--max-cost ${spec.max_cost:g} is below the minimum charge of starting {plan.concurrency} "
+                    f"workers of {spec.describe_size()} (one minute each on Fargate: ${minimum:.4f}); raise "
+                    f"the cap or lower --workers."
+                )
+        chunks = program_chunks if program_chunks is not None else serialize.dumps_chunks(program)
+        job_id = new_job_id()
+        handle = JobHandle(job_id, spec, ev.EventBus())
+        monitor = _Monitor(self, handle, backend, plan, chunks, items, open_job, rate)
+        handle._monitor = monitor
+        try:
+            monitor.prepare()
+        except Exception as exc:
+            monitor.files.store.delete_prefix(monitor.files.prefix)
+            if isinstance(exc, BurstError):
+                raise
+            raise BurstCaptureError(
+                f"Could not write job {job_id}'s items to {backend.name} storage: {type(exc).__name__}: {exc}. "
+                f"Every item must be picklable; nothing was launched."
+            ) from exc
+        monitor.start()
+        return handle
+
+    def cancel_job(self, job_id: str, reason: str = "cancelled") -> dict[str, Any]:
+        """Cancel any job in the store, also when the kernel that launched it is gone. Idempotent."""
+        record = self.store.find(job_id)
+        if record["state"] in ("done", "failed", "cancelled"):
+            return record
+        backend = self.backend(record["backend"])
+        files = backend.job_files(record["id"])
+        files.request_cancel(reason)
+        stopped = backend.stop_recorded(record)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:  # a live owner finalizes the record itself
+            record = self.store.read(record["id"])
+            if record["state"] in ("done", "failed", "cancelled") or not _owner_alive(record):
+                break
+            time.sleep(0.1)
+        if record["state"] not in ("done", "failed", "cancelled"):
+            record.update(state="cancelled", message=f"{reason} ({stopped} workers stopped; launching kernel gone)",
+                          finished=time.time())
+            self.store.write(record)
+        return record
+
+
+def _owner_alive(record: dict[str, Any]) -> bool:
+    owner = record.get("owner", {})
+    if owner.get("host") != socket.gethostname():
+        return True  # cannot tell from here; assume it is alive
+    try:
+        os.kill(int(owner.get("pid", 0)), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class _Item:
+    attempts: int = 1
+    block: int = -1
+    result: ItemResult | None = None
+    final: bool = False
+    value: Any = None
+    failed: bool = False
+
+
+class _Monitor(threading.Thread):
+    def __init__(self, launcher: Launcher, handle: JobHandle, backend: Backend, plan: Plan, chunks: list,
+                 items: list[Any], open_job: bool, rate: pricing.Rate):
+        super().__init__(daemon=True, name=f"starburst-{handle.id}")
+        self.launcher, self.handle, self.backend, self.plan = launcher, handle, backend, plan
+        self.spec, self.job_id, self.bus = handle.spec, handle.id, handle.events
+        self.files = backend.job_files(handle.id)
+        self.chunks, self.initial_items, self.open_job = chunks, items, open_job
+        self.per_second = pricing.per_second(rate, self.spec.cpu_units, self.spec.memory_mib)
+        self.items: list[_Item] = []
+        self.blocks: dict[int, list[int]] = {}
+        self.claims: dict[int, int] = {}
+        self.seen_results: set[str] = set()
+        self.workers: dict[int, WorkerRef] = {}
+        self.log_offsets: dict[int, int] = {}
+        self.waves_started: set[int] = set()
+        self.waves_finished: set[int] = set()
+        self.next_worker = 0
+        self.lock = threading.RLock()
+        self.cancel_reason: str | None = None
+        self.closed = not open_job
+        self.item_callbacks: list[Callable[[int, bool, Any], None]] = []
+        self.created = time.time()
+        self.started = self.created
+        self.deadline = self.created + self.spec.timeout
+        self.state = "queued"
+        self.message = ""
+        self.cost = 0.0
+        self.projected = 0.0
+        self.last_record = 0.0
+        self.last_cost_tick = 0.0
+
+    # ----- set-up ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Write everything workers need before any of them starts (nothing is launched on failure)."""
+        timing = {"flush_seconds": 0.5, "control_poll_seconds": 0.2, "heartbeat_seconds": 1.0}
+        self.files.write_spec({
+            **self.spec.to_json(), **timing, "job_id": self.job_id, "deadline": self.deadline,
+            "open": self.open_job, "idle_seconds": 30.0 if self.open_job else 0.0,
+        })
+        self.files.write_program(self.chunks)
+        self.chunks = None  # the kernel keeps no second copy of the captured names
+        for block in self.plan.blocks:
+            self._add_block([(i, self.initial_items[i]) for i in block])
+        if not self.open_job:
+            self.items = [_Item() for _ in self.initial_items]
+            for block_id, indices in self.blocks.items():
+                for i in indices:
+                    self.items[i].block = block_id
+        self.initial_items = None
+        self._set_state("queued")
+
+    def _add_block(self, pairs: list[tuple[int, Any]]) -> int:
+        block = len(self.blocks)
+        self.files.write_block(block, pairs)
+        self.blocks[block] = [i for i, _ in pairs]
+        return block
+
+    def add_items(self, values: list[Any]) -> list[int]:
+        with self.lock:
+            if self.closed:
+                raise BurstError(f"Job {self.job_id} is closed and takes no more items.", job_id=self.job_id)
+            start = len(self.items)
+            indices = list(range(start, start + len(values)))
+            for index, value in zip(indices, values):
+                item = _Item()
+                self.items.append(item)
+                item.block = self._add_block([(index, value)])
+        return indices
+
+    def withdraw(self, index: int) -> bool:
+        with self.lock:
+            item = self.items[index]
+            if item.final:
+                return False
+            if not self.files.claim(item.block, -1):  # a worker got there first
+                return False
+            self.claims[item.block] = -1
+            self._finalize(index, False, TaskCancelled(f"Item {index} was withdrawn before it started."), None)
+            return True
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.files.close()
+
+    def request_cancel(self, reason: str) -> None:
+        with self.lock:
+            if self.cancel_reason is None:
+                self.cancel_reason = reason
+
+    # ----- the loop -------------------------------------------------------------------------
+    def run(self) -> None:
+        pause = 0.002
+        try:
+            self._set_state("launching")
+            while True:
+                with self.lock:
+                    if self.cancel_reason is not None or self.files.cancel_requested():
+                        self._cancel()
+                        break
+                    changed = self._step()
+                    if self._complete():
+                        self._finish()
+                        break
+                pause = 0.002 if changed else min(pause * 1.5, 0.05)
+                time.sleep(pause)
+        except BaseException as exc:  # noqa: BLE001 - the job must end recorded, never hang a wait()
+            self._crash(exc)
+
+    def _step(self) -> bool:
+        exited = self._poll_workers()
+        changed = self._scan_claims()
+        changed |= self._collect_results()
+        for ref in exited:
+            self._requeue_from(ref)
+        self._launch_workers()
+        self._tail_logs()
+        now = time.time()
+        if now - self.last_cost_tick >= 1.0:
+            self._tick_cost(now)
+        if now > self.deadline:
+            self.cancel_reason = f"timeout: passed its --timeout of {self.spec.timeout:g} s"
+        if self.state == "launching" and any(r.exit_code is None for r in self.workers.values()):
+            self._set_state("running")
+        if now - self.last_record >= 0.5:
+            self._write_record()
+        return changed or bool(exited)
+
+    def _complete(self) -> bool:
+        return self.closed and all(item.final for item in self.items)
+
+    # ----- workers --------------------------------------------------------------------------
+    def _alive(self) -> list[WorkerRef]:
+        return [r for r in self.workers.values() if r.exit_code is None]
+
+    def _launch_workers(self) -> None:
+        unclaimed = sum(1 for b, idx in self.blocks.items() if b not in self.claims)
+        launched = 0
+        alive = len(self._alive())
+        while alive + launched < self.plan.concurrency and unclaimed > launched:
+            planned = self.next_worker < self.plan.workers
+            if not planned and alive + launched >= min(self.plan.concurrency, unclaimed):
+                break
+            if self.spec.max_cost is not None and (
+                    self.cost + self.per_second * pricing.MINIMUM_BILLED_SECONDS > self.spec.max_cost):
+                if alive + launched == 0:
+                    self.cancel_reason = (f"stopped by --max-cost ${self.spec.max_cost:g}: starting another "
+                                          f"worker would pass the cap (accrued ${self.cost:.4f})")
+                break
+            index = self.next_worker
+            wave = self.plan.wave_of(index) if planned else max(self.waves_started or {1})
+            ref = self.backend.start_worker(self.files, index, wave, self.plan.budget if planned else 0)
+            self.next_worker += 1
+            self.workers[index] = ref
+            launched += 1
+            if wave not in self.waves_started:
+                self.waves_started.add(wave)
+                in_wave = sum(1 for w in range(self.plan.workers) if self.plan.wave_of(w) == wave)
+                self.bus.publish(ev.WaveStarted(self.job_id, wave=wave, waves=self.plan.waves, workers=in_wave))
+            self.bus.publish(ev.WorkerStarted(self.job_id, worker=index, wave=wave, pid=ref.info.get("pid")))
+            self.cost += self.per_second * pricing.MINIMUM_BILLED_SECONDS
+
+    def _poll_workers(self) -> list[WorkerRef]:
+        exited = []
+        for ref in self._alive():
+            code = self.backend.poll(ref)
+            if code is not None:
+                ref.exit_code, ref.ended = code, time.time()
+                exited.append(ref)
+                self.bus.publish(ev.WorkerExited(self.job_id, worker=ref.index, exit_code=code, reason=ref.reason))
+        for ref in exited:
+            self._maybe_finish_wave(ref.wave)
+        return exited
+
+    def _maybe_finish_wave(self, wave: int) -> None:
+        if wave in self.waves_finished:
+            return
+        members = [r for r in self.workers.values() if r.wave == wave]
+        planned = sum(1 for w in range(self.plan.workers) if self.plan.wave_of(w) == wave)
+        if len(members) >= planned and all(r.exit_code is not None for r in members):
+            self.waves_finished.add(wave)
+            self.bus.publish(ev.WaveFinished(self.job_id, wave=wave, waves=self.plan.waves))
+
+    def _requeue_from(self, ref: WorkerRef) -> None:
+        """Items a dead worker held but never reported go to another worker, up to the retry limit."""
+        for block, worker in sorted(self.claims.items()):
+            if worker != ref.index:
+                continue
+            missing = [i for i in self.blocks[block] if not self.items[i].final]
+            for position, index in enumerate(missing):
+                item = self.items[index]
+                was_running = position == 0
+                if was_running and item.attempts > self.spec.retries:
+                    self._finalize(index, False, WorkerLost(
+                        f"Item {index} was running on worker {ref.index} when it ended ({ref.reason}); it was "
+                        f"tried {item.attempts} time(s) on different workers and the worker died each time. "
+                        f"Look for crashes or memory use in the item (%burst_status lists the job's logs).",
+                        job_id=self.job_id), None)
+                    continue
+                if was_running:
+                    item.attempts += 1
+                    self.bus.publish(ev.TaskRetried(self.job_id, index=index, attempt=item.attempts,
+                                                    reason=f"worker {ref.index} {ref.reason}"))
+                item.block = self._add_block([(index, self._item_input(block, index))])
+
+    def _item_input(self, block: int, index: int) -> Any:
+        for i, value in self.files.read_block(block):
+            if i == index:
+                return value
+        raise KeyError(index)
+
+    # ----- progress -------------------------------------------------------------------------
+    def _scan_claims(self) -> bool:
+        fresh = self.files.list_claimed() - self.claims.keys()
+        for block in sorted(fresh):
+            worker = self.files.read_claim(block).worker
+            self.claims[block] = worker
+            if worker >= 0:
+                self.bus.publish(ev.TaskStarted(self.job_id, worker=worker, indices=tuple(self.blocks.get(block, ()))))
+        return bool(fresh)
+
+    def _collect_results(self) -> bool:
+        keys = [k for k in self.files.list_result_keys() if k not in self.seen_results]
+        for key in sorted(keys):
+            self.seen_results.add(key)
+            for result in self.files.read_results(key):
+                if result.index < len(self.items) and not self.items[result.index].final:
+                    self._take(result)
+        return bool(keys)
+
+    def _take(self, result: ItemResult) -> None:
+        try:
+            value = serialize.decode(result.value)
+        except Exception as exc:  # noqa: BLE001 - a value the kernel cannot unpickle is that item's failure
+            value = BurstError(
+                f"Item {result.index}'s result could not be unpickled in this kernel: {type(exc).__name__}: {exc}. "
+                f"Usually the worker and kernel have different package versions.", job_id=self.job_id)
+            result.ok = False
+        if not result.ok and isinstance(value, BaseException) and result.traceback:
+            value.__cause__ = RemoteTraceback(result.traceback)
+        self._finalize(result.index, result.ok, value, result)
+
+    def _finalize(self, index: int, ok: bool, value: Any, result: ItemResult | None) -> None:
+        item = self.items[index]
+        item.final, item.failed, item.value, item.result = True, not ok, value, result
+        if result is not None:
+            item.result = ItemResult(result.index, ok, None, result.traceback, result.stdout, result.stderr,
+                                     result.started, result.duration, result.worker)
+        worker = result.worker if result else -1
+        if ok:
+            self.bus.publish(ev.TaskFinished(self.job_id, index=index, worker=worker,
+                                             duration=result.duration if result else 0.0))
+        else:
+            line = f"{type(value).__name__}: {value}".splitlines()[0][:300]
+            self.bus.publish(ev.TaskFailed(self.job_id, index=index, worker=worker, error=line,
+                                           traceback=result.traceback if result else ""))
+        for callback in self.item_callbacks:
+            try:
+                callback(index, ok, value)
+            except Exception:  # noqa: BLE001 - a face's callback must not break the job
+                pass
+
+    def _tail_logs(self) -> None:
+        if not self.bus.wants(ev.LogLine):
+            return
+        for ref in self.workers.values():
+            if ref.exit_code is not None and ref.index in self.log_offsets and ref.info.get("log_drained"):
+                continue
+            text, self.log_offsets[ref.index] = self.backend.log_tail(self.files, ref, self.log_offsets.get(ref.index, 0))
+            for line in text.splitlines():
+                self.bus.publish(ev.LogLine(self.job_id, worker=ref.index, line=line))
+            if ref.exit_code is not None:
+                ref.info["log_drained"] = True
+
+    def _worker_seconds(self, now: float) -> float:
+        return sum(max((r.ended or now) - r.started, pricing.MINIMUM_BILLED_SECONDS) for r in self.workers.values())
+
+    def _tick_cost(self, now: float) -> None:
+        self.last_cost_tick = now
+        self.cost = self._worker_seconds(now) * self.per_second
+        done = sum(1 for i in self.items if i.final)
+        remaining = len(self.items) - done
+        alive = len(self._alive())
+        if done and remaining:
+            self.projected = self.cost + alive * self.per_second * (now - self.started) * remaining / done
+        else:
+            self.projected = self.cost
+        cap = self.spec.max_cost
+        self.bus.publish(ev.CostTick(self.job_id, accrued=self.cost, projected=self.projected, cap=cap,
+                                     label=self._cost_label()))
+        if cap is not None and self.cost + alive * self.per_second * 2.0 >= cap and self.cancel_reason is None:
+            self.cancel_reason = (f"stopped by --max-cost ${cap:g}: the cap would have been passed "
+                                  f"(accrued ${self.cost:.4f})")
+
+    def _cost_label(self) -> str:
+        where = f"Fargate {self.spec.region} on-demand, {self.spec.describe_size()}"
+        return f"estimate for the same work on {where}" if self.spec.backend == "local" else where
+
+    # ----- endings --------------------------------------------------------------------------
+    def _stop_all(self) -> None:
+        alive = self._alive()
+        if alive:
+            self.backend.stop(alive)
+        for ref in alive:
+            code = self.backend.poll(ref)
+            ref.exit_code, ref.ended = (code if code is not None else -1), time.time()
+            self.bus.publish(ev.WorkerExited(self.job_id, worker=ref.index, exit_code=ref.exit_code, reason=ref.reason))
+
+    def _finish(self) -> None:
+        self._set_state("collecting")
+        deadline = time.monotonic() + 1.0
+        while self._alive() and time.monotonic() < deadline:  # idle workers exit on their own
+            self._poll_workers()
+            time.sleep(0.01)
+        self._stop_all()
+        failed = any(i.failed for i in self.items)
+        self._end("failed" if failed else "done", "")
+
+    def _cancel(self) -> None:
+        reason = self.cancel_reason or "cancelled from another process"
+        self.files.request_cancel(reason)
+        self._stop_all()
+        self._scan_claims()
+        self._collect_results()
+        for index, item in enumerate(self.items):
+            if not item.final:
+                self._finalize(index, False, TaskCancelled(f"Item {index} did not finish: job {self.job_id} was {reason}."), None)
+        self._end("cancelled", reason)
+
+    def _crash(self, exc: BaseException) -> None:
+        try:
+            self.files.request_cancel(f"launcher error: {exc!r}")
+            self._stop_all()
+        finally:
+            self.message = f"the launcher failed: {type(exc).__name__}: {exc}"
+            self._publish_end("failed", self.message, crashed=True)
+
+    def _end(self, state: str, message: str) -> None:
+        if not self.launcher.config.keep_payloads:
+            self.files.delete_payloads()
+        self._publish_end(state, message)
+
+    def _publish_end(self, state: str, message: str, crashed: bool = False) -> None:
+        now = time.time()
+        self.cost = self._worker_seconds(now) * self.per_second
+        self.projected = self.cost
+        self.message = message
+        values = [i.value for i in self.items]
+        failures = [(n, i.value) for n, i in enumerate(self.items) if i.failed and not isinstance(i.value, TaskCancelled)]
+        outputs = {n: (i.result.stdout, i.result.stderr) for n, i in enumerate(self.items)
+                   if i.result is not None and (i.result.stdout or i.result.stderr)}
+        self.handle._result = JobResult(self.job_id, state, values, failures, outputs, now - self.started, self.cost, message)
+        self._set_state(state, message)
+        self.bus.publish(ev.CostTick(self.job_id, accrued=self.cost, projected=self.cost, cap=self.spec.max_cost,
+                                     label=self._cost_label()))
+        self.bus.publish(ev.JobFinished(self.job_id, state=state, done=sum(1 for i in self.items if i.final and not i.failed),
+                                        failed=len(failures), total=len(self.items), duration=now - self.started,
+                                        cost=self.cost, message=message))
+        self.handle._finished.set()
+
+    def _set_state(self, state: str, message: str = "") -> None:
+        self.state = self.handle.state = state
+        self.bus.publish(ev.JobStateChanged(self.job_id, state=state, message=message))
+        self._write_record()
+
+    def _write_record(self) -> None:
+        self.last_record = time.time()
+        done = failed = 0
+        outcomes = []
+        failures = []
+        for n, item in enumerate(self.items):
+            if not item.final:
+                outcomes.append("R" if self.claims.get(item.block, -1) >= 0 else "P")
+            elif item.failed:
+                failed += 1
+                outcomes.append("C" if isinstance(item.value, TaskCancelled) else "F")
+                if len(failures) < MAX_RECORDED_FAILURES and not isinstance(item.value, TaskCancelled):
+                    failures.append({"index": n, "error": f"{type(item.value).__name__}: {item.value}"[:500]})
+            else:
+                done += 1
+                outcomes.append("D")
+        ended = [r for r in self.workers.values() if r.ended]
+        record = {
+            "id": self.job_id, "name": self.spec.name, "backend": self.spec.backend, "state": self.state,
+            "message": self.message, "created": self.created, "started": self.started,
+            "finished": time.time() if self.state in ("done", "failed", "cancelled") else None,
+            "spec": self.spec.to_json(), "total": len(self.items), "done": done, "failed": failed,
+            "outcomes": "".join(outcomes), "failures": failures,
+            "busy_seconds": sum(i.result.duration for i in self.items if i.result is not None),
+            "waves": {"count": self.plan.waves, "started": len(self.waves_started), "finished": len(self.waves_finished),
+                      "concurrency": self.plan.concurrency, "workers": self.plan.workers},
+            "workers": {str(r.index): {**{k: v for k, v in r.info.items() if k != "log_drained"}, "wave": r.wave,
+                                        "started": r.started, "ended": r.ended, "exit_code": r.exit_code,
+                                        "reason": r.reason} for r in self.workers.values()},
+            "cost": {"accrued": self.cost, "projected": self.projected, "cap": self.spec.max_cost,
+                     "label": self._cost_label(), "prices_as_of": pricing.PRICES_AS_OF},
+            "store": {"url": self.files.store.url, "prefix": self.files.prefix},
+            "owner": {"pid": os.getpid(), "host": socket.gethostname()},
+            "worker_exits": len(ended),
+        }
+        self.launcher.store.write(record)

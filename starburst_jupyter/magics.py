@@ -1,0 +1,174 @@
+"""The IPython face: %%burst, %burst_status, %burst_config, %burst_cancel. Parses, captures, displays."""
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from . import serialize
+from .capture import analyze_cell, check_picklable, select_namespace
+from .config import KEYS, config_path, load_config, parse_assignments, save_values
+from .errors import BurstCaptureError, BurstError, BurstValidationError
+from .jobstore import JobStore
+from .launcher import JobResult, Launcher
+from .programs import CellProgram
+from .spec import build_spec
+from .status import format_job, format_jobs
+
+_MAP_RE = re.compile(r"^\s*\(?\s*(?P<target>[A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*,?\s*\)?\s+in\s+(?P<expr>\S.*)$", re.S)
+
+
+def parse_map(text: str) -> tuple[str, tuple[str, ...], str]:
+    """'seed in range(10)' -> ('seed', ('seed',), 'range(10)'); also 'a, b in pairs'."""
+    match = _MAP_RE.match(text)
+    if not match:
+        raise BurstValidationError(
+            f"--map {text!r} is not 'NAME in EXPR'. Examples: --map seed in range(1000), --map x, y in pairs"
+        )
+    names = tuple(n.strip() for n in match.group("target").split(","))
+    return ", ".join(names), names, match.group("expr").strip()
+
+
+def _summary(result: JobResult, total: int) -> str:
+    done = total - len(result.failures)
+    return (f"burst job {result.job_id}: {result.state}, {done}/{total} items ok, {len(result.failures)} failed, "
+            f"{result.duration:.1f}s, est. Fargate cost ${result.cost:.4f}")
+
+
+@magics_class
+class BurstMagics(Magics):
+    @magic_arguments()
+    @argument("--map", nargs="+", metavar="NAME in EXPR",
+              help="run the cell once per item of EXPR (evaluated here), with NAME bound to the item")
+    @argument("--out", default="burst_results", help="name of the list that receives map results (item order)")
+    @argument("--workers", type=int, help="number of workers (default: as many as the backend's quota allows)")
+    @argument("--cpu", help="vCPUs per worker: 0.25, 0.5, 1, 2, 4, 8 or 16")
+    @argument("--memory", help="memory per worker, e.g. 4GB or 512MB (must pair with --cpu as on Fargate)")
+    @argument("--backend", help="local, docker or fargate (default from %%burst_config, else local)")
+    @argument("--on-error", choices=["raise", "keep"], help="raise one BurstError after all items ran, or keep "
+              "exceptions in the results list")
+    @argument("--timeout", type=float, help="seconds before the whole job is cancelled")
+    @argument("--name", help="a label for the job in %%burst_status")
+    @argument("--max-cost", type=float, metavar="USD", help="cancel the job before its cost passes this many USD")
+    @cell_magic
+    def burst(self, line: str, cell: str) -> Any:
+        """Run this cell on burst workers. Without --map: once, and the names it assigns come back."""
+        args = parse_argstring(self.burst, line)
+        if not cell.strip():
+            raise UsageError("The %%burst cell is empty: put the code to run below the %%burst line.")
+        if not args.out.isidentifier():
+            raise UsageError(f"--out {args.out!r} is not a valid Python name.")
+        user_ns = self.shell.user_ns
+        config = load_config()
+        options = dict(backend=args.backend, workers=args.workers, cpu=args.cpu, memory=args.memory,
+                       timeout=args.timeout, on_error=args.on_error, name=args.name, max_cost=args.max_cost)
+        if args.map:
+            target, names, expr = parse_map(" ".join(args.map))
+            spec = build_spec(config, mode="map", source=cell, map_expr=expr, **options)
+            items = self._evaluate_items(expr)
+        else:
+            target, names, items = None, (), None
+            spec = build_spec(config, mode="single", source=cell, **options)
+        analysis = analyze_cell(cell, names)
+        namespace = select_namespace(analysis.needed, user_ns)
+        program = CellProgram(cell, namespace, target, analysis.assigned)
+        try:
+            chunks = serialize.dumps_chunks(program)
+        except Exception:
+            check_picklable(namespace)  # names the culprit
+            raise
+        if items is not None and not items:
+            user_ns[args.out] = []
+            print(f"--map {expr} has no items; {args.out} = []")
+            return None
+        handle = Launcher(config).submit(spec, program, items, program_chunks=chunks)
+        where = f"{handle._monitor.plan.workers} workers" + (
+            f" in {handle._monitor.plan.waves} waves" if handle._monitor.plan.waves > 1 else "")
+        print(f"burst job {handle.id}: {len(items) if items is not None else 1} task(s) on {where} "
+              f"({spec.backend}, {spec.describe_size()} each)", flush=True)
+        result = handle.result()
+        return self._deliver(result, args, items is None, spec.on_error)
+
+    def _evaluate_items(self, expr: str) -> list[Any]:
+        try:
+            value = eval(expr, self.shell.user_ns)  # noqa: S307 - the user's own expression, in their namespace
+        except Exception as exc:
+            raise BurstValidationError(f"--map: evaluating {expr!r} failed: {type(exc).__name__}: {exc}") from None
+        try:
+            return list(value)
+        except TypeError:
+            raise BurstValidationError(
+                f"--map: {expr!r} gave a {type(value).__name__}, which is not iterable.") from None
+
+    def _deliver(self, result: JobResult, args: Any, single: bool, on_error: str) -> Any:
+        if single:
+            return self._deliver_single(result)
+        self.shell.user_ns[args.out] = result.values
+        print(_summary(result, len(result.values)) + f"; results in {args.out}")
+        if result.failures and on_error == "raise":
+            raise BurstError(result.failure_report() + f"\n\nAll {len(result.values)} results are in {args.out!r} "
+                             f"(failed slots hold the exception).", job_id=result.job_id, failures=result.failures)
+        return None
+
+    def _deliver_single(self, result: JobResult) -> Any:
+        stdout, stderr = result.outputs.get(0, ("", ""))
+        if stdout:
+            sys.stdout.write(stdout)
+        if stderr:
+            sys.stderr.write(stderr)
+        if result.failures:
+            raise BurstError(result.failure_report(), job_id=result.job_id, failures=result.failures)
+        values = result.values[0]
+        self.shell.user_ns.update(values.names)
+        for name, why in values.dropped.items():
+            print(f"warning: {name!r} was assigned on the worker but cannot come back ({why}); it was not set here.",
+                  file=sys.stderr)
+        return values.value if values.has_value else None
+
+    @line_magic
+    def burst_status(self, line: str) -> None:
+        """%burst_status [JOB]: every job in the job store, or one job in detail."""
+        store = JobStore()
+        job = line.strip()
+        if job:
+            try:
+                print(format_job(store.find(job)))
+            except KeyError as exc:
+                raise UsageError(exc.args[0]) from None
+        else:
+            print(format_jobs(store.list(limit=50)))
+
+    @line_magic
+    def burst_cancel(self, line: str) -> None:
+        """%burst_cancel JOB: cancel a job, also one whose kernel is gone."""
+        if not line.strip():
+            raise UsageError("Usage: %burst_cancel JOB_ID (see %burst_status)")
+        try:
+            record = Launcher().cancel_job(line.strip(), "cancelled with %burst_cancel")
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
+        print(f"job {record['id']}: {record['state']}")
+
+    @line_magic
+    def burst_config(self, line: str) -> None:
+        """%burst_config [key=value ...]: show or set defaults (saved to $STARBURST_HOME/config.toml)."""
+        if line.strip():
+            try:
+                path = save_values(parse_assignments(line))
+            except BurstValidationError as exc:
+                raise UsageError(str(exc)) from None
+            print(f"saved to {path}")
+        config = load_config()
+        print("\n".join(f"{key} = {getattr(config, key)!r}" for key in KEYS))
+
+
+def _render(self: BurstError) -> list[str]:
+    """IPython shows our message, not the launcher's stack, for burst errors."""
+    return [f"{type(self).__name__}: {self}"]
+
+
+BurstError._render_traceback_ = _render  # type: ignore[attr-defined]

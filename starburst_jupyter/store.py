@@ -1,0 +1,95 @@
+"""Object stores that hold a job's files. One interface for a local folder today and S3 later.
+
+Writes are atomic (a reader sees the whole object or nothing), and `create_exclusive` is the
+one primitive workers use to claim work (O_EXCL locally; a conditional PUT on S3).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterable, Protocol
+from urllib.parse import urlparse
+
+
+class ObjectStore(Protocol):
+    url: str
+
+    def put(self, key: str, chunks: Iterable[bytes | memoryview]) -> None: ...
+    def get(self, key: str) -> bytearray: ...
+    def create_exclusive(self, key: str, data: bytes) -> bool: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+    def delete_prefix(self, prefix: str) -> None: ...
+
+
+class LocalFolderStore:
+    """Keys are paths under a root folder."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+        self.url = self.root.as_uri()
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def put(self, key: str, chunks: Iterable[bytes | memoryview]) -> None:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
+        with open(tmp, "wb") as handle:
+            if isinstance(chunks, (bytes, bytearray, memoryview)):
+                chunks = [chunks]
+            for chunk in chunks:
+                handle.write(chunk)
+        os.replace(tmp, target)
+
+    def get(self, key: str) -> bytearray:
+        with open(self.path(key), "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            data = bytearray(size)
+            handle.readinto(data)
+        return data
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        target = self.path(key)
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        except FileNotFoundError:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            return self.create_exclusive(key, data)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return True
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys directly under a folder-like prefix ending in '/'."""
+        folder = self.path(prefix)
+        try:
+            with os.scandir(folder) as entries:
+                return [prefix + e.name for e in entries if not e.name.startswith(".tmp-")]
+        except FileNotFoundError:
+            return []
+
+    def delete(self, key: str) -> None:
+        try:
+            self.path(key).unlink()
+        except FileNotFoundError:
+            pass
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self.path(prefix), ignore_errors=True)
+
+
+def open_store(url: str) -> ObjectStore:
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return LocalFolderStore(parsed.path)
+    raise ValueError(f"No object store for {url!r}: only file:// stores exist in this version.")

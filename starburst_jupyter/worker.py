@@ -1,0 +1,210 @@
+"""The remote side: `python -m starburst_jupyter.worker --store URL --job ID --worker N`.
+
+Every backend starts exactly this. A worker claims blocks of items from the job's store until
+none are left (or its budget is spent), writes results as it goes, heartbeats, and exits as
+soon as it sees the job's cancel marker or passes the job's deadline, even mid-item.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from . import serialize
+from .errors import RemoteTraceback, ResultTooLarge
+from .protocol import ItemResult, JobFiles
+from .store import open_store
+
+EXIT_OK, EXIT_CANCELLED, EXIT_DEADLINE, EXIT_CRASH = 0, 3, 4, 1
+
+
+def log(message: str) -> None:
+    sys.__stderr__.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+    sys.__stderr__.flush()
+
+
+class _Tee(io.TextIOBase):
+    """Sends an item's prints both to its own buffer (for the result) and to the worker log."""
+
+    def __init__(self, buffer: io.StringIO, log_stream):
+        self.buffer_, self.log_stream = buffer, log_stream
+
+    def write(self, text: str) -> int:
+        self.buffer_.write(text)
+        self.log_stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.log_stream.flush()
+
+
+class Control(threading.Thread):
+    """Heartbeats and hard-exits on cancel or deadline, even while an item holds the main thread."""
+
+    def __init__(self, files: JobFiles, worker: int, spec: dict):
+        super().__init__(daemon=True, name="starburst-control")
+        self.files, self.worker = files, worker
+        self.deadline = float(spec["deadline"])
+        self.poll = float(spec.get("control_poll_seconds", 0.25))
+        self.beat_every = float(spec.get("heartbeat_seconds", 2.0))
+        self.status: dict[str, Any] = {"block": None, "done": 0}
+
+    def check(self) -> None:
+        if self.files.cancel_requested():
+            log(f"worker {self.worker}: job cancelled, exiting")
+            os._exit(EXIT_CANCELLED)
+        if time.time() > self.deadline:
+            log(f"worker {self.worker}: job deadline passed, exiting")
+            os._exit(EXIT_DEADLINE)
+
+    def run(self) -> None:
+        last_beat = 0.0
+        while True:
+            self.check()
+            now = time.time()
+            if now - last_beat >= self.beat_every:
+                info = {"worker": self.worker, "pid": os.getpid(), "host": socket.gethostname(), "at": now}
+                with contextlib.suppress(OSError):
+                    self.files.write_heartbeat(self.worker, {**info, **self.status})
+                last_beat = now
+            time.sleep(self.poll)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def format_remote_traceback(exc: BaseException) -> str:
+    """The user's frames only: starburst's own frames are noise in a task's traceback."""
+    te = traceback.TracebackException.from_exception(exc)
+    te.stack = traceback.StackSummary.from_list(
+        [f for f in te.stack if not os.path.abspath(f.filename).startswith(_PACKAGE_DIR)]
+    )
+    return "".join(te.format())
+
+
+def run_item(program: Any, index: int, item: Any, worker: int, max_result_bytes: int) -> ItemResult:
+    out, err = io.StringIO(), io.StringIO()
+    started = time.time()
+    t0 = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(_Tee(out, sys.__stdout__)), contextlib.redirect_stderr(_Tee(err, sys.__stderr__)):
+            value = program.run(item)
+        ok, tb = True, ""
+    except BaseException as exc:  # noqa: BLE001 - the item's failure is its result
+        value, ok = exc, False
+        tb = format_remote_traceback(exc)
+    duration = time.perf_counter() - t0
+    encoded = _encode(value, ok, tb, index, max_result_bytes)
+    if encoded is None:  # the value is too large to bring back
+        ok, tb = False, ""
+        encoded = serialize.encode(ResultTooLarge(
+            f"Item {index} returned a value above max_result_bytes ({max_result_bytes:,} bytes). Return a "
+            f"smaller value (or save it to storage and return its path), or raise the limit with "
+            f"%burst_config max_result_bytes=..."
+        ))
+    return ItemResult(index, ok, encoded, tb, out.getvalue(), err.getvalue(), started, duration, worker)
+
+
+def _encode(value: Any, ok: bool, tb: str, index: int, limit: int) -> serialize.Encoded | None:
+    try:
+        encoded = serialize.encode(value)
+    except Exception as exc:  # noqa: BLE001
+        if ok:
+            value = TypeError(f"Item {index} returned a {type(value).__qualname__} that cannot be pickled: {exc}")
+        else:
+            summary = "".join(traceback.format_exception_only(type(value), value)).strip()
+            value = RuntimeError(f"{summary} (the original exception could not be pickled: {exc})")
+        value.__cause__ = RemoteTraceback(tb) if tb else None
+        encoded = serialize.encode(value)
+    if ok and encoded.size > limit:
+        return None
+    return encoded
+
+
+class Worker:
+    def __init__(self, files: JobFiles, index: int, budget: int):
+        self.files, self.index, self.budget = files, index, budget
+        self.spec = files.read_spec()
+        self.flush_seconds = float(self.spec.get("flush_seconds", 1.0))
+        self.idle_seconds = float(self.spec.get("idle_seconds", 0.0))
+        self.max_result_bytes = int(self.spec["max_result_bytes"])
+        self.known: list[int] = []
+        self.cursor = 0
+        self.done = 0
+
+    def next_block(self) -> int | None:
+        waited, pause = 0.0, 0.005
+        while True:
+            while self.cursor < len(self.known):
+                block = self.known[self.cursor]
+                self.cursor += 1
+                if self.files.claim(block, self.index):
+                    return block
+            newest = self.known[-1] if self.known else -1
+            fresh = [b for b in self.files.list_blocks() if b > newest]
+            if fresh:
+                self.known.extend(fresh)
+                continue
+            if not self.spec.get("open") or self.files.is_closed() or waited >= self.idle_seconds:
+                return None
+            time.sleep(pause)  # open job: wait for more work, up to the idle time
+            waited += pause
+            pause = min(pause * 1.5, 0.25)
+
+    def run(self, control: Control) -> int:
+        program = self.files.read_program()
+        while not (self.budget and self.done >= self.budget):
+            control.check()
+            block = self.next_block()
+            if block is None:
+                break
+            control.status["block"] = block
+            self.run_block(program, block, control)
+        log(f"worker {self.index}: no more work after {self.done} items, exiting")
+        return EXIT_OK
+
+    def run_block(self, program: Any, block: int, control: Control) -> None:
+        items = self.files.read_block(block)
+        pending: list[ItemResult] = []
+        part, last_flush = 0, time.monotonic()
+        for index, item in items:
+            result = run_item(program, index, item, self.index, self.max_result_bytes)
+            if not result.ok:
+                first = result.traceback.strip().splitlines()[-1:] or ["failed"]
+                log(f"worker {self.index}: item {index} failed: {first[0]}")
+            pending.append(result)
+            self.done += 1
+            control.status["done"] = self.done
+            if time.monotonic() - last_flush >= self.flush_seconds:
+                self.files.write_results(block, part, pending)
+                pending, part, last_flush = [], part + 1, time.monotonic()
+        if pending or part == 0:
+            self.files.write_results(block, part, pending)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m starburst_jupyter.worker")
+    parser.add_argument("--store", required=True, help="object store URL (file:///... or s3://...)")
+    parser.add_argument("--job", required=True)
+    parser.add_argument("--prefix", default=None, help="the job's key prefix in the store")
+    parser.add_argument("--worker", type=int, required=True)
+    parser.add_argument("--budget", type=int, default=0, help="items to take before exiting (0: no limit)")
+    args = parser.parse_args(argv)
+    files = JobFiles(open_store(args.store), args.job, args.prefix)
+    worker = Worker(files, args.worker, args.budget)
+    log(f"worker {args.worker} of job {args.job} started (pid {os.getpid()} on {socket.gethostname()})")
+    control = Control(files, args.worker, worker.spec)
+    control.check()
+    control.start()
+    return worker.run(control)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
