@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-from .api import BurstExecutor, burst_map
 from .errors import (BurstCancelled, BurstCaptureError, BurstConfigError, BurstError, BurstTimeout,
                      BurstValidationError, ResultTooLarge, WorkerLost)
 
@@ -15,6 +14,15 @@ __all__ = [
     "BurstTimeout", "BurstValidationError", "ResultTooLarge", "WorkerLost", "burst_map",
     "load_ipython_extension",
 ]
+
+
+def __getattr__(name: str):
+    # Lazy, so `python -m starburst_jupyter.worker` starts without loading the launcher.
+    if name in ("burst_map", "BurstExecutor"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'starburst_jupyter' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython) -> None:  # noqa: ANN001 - IPython's shell

@@ -6,6 +6,7 @@ job store's record current and publishes events. Faces only submit, wait, cancel
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -26,6 +27,7 @@ from .protocol import ItemResult
 from .spec import JobSpec
 
 MAX_RECORDED_FAILURES = 50
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,6 +40,7 @@ class JobResult:
     duration: float
     cost: float
     message: str = ""
+    cancelled_by: str = ""  # "user", "timeout" or "max-cost" when state is "cancelled"
 
     @property
     def ok(self) -> bool:
@@ -107,8 +110,11 @@ class JobHandle:
         """Wait, then raise for a cancelled job; failed items stay in the result for the face to report."""
         result = self.wait()
         if result.state == "cancelled":
-            kind = BurstTimeout if result.message.startswith("timeout") else BurstCancelled
-            raise kind(f"Job {self.id} {result.message}.", job_id=self.id, failures=result.failures)
+            kind = BurstTimeout if result.cancelled_by == "timeout" else BurstCancelled
+            error = kind(f"Job {self.id} was cancelled: {result.message}. Results of the items that finished "
+                         f"are in this error's .results.", job_id=self.id, failures=result.failures)
+            error.results = result.values
+            raise error
         return result
 
 
@@ -231,6 +237,7 @@ class _Monitor(threading.Thread):
         self.next_worker = 0
         self.lock = threading.RLock()
         self.cancel_reason: str | None = None
+        self.cancelled_by = "user"  # or "timeout", "max-cost"
         self.closed = not open_job
         self.item_callbacks: list[Callable[[int, bool, Any], None]] = []
         self.created = time.time()
@@ -319,6 +326,7 @@ class _Monitor(threading.Thread):
                 pause = 0.002 if changed else min(pause * 1.5, 0.05)
                 time.sleep(pause)
         except BaseException as exc:  # noqa: BLE001 - the job must end recorded, never hang a wait()
+            logger.exception("launcher of job %s failed", self.job_id)
             self._crash(exc)
 
     def _step(self) -> bool:
@@ -333,7 +341,7 @@ class _Monitor(threading.Thread):
         if now - self.last_cost_tick >= 1.0:
             self._tick_cost(now)
         if now > self.deadline:
-            self.cancel_reason = f"timeout: passed its --timeout of {self.spec.timeout:g} s"
+            self.cancel_reason, self.cancelled_by = f"it passed its --timeout of {self.spec.timeout:g} s", "timeout"
         if self.state == "launching" and any(r.exit_code is None for r in self.workers.values()):
             self._set_state("running")
         if now - self.last_record >= 0.5:
@@ -358,8 +366,9 @@ class _Monitor(threading.Thread):
             if self.spec.max_cost is not None and (
                     self.cost + self.per_second * pricing.MINIMUM_BILLED_SECONDS > self.spec.max_cost):
                 if alive + launched == 0:
-                    self.cancel_reason = (f"stopped by --max-cost ${self.spec.max_cost:g}: starting another "
-                                          f"worker would pass the cap (accrued ${self.cost:.4f})")
+                    self.cancel_reason, self.cancelled_by = (
+                        f"starting another worker would pass --max-cost ${self.spec.max_cost:g} "
+                        f"(accrued ${self.cost:.4f})", "max-cost")
                 break
             index = self.next_worker
             wave = self.plan.wave_of(index) if planned else max(self.waves_started or {1})
@@ -400,28 +409,23 @@ class _Monitor(threading.Thread):
         for block, worker in sorted(self.claims.items()):
             if worker != ref.index:
                 continue
+            # Unflushed results are lost with the worker, so we cannot tell which item was running:
+            # each one it held counts an attempt and goes alone to another worker, where a crash is its own.
             missing = [i for i in self.blocks[block] if not self.items[i].final]
-            for position, index in enumerate(missing):
+            inputs = dict(self.files.read_block(block)) if missing else {}
+            for index in missing:
                 item = self.items[index]
-                was_running = position == 0
-                if was_running and item.attempts > self.spec.retries:
+                if item.attempts > self.spec.retries:
                     self._finalize(index, False, WorkerLost(
-                        f"Item {index} was running on worker {ref.index} when it ended ({ref.reason}); it was "
-                        f"tried {item.attempts} time(s) on different workers and the worker died each time. "
-                        f"Look for crashes or memory use in the item (%burst_status lists the job's logs).",
-                        job_id=self.job_id), None)
+                        f"Item {index} was on worker {ref.index} when that worker ended ({ref.reason}); it was "
+                        f"tried {item.attempts} times, on different workers, and each time the worker died. "
+                        f"Look for crashes or memory use in the item (%burst_status {self.job_id} lists the "
+                        f"workers).", job_id=self.job_id), None)
                     continue
-                if was_running:
-                    item.attempts += 1
-                    self.bus.publish(ev.TaskRetried(self.job_id, index=index, attempt=item.attempts,
-                                                    reason=f"worker {ref.index} {ref.reason}"))
-                item.block = self._add_block([(index, self._item_input(block, index))])
-
-    def _item_input(self, block: int, index: int) -> Any:
-        for i, value in self.files.read_block(block):
-            if i == index:
-                return value
-        raise KeyError(index)
+                item.attempts += 1
+                self.bus.publish(ev.TaskRetried(self.job_id, index=index, attempt=item.attempts,
+                                                reason=f"worker {ref.index}: {ref.reason}"))
+                item.block = self._add_block([(index, inputs[index])])
 
     # ----- progress -------------------------------------------------------------------------
     def _scan_claims(self) -> bool:
@@ -503,8 +507,8 @@ class _Monitor(threading.Thread):
         self.bus.publish(ev.CostTick(self.job_id, accrued=self.cost, projected=self.projected, cap=cap,
                                      label=self._cost_label()))
         if cap is not None and self.cost + alive * self.per_second * 2.0 >= cap and self.cancel_reason is None:
-            self.cancel_reason = (f"stopped by --max-cost ${cap:g}: the cap would have been passed "
-                                  f"(accrued ${self.cost:.4f})")
+            self.cancel_reason, self.cancelled_by = (
+                f"--max-cost ${cap:g} would have been passed (accrued ${self.cost:.4f})", "max-cost")
 
     def _cost_label(self) -> str:
         where = f"Fargate {self.spec.region} on-demand, {self.spec.describe_size()}"
@@ -538,23 +542,28 @@ class _Monitor(threading.Thread):
         self._collect_results()
         for index, item in enumerate(self.items):
             if not item.final:
-                self._finalize(index, False, TaskCancelled(f"Item {index} did not finish: job {self.job_id} was {reason}."), None)
+                self._finalize(index, False, TaskCancelled(
+                    f"Item {index} did not finish: job {self.job_id} was cancelled: {reason}."), None)
         self._end("cancelled", reason)
 
     def _crash(self, exc: BaseException) -> None:
+        message = (f"the launcher of job {self.job_id} failed: {type(exc).__name__}: {exc}. This is a bug in "
+                   f"starburst-jupyter; the job's files are kept in {self.files.store.url}/{self.files.prefix}")
         try:
-            self.files.request_cancel(f"launcher error: {exc!r}")
+            self.files.request_cancel(message)
             self._stop_all()
         finally:
-            self.message = f"the launcher failed: {type(exc).__name__}: {exc}"
-            self._publish_end("failed", self.message, crashed=True)
+            for index, item in enumerate(self.items):
+                if not item.final:
+                    self._finalize(index, False, BurstError(message, job_id=self.job_id), None)
+            self._publish_end("failed", message)
 
     def _end(self, state: str, message: str) -> None:
         if not self.launcher.config.keep_payloads:
             self.files.delete_payloads()
         self._publish_end(state, message)
 
-    def _publish_end(self, state: str, message: str, crashed: bool = False) -> None:
+    def _publish_end(self, state: str, message: str) -> None:
         now = time.time()
         self.cost = self._worker_seconds(now) * self.per_second
         self.projected = self.cost
@@ -563,7 +572,8 @@ class _Monitor(threading.Thread):
         failures = [(n, i.value) for n, i in enumerate(self.items) if i.failed and not isinstance(i.value, TaskCancelled)]
         outputs = {n: (i.result.stdout, i.result.stderr) for n, i in enumerate(self.items)
                    if i.result is not None and (i.result.stdout or i.result.stderr)}
-        self.handle._result = JobResult(self.job_id, state, values, failures, outputs, now - self.started, self.cost, message)
+        self.handle._result = JobResult(self.job_id, state, values, failures, outputs, now - self.started, self.cost,
+                                        message, self.cancelled_by if state == "cancelled" else "")
         self._set_state(state, message)
         self.bus.publish(ev.CostTick(self.job_id, accrued=self.cost, projected=self.cost, cap=self.spec.max_cost,
                                      label=self._cost_label()))

@@ -54,16 +54,17 @@ class LocalFolderStore:
         return data
 
     def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Write then hard-link into place: the link fails if the key exists, and readers never see it empty."""
         target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
+        tmp.write_bytes(data)
         try:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.link(tmp, target)
         except FileExistsError:
             return False
-        except FileNotFoundError:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            return self.create_exclusive(key, data)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        finally:
+            tmp.unlink()
         return True
 
     def exists(self, key: str) -> bool:
