@@ -99,6 +99,7 @@ class BurstExecutor(Executor):
                 self._early[index] = (ok, value)
                 return
         if future.cancelled():
+            future.set_running_or_notify_cancel()  # lets concurrent.futures.wait() count it as done
             return
         if not future.running():
             if not future.set_running_or_notify_cancel():

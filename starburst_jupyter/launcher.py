@@ -69,6 +69,11 @@ class JobHandle:
         self._result: JobResult | None = None
         self._monitor: _Monitor | None = None
 
+    @property
+    def outcome(self) -> JobResult | None:
+        """The result once the job has ended, else None."""
+        return self._result
+
     def done(self) -> bool:
         return self._finished.is_set()
 

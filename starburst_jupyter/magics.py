@@ -90,8 +90,27 @@ class BurstMagics(Magics):
             f" in {handle._monitor.plan.waves} waves" if handle._monitor.plan.waves > 1 else "")
         print(f"burst job {handle.id}: {len(items) if items is not None else 1} task(s) on {where} "
               f"({spec.backend}, {spec.describe_size()} each)", flush=True)
-        result = handle.result()
+        try:
+            result = handle.wait()
+        except KeyboardInterrupt:
+            self._keep_partial(handle.outcome, args, items is None)
+            raise
+        if result.state == "cancelled":
+            self._keep_partial(result, args, items is None)
+            handle.result()  # raises BurstCancelled / BurstTimeout with the reason
         return self._deliver(result, args, items is None, spec.on_error)
+
+    def _keep_partial(self, result: JobResult | None, args: Any, single: bool) -> None:
+        """A cancelled map still hands over what finished; unfinished slots hold TaskCancelled."""
+        if result is None:
+            return
+        finished = sum(1 for v in result.values if not isinstance(v, BaseException))
+        where = ""
+        if not single:
+            self.shell.user_ns[args.out] = result.values
+            where = f"; their results are in {args.out}"
+        print(f"burst job {result.job_id} cancelled ({result.message}): {finished} of {len(result.values)} "
+              f"items had finished{where}. No worker of the job is left running.", file=sys.stderr)
 
     def _evaluate_items(self, expr: str) -> list[Any]:
         try:
