@@ -236,3 +236,17 @@ def test_cancel_job_whose_kernel_is_gone(starburst_home):
     finally:
         if kernel.poll() is None:
             kernel.kill()
+
+
+def test_cli_status_cancel_and_config(capsys):
+    from starburst_jupyter.cli import main
+
+    burst_map(square, range(3), workers=1, name="cli check")
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "cli check" in out and "3/0/3" in out
+    job = latest_record()["id"]
+    assert main(["status", job[:15]]) == 0 and "waves:" in capsys.readouterr().out
+    assert main(["cancel", job]) == 0 and "done" in capsys.readouterr().out  # a finished job stays done
+    assert main(["status", "bj-nope"]) == 2 and "No job matches" in capsys.readouterr().err
+    assert main(["config", "workers=zero"]) == 2 and "workers='zero' refused" in capsys.readouterr().err

@@ -17,8 +17,8 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from starburst_jupyter.errors import (BurstBackendUnavailable, BurstCaptureError, BurstError,
-                                      BurstValidationError, ResultTooLarge)
+from starburst_jupyter.errors import (BurstBackendUnavailable, BurstCaptureError, BurstError, BurstTimeout,
+                                      BurstValidationError, ResultTooLarge, TaskCancelled)
 
 
 # ----- helpers ---------------------------------------------------------------------------------
@@ -265,6 +265,27 @@ def test_user_name_that_looks_like_ipython_history_is_captured(ip):
     assert outcome.value == 8
 
 
+@pytest.mark.xfail(reason="BUG: capture._Names._inner_scope binds every name a function stores before visiting "
+                          "its `global` statement, so `global total; total += 1` never captures the notebook's total",
+                   strict=True)
+def test_function_in_cell_updating_a_notebook_global(ip):
+    ok(ip, "total = 10")
+    outcome = ok(ip, "%%burst\n"
+                     "def bump():\n"
+                     "    global total\n"
+                     "    total += 1\n"
+                     "    return total\n"
+                     "bump()\n")
+    assert outcome.value == 11
+
+
+def test_unpicklable_map_item_stops_before_launch(ip, starburst_home):
+    ok(ip, "import threading\nlock = threading.Lock()")
+    refused(ip, starburst_home, "%%burst --map x in [1, lock] --out o\nx", BurstCaptureError,
+            "_thread.lock", "picklable", "nothing was launched")
+    assert "o" not in ip.user_ns
+
+
 # ----- 5: large array --------------------------------------------------------------------------
 
 def test_large_numpy_array_used_by_map_cell(ip):
@@ -331,6 +352,23 @@ def test_on_error_keep_from_config(ip):
     ok(ip, "%burst_config on_error=keep")
     ok(ip, FAILING_CELL.format(opts=""))
     assert isinstance(ip.user_ns["out"][3], ValueError)
+
+
+def test_timeout_cancels_and_keeps_finished_results(ip, starburst_home):
+    outcome = run(ip, "%%burst --map x in range(4) --workers 1 --timeout 2 --out out\n"
+                      "import time\n"
+                      "if x == 3:\n"
+                      "    time.sleep(60)\n"
+                      "x\n")
+    assert isinstance(outcome.error, BurstTimeout)
+    assert "--timeout of 2" in outcome.text
+    out = ip.user_ns["out"]
+    assert out[:3] == [0, 1, 2]
+    assert isinstance(out[3], TaskCancelled)
+    [record] = job_records(starburst_home)
+    assert record["state"] == "cancelled"
+    for worker in record["workers"].values():
+        assert worker["exit_code"] is not None  # no worker left running
 
 
 # ----- 7: bad inputs -------------------------------------------------------------------------
@@ -423,7 +461,6 @@ def test_burst_status_lists_jobs_and_shows_one(ip, starburst_home):
     line_second = next(line for line in listing.splitlines() if second["id"] in line)
     assert "done" in line_first and "3/0/3" in line_first
     assert "failed" in line_second and "3/1/4" in line_second
-    assert listing.index(second["id"]) < listing.index(first["id"])  # newest first
 
     detail = ok(ip, f"%burst_status {second['id']}").out
     assert second["id"] in detail and first["id"] not in detail
@@ -432,6 +469,23 @@ def test_burst_status_lists_jobs_and_shows_one(ip, starburst_home):
 
     short = ok(ip, f"%burst_status {first['id'][:-2]}").out  # a unique prefix is enough
     assert first["id"] in short
+
+
+@pytest.mark.xfail(reason="BUG: job ids have 1-second resolution plus a random suffix, and JobStore.list sorts by id, "
+                          "so jobs started within the same second are listed in random order, not newest first",
+                   strict=True)
+def test_burst_status_lists_newest_first_within_the_same_second(ip, starburst_home, monkeypatch):
+    from starburst_jupyter import jobstore
+
+    fixed = jobstore.time.gmtime()
+    suffixes = iter(["ffffff", "000000"])  # the random parts of two ids made in the same second
+    monkeypatch.setattr(jobstore, "time", SimpleNamespace(strftime=jobstore.time.strftime, gmtime=lambda: fixed))
+    monkeypatch.setattr(jobstore, "secrets", SimpleNamespace(token_hex=lambda n: next(suffixes)))
+    ok(ip, "%%burst --map x in range(1) --out older\nx")
+    ok(ip, "%%burst --map x in range(2) --out newer\nx")
+    by_total = {r["total"]: r["id"] for r in job_records(starburst_home)}
+    listing = ok(ip, "%burst_status").out
+    assert listing.index(by_total[2]) < listing.index(by_total[1])
 
 
 def test_burst_status_unknown_job_is_clear_error(ip):
