@@ -19,7 +19,8 @@ import cloudpickle
 from .errors import BurstCaptureError, BurstValidationError
 from .programs import CELL_FILENAME
 
-_IPYTHON_INTERNAL = re.compile(r"^(In|Out|get_ipython|exit|quit|_+|_[ihoed]+\d*|_\d+|__\w+__)$")
+# IPython's own names in the user namespace: history (_, __, ___, _i, _ii, _iii, _i7, _7), In/Out, ...
+_IPYTHON_INTERNAL = re.compile(r"^(In|Out|get_ipython|exit|quit|_{1,3}|_i{1,3}|_i\d+|_\d+|_oh|_ih|_dh|__\w+__)$")
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,17 @@ class _Names(ast.NodeVisitor):
             self._read(name)
 
     def _inner_scope(self, params: list[str], body: list[ast.AST]) -> None:
-        inner = _Names(bound=set(params))
-        stored = {n.id for stmt in body for n in ast.walk(stmt) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-        inner.bound |= stored
+        nodes = [n for stmt in body for n in ast.walk(stmt)]
+        declared_global = {name for n in nodes if isinstance(n, ast.Global) for name in n.names}
+        stored = {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        inner = _Names(bound=set(params) | (stored - declared_global))
         for stmt in body:
             inner.visit(stmt)
         for name in inner.needed:
             self._read(name)
+        for name in sorted(declared_global & stored):  # `global x; x = ...` rebinds the notebook's x
+            if name not in self.assigned:
+                self.assigned.append(name)
 
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
         args = node.args

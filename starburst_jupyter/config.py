@@ -14,7 +14,7 @@ from typing import Any, Callable
 import tomli_w
 
 from .errors import BurstConfigError, BurstValidationError
-from .sizes import parse_cpu, parse_memory
+from .sizes import parse_cpu, parse_memory, validate_size
 
 BACKENDS = ("local", "docker", "fargate")
 ON_ERROR = ("raise", "keep")
@@ -118,7 +118,13 @@ class Config:
     keep_payloads: bool = False
 
     def with_values(self, values: dict[str, Any]) -> "Config":
-        return replace(self, **{key: parse_value(key, value) for key, value in values.items()})
+        merged = replace(self, **{key: parse_value(key, value) for key, value in values.items()})
+        try:
+            validate_size(parse_cpu(merged.cpu), parse_memory(merged.memory))
+        except BurstValidationError as exc:
+            raise BurstConfigError(f"Config cpu={merged.cpu:g} memory={merged.memory} refused: {exc} Set both "
+                                   f"together, e.g. %burst_config cpu=2 memory=4GB.") from None
+        return merged
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {

@@ -70,13 +70,12 @@ class JobStore:
             return []
 
     def list(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Records newest first (ids sort by creation time)."""
+        """Records newest first (by creation time: ids only have one-second resolution)."""
         records = []
-        for folder in sorted(self._dirs(), key=lambda d: d.name, reverse=True):
+        for folder in self._dirs():
             try:
                 records.append(json.loads((folder / "record.json").read_text()))
             except (FileNotFoundError, json.JSONDecodeError):
                 continue
-            if limit and len(records) >= limit:
-                break
-        return records
+        records.sort(key=lambda r: (r.get("created", 0.0), r["id"]), reverse=True)
+        return records[:limit] if limit else records

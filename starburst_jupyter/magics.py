@@ -1,6 +1,7 @@
 """The IPython face: %%burst, %burst_status, %burst_config, %burst_cancel. Parses, captures, displays."""
 from __future__ import annotations
 
+import keyword
 import re
 import sys
 from typing import Any
@@ -60,7 +61,7 @@ class BurstMagics(Magics):
         args = parse_argstring(self.burst, line)
         if not cell.strip():
             raise UsageError("The %%burst cell is empty: put the code to run below the %%burst line.")
-        if not args.out.isidentifier():
+        if not args.out.isidentifier() or keyword.iskeyword(args.out):
             raise UsageError(f"--out {args.out!r} is not a valid Python name.")
         user_ns = self.shell.user_ns
         config = load_config()

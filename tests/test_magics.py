@@ -257,17 +257,12 @@ def test_function_using_a_notebook_global_is_captured(ip):
     assert ip.user_ns["out"] == [0, 3, 6]
 
 
-@pytest.mark.xfail(reason="BUG: capture._IPYTHON_INTERNAL regex `_[ihoed]+\\d*` also drops user names such as "
-                          "_id, _e, _ode, so the worker raises NameError", strict=True)
 def test_user_name_that_looks_like_ipython_history_is_captured(ip):
     ok(ip, "_id = 7")
     outcome = ok(ip, "%%burst\n_id + 1")
     assert outcome.value == 8
 
 
-@pytest.mark.xfail(reason="BUG: capture._Names._inner_scope binds every name a function stores before visiting "
-                          "its `global` statement, so `global total; total += 1` never captures the notebook's total",
-                   strict=True)
 def test_function_in_cell_updating_a_notebook_global(ip):
     ok(ip, "total = 10")
     outcome = ok(ip, "%%burst\n"
@@ -436,8 +431,6 @@ def test_map_expression_error_is_reported_with_cause(ip, starburst_home):
             "items['missing']", "KeyError")
 
 
-@pytest.mark.xfail(reason="BUG: --out accepts Python keywords (str.isidentifier is True for 'lambda'), so results "
-                          "land in a variable the notebook cannot name", strict=True)
 def test_out_keyword_is_refused(ip, starburst_home):
     refused(ip, starburst_home, "%%burst --map x in range(3) --out lambda\nx", UsageError, "'lambda'")
 
@@ -471,9 +464,6 @@ def test_burst_status_lists_jobs_and_shows_one(ip, starburst_home):
     assert first["id"] in short
 
 
-@pytest.mark.xfail(reason="BUG: job ids have 1-second resolution plus a random suffix, and JobStore.list sorts by id, "
-                          "so jobs started within the same second are listed in random order, not newest first",
-                   strict=True)
 def test_burst_status_lists_newest_first_within_the_same_second(ip, starburst_home, monkeypatch):
     from starburst_jupyter import jobstore
 
@@ -550,8 +540,6 @@ def test_burst_config_memory_and_cpu_together(ip, starburst_home):
     assert "2 vCPU / 4GB each" in launch.out
 
 
-@pytest.mark.xfail(reason="BUG: %burst_config accepts a cpu/memory pair Fargate refuses (cpu=16 with the default "
-                          "2GB), so every later %%burst cell fails", strict=True)
 def test_burst_config_refuses_invalid_cpu_memory_pair(ip, starburst_home):
     outcome = run(ip, "%burst_config cpu=16")
     assert isinstance(outcome.error, UsageError)
