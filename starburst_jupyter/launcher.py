@@ -70,6 +70,10 @@ class JobHandle:
         self._monitor: _Monitor | None = None
 
     @property
+    def plan(self) -> Plan:
+        return self._monitor.plan
+
+    @property
     def outcome(self) -> JobResult | None:
         """The result once the job has ended, else None."""
         return self._result
@@ -170,9 +174,12 @@ class Launcher:
             monitor.files.store.delete_prefix(monitor.files.prefix)
             if isinstance(exc, BurstError):
                 raise
+            culprit = _unpicklable_item(items)
+            if culprit is None:
+                raise
             raise BurstCaptureError(
-                f"Could not write job {job_id}'s items to {backend.name} storage: {type(exc).__name__}: {exc}. "
-                f"Every item must be picklable; nothing was launched."
+                f"{culprit} cannot be sent to workers: {type(exc).__name__}: {exc}. Every item must be "
+                f"picklable; nothing was launched."
             ) from exc
         monitor.start()
         return handle
@@ -197,6 +204,16 @@ class Launcher:
                           finished=time.time())
             self.store.write(record)
         return record
+
+
+def _unpicklable_item(items: list[Any]) -> str | None:
+    for index, item in enumerate(items):
+        try:
+            serialize.encode(item)
+        except Exception:  # noqa: BLE001 - any pickling failure
+            kind = f"{type(item).__module__}.{type(item).__qualname__}".removeprefix("builtins.")
+            return f"Item {index} ({kind})"
+    return None
 
 
 def _owner_alive(record: dict[str, Any]) -> bool:

@@ -34,6 +34,26 @@ def parse_map(text: str) -> tuple[str, tuple[str, ...], str]:
     return ", ".join(names), names, match.group("expr").strip()
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+MAX_SHOWN_OUTPUTS = 5
+
+
+def _show_map_outputs(result: JobResult) -> None:
+    """What map items printed: the first few in full, so a print-debugging user sees it."""
+    for index in sorted(result.outputs)[:MAX_SHOWN_OUTPUTS]:
+        stdout, stderr = result.outputs[index]
+        if stdout:
+            sys.stdout.write("".join(f"[item {index}] {line}\n" for line in stdout.splitlines()))
+        if stderr:
+            sys.stderr.write("".join(f"[item {index}] {line}\n" for line in stderr.splitlines()))
+    hidden = len(result.outputs) - MAX_SHOWN_OUTPUTS
+    if hidden > 0:
+        print(f"... {hidden} more items printed output (worker logs: $STARBURST_HOME/jobs/{result.job_id}/logs)")
+
+
 def _summary(result: JobResult, total: int) -> str:
     done = total - len(result.failures)
     return (f"burst job {result.job_id}: {result.state}, {done}/{total} items ok, {len(result.failures)} failed, "
@@ -87,9 +107,9 @@ class BurstMagics(Magics):
             print(f"--map {expr} has no items; {args.out} = []")
             return None
         handle = Launcher(config).submit(spec, program, items, program_chunks=chunks)
-        where = f"{handle._monitor.plan.workers} workers" + (
-            f" in {handle._monitor.plan.waves} waves" if handle._monitor.plan.waves > 1 else "")
-        print(f"burst job {handle.id}: {len(items) if items is not None else 1} task(s) on {where} "
+        plan, tasks = handle.plan, len(items) if items is not None else 1
+        waves = f" in {plan.waves} waves" if plan.waves > 1 else ""
+        print(f"burst job {handle.id}: {_plural(tasks, 'task')} on {_plural(plan.workers, 'worker')}{waves} "
               f"({spec.backend}, {spec.describe_size()} each)", flush=True)
         try:
             result = handle.wait()
@@ -128,6 +148,7 @@ class BurstMagics(Magics):
         if single:
             return self._deliver_single(result)
         self.shell.user_ns[args.out] = result.values
+        _show_map_outputs(result)
         print(_summary(result, len(result.values)) + f"; results in {args.out}")
         if result.failures and on_error == "raise":
             raise BurstError(result.failure_report() + f"\n\nAll {len(result.values)} results are in {args.out!r} "

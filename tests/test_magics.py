@@ -261,6 +261,9 @@ def test_user_name_that_looks_like_ipython_history_is_captured(ip):
     ok(ip, "_id = 7")
     outcome = ok(ip, "%%burst\n_id + 1")
     assert outcome.value == 8
+    ok(ip, "_e = 2\n_hide = 3")
+    ok(ip, "%%burst --map x in range(2) --out out\nx + _e + _hide")
+    assert ip.user_ns["out"] == [5, 6]
 
 
 def test_function_in_cell_updating_a_notebook_global(ip):
@@ -272,6 +275,7 @@ def test_function_in_cell_updating_a_notebook_global(ip):
                      "    return total\n"
                      "bump()\n")
     assert outcome.value == 11
+    assert ip.user_ns["total"] == 11  # the rebinding comes back, as if the cell ran here
 
 
 def test_unpicklable_map_item_stops_before_launch(ip, starburst_home):
@@ -573,3 +577,15 @@ def test_single_result_too_large(ip):
     assert isinstance(outcome.error, BurstError)
     assert "max_result_bytes" in str(outcome.error)
     assert "blob" not in ip.user_ns
+
+
+def test_map_items_prints_are_shown_for_the_first_items(ip):
+    outcome = ok(ip, "%%burst --map x in range(8) --out echoed\nprint('hello', x)\nx")
+    assert "[item 0] hello 0" in outcome.out and "[item 4] hello 4" in outcome.out
+    assert "[item 5]" not in outcome.out and "3 more items printed output" in outcome.out
+    assert "on 1 worker " in outcome.out or "workers" in outcome.out
+
+
+def test_unpicklable_map_item_is_named_by_index(ip, starburst_home):
+    ok(ip, "import threading\nlock = threading.Lock()")
+    refused(ip, starburst_home, "%%burst --map x in [1, 2, lock]\nx", BurstCaptureError, "Item 2 (_thread.lock)")
