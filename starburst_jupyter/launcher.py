@@ -305,9 +305,8 @@ class _Monitor(threading.Thread):
             start = len(self.items)
             indices = list(range(start, start + len(values)))
             for index, value in zip(indices, values):
-                item = _Item()
-                self.items.append(item)
-                item.block = self._add_block([(index, value)])
+                block = self._add_block([(index, value)])  # first: an item that cannot be written is not queued
+                self.items.append(_Item(block=block))
         return indices
 
     def withdraw(self, index: int) -> bool:

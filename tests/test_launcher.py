@@ -250,3 +250,11 @@ def test_cli_status_cancel_and_config(capsys):
     assert main(["cancel", job]) == 0 and "done" in capsys.readouterr().out  # a finished job stays done
     assert main(["status", "bj-nope"]) == 2 and "No job matches" in capsys.readouterr().err
     assert main(["config", "workers=zero"]) == 2 and "workers='zero' refused" in capsys.readouterr().err
+
+
+def test_executor_survives_an_unpicklable_submit():
+    with BurstExecutor(workers=1, config=Config(local_concurrency=1)) as pool:
+        with pytest.raises(BurstCaptureError, match="'args'"):
+            pool.submit(square, threading.Lock())
+        assert pool.submit(square, 3).result(timeout=20) == 9
+    assert latest_record()["state"] == "done"  # the refused call left nothing pending
