@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from . import events as ev
 from . import pricing, serialize
@@ -77,6 +77,10 @@ class JobHandle:
     def outcome(self) -> JobResult | None:
         """The result once the job has ended, else None."""
         return self._result
+
+    def start(self) -> None:
+        """Launch a job submitted with start=False."""
+        self._monitor.start()
 
     def done(self) -> bool:
         return self._finished.is_set()
@@ -144,8 +148,11 @@ class Launcher:
         return self._backends[name]
 
     def submit(self, spec: JobSpec, program: Any, items: list[Any] | None = None, *, open_job: bool = False,
-               program_chunks: list | None = None) -> JobHandle:
-        """Validate, write the job, start its monitor. `items` None means one task (single mode)."""
+               program_chunks: list | None = None,
+               subscribers: Iterable[Callable[[ev.Event], None]] = (), start: bool = True) -> JobHandle:
+        """Validate, write the job, start its monitor. `items` None means one task (single mode).
+
+        `subscribers` see every event from the first; with start=False the caller calls handle.start()."""
         backend = self.backend(spec.backend)
         items = [None] if items is None else list(items)
         concurrency = backend.concurrency(spec.cpu_units)
@@ -166,6 +173,8 @@ class Launcher:
         chunks = program_chunks if program_chunks is not None else serialize.dumps_chunks(program)
         job_id = new_job_id()
         handle = JobHandle(job_id, spec, ev.EventBus())
+        for subscriber in subscribers:
+            handle.events.subscribe(subscriber)
         monitor = _Monitor(self, handle, backend, plan, chunks, items, open_job, rate)
         handle._monitor = monitor
         try:
@@ -181,7 +190,8 @@ class Launcher:
                 f"{culprit} cannot be sent to workers: {type(exc).__name__}: {exc}. Every item must be "
                 f"picklable; nothing was launched."
             ) from exc
-        monitor.start()
+        if start:
+            monitor.start()
         return handle
 
     def cancel_job(self, job_id: str, reason: str = "cancelled") -> dict[str, Any]:
@@ -382,8 +392,10 @@ class _Monitor(threading.Thread):
         alive = len(self._alive())
         while alive + launched < self.plan.concurrency and unclaimed > launched:
             planned = self.next_worker < self.plan.workers
-            if not planned and alive + launched >= min(self.plan.concurrency, unclaimed):
-                break
+            if not planned:  # beyond the plan only to replace workers that died, or if none is left
+                lost = sum(1 for r in self.workers.values() if r.exit_code not in (None, 0))
+                if alive + launched > 0 and self.next_worker - self.plan.workers >= lost:
+                    break
             if self.spec.max_cost is not None and (
                     self.cost + self.per_second * pricing.MINIMUM_BILLED_SECONDS > self.spec.max_cost):
                 if alive + launched == 0:
@@ -393,7 +405,9 @@ class _Monitor(threading.Thread):
                 break
             index = self.next_worker
             wave = self.plan.wave_of(index) if planned else max(self.waves_started or {1})
-            ref = self.backend.start_worker(self.files, index, wave, self.plan.budget if planned else 0)
+            # The last planned worker has no budget: it takes whatever the others' budgets left over.
+            budget = self.plan.budget if planned and index < self.plan.workers - 1 else 0
+            ref = self.backend.start_worker(self.files, index, wave, budget)
             self.next_worker += 1
             self.workers[index] = ref
             launched += 1

@@ -17,6 +17,7 @@ from .errors import BurstCaptureError, BurstError, BurstValidationError
 from .jobstore import JobStore
 from .launcher import JobResult, Launcher
 from .programs import CellProgram
+from .progress import JobView, TextProgress, Throttled
 from .spec import build_spec
 from .status import format_job, format_jobs
 
@@ -106,11 +107,16 @@ class BurstMagics(Magics):
             user_ns[args.out] = []
             print(f"--map {expr} has no items; {args.out} = []")
             return None
-        handle = Launcher(config).submit(spec, program, items, program_chunks=chunks)
-        plan, tasks = handle.plan, len(items) if items is not None else 1
+        tasks = len(items) if items is not None else 1
+        view = JobView("", total=tasks, name=spec.name, backend=spec.backend, region=spec.region)
+        progress = Throttled(view, TextProgress(sys.stdout, in_place=True), interval=0.5)
+        handle = Launcher(config).submit(spec, program, items, program_chunks=chunks, start=False)
+        plan = handle.plan
         waves = f" in {plan.waves} waves" if plan.waves > 1 else ""
         print(f"burst job {handle.id}: {_plural(tasks, 'task')} on {_plural(plan.workers, 'worker')}{waves} "
               f"({spec.backend}, {spec.describe_size()} each)", flush=True)
+        handle.events.subscribe(progress)
+        handle.start()
         try:
             result = handle.wait()
         except KeyboardInterrupt:

@@ -43,3 +43,54 @@ def ip(_ipython_shell):
     assert "burst" in _ipython_shell.magics_manager.magics["cell"]
     yield _ipython_shell
     _ipython_shell.reset(new_session=False)
+
+
+# ----- AWS stand-in (moto server mode) --------------------------------------------------------
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's ThreadedMotoServer on 127.0.0.1 (a free port), one for the session.
+
+    It changes no environment by itself: use `moto_env` (or `s3_bucket`) in a test to point boto3,
+    in the test and in every subprocess it starts, at this server.
+    """
+    from moto_server import MotoServer
+
+    server = MotoServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto_env(moto_server, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """This test (and the workers it spawns, which inherit os.environ) talks to moto: endpoint,
+    dummy credentials, region; ~/.aws and any real profile are out of reach. Restored afterwards."""
+    for name in moto_server.UNSET:
+        monkeypatch.delenv(name, raising=False)
+    nowhere = tmp_path_factory.mktemp("no-aws-config")
+    env = {**moto_server.env, "AWS_CONFIG_FILE": str(nowhere / "config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(nowhere / "credentials")}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def s3_bucket(moto_env) -> str:
+    """A fresh, empty bucket in moto; emptied and deleted after the test."""
+    import boto3
+    from moto_server import new_bucket_name
+
+    name = new_bucket_name()
+    client = boto3.session.Session().client("s3")
+    client.create_bucket(Bucket=name)
+    yield name
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        objects = [{"Key": o["Key"]} for o in page.get("Contents", ())]
+        if objects:
+            client.delete_objects(Bucket=name, Delete={"Objects": objects, "Quiet": True})
+    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=name):
+        for upload in page.get("Uploads", ()):
+            client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
+    client.delete_bucket(Bucket=name)

@@ -1,0 +1,174 @@
+"""The view model every display face renders: job events in, one plain state out.
+
+Widgets (next) and the text progress line both read a JobView; neither touches the backend.
+Rendering is throttled so a 1000-task job cannot flood a front end.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, TextIO
+
+from . import events as ev
+
+MAX_LOG_LINES_PER_WORKER = 200
+
+
+@dataclass
+class WorkerView:
+    index: int
+    wave: int
+    state: str = "starting"  # starting, running, idle, exited, failed
+    current: tuple[int, ...] = ()
+    done: int = 0
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    last_line: str = ""
+    error: str = ""
+    logs: deque = field(default_factory=lambda: deque(maxlen=MAX_LOG_LINES_PER_WORKER))
+
+    def runtime(self, now: float) -> float:
+        return (self.ended or now) - self.started
+
+
+@dataclass
+class JobView:
+    job_id: str
+    total: int
+    name: str = ""
+    backend: str = "local"
+    region: str = ""
+    state: str = "queued"
+    message: str = ""
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    wave: int = 0
+    waves: int = 1
+    wave_workers: dict[int, int] = field(default_factory=dict)  # wave -> planned workers
+    wave_done: dict[int, int] = field(default_factory=dict)  # wave -> items finished by its workers
+    workers: dict[int, WorkerView] = field(default_factory=dict)
+    failures: list[tuple[int, str, str]] = field(default_factory=list)  # (item, one line, traceback)
+    accrued: float = 0.0
+    projected: float = 0.0
+    cap: float | None = None
+    cost_label: str = ""
+
+    def elapsed(self, now: float | None = None) -> float:
+        return (self.ended or now or time.time()) - self.started
+
+    def workers_up(self, wave: int) -> int:
+        return sum(1 for w in self.workers.values() if w.wave == wave and w.state in ("running", "idle", "starting"))
+
+    def apply(self, event: ev.Event) -> None:
+        self.job_id = self.job_id or event.job_id
+        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        if handler is not None:
+            handler(event)
+
+    def _on_JobStateChanged(self, e: ev.JobStateChanged) -> None:
+        self.state, self.message = e.state, e.message or self.message
+
+    def _on_WaveStarted(self, e: ev.WaveStarted) -> None:
+        self.wave, self.waves = e.wave, e.waves
+        self.wave_workers[e.wave] = e.workers
+
+    def _on_WorkerStarted(self, e: ev.WorkerStarted) -> None:
+        self.workers[e.worker] = WorkerView(e.worker, e.wave, started=e.at)
+
+    def _on_WorkerExited(self, e: ev.WorkerExited) -> None:
+        worker = self.workers.get(e.worker)
+        if worker is not None:
+            worker.state = "exited" if e.exit_code in (0, None) else "failed"
+            worker.ended, worker.current = e.at, ()
+            if e.exit_code not in (0, None):
+                worker.error = e.reason
+
+    def _on_TaskStarted(self, e: ev.TaskStarted) -> None:
+        worker = self.workers.get(e.worker)
+        if worker is not None:
+            worker.state, worker.current = "running", e.indices
+
+    def _count(self, worker_index: int) -> None:
+        worker = self.workers.get(worker_index)
+        if worker is not None:
+            worker.done += 1
+            self.wave_done[worker.wave] = self.wave_done.get(worker.wave, 0) + 1
+
+    def _on_TaskFinished(self, e: ev.TaskFinished) -> None:
+        self.done += 1
+        self._count(e.worker)
+
+    def _on_TaskFailed(self, e: ev.TaskFailed) -> None:
+        self.failed += 1
+        self.failures.append((e.index, e.error, e.traceback))
+        self._count(e.worker)
+        worker = self.workers.get(e.worker)
+        if worker is not None:
+            worker.error = f"item {e.index}: {e.error}"
+
+    def _on_TaskRetried(self, e: ev.TaskRetried) -> None:
+        self.retried += 1
+
+    def _on_LogLine(self, e: ev.LogLine) -> None:
+        worker = self.workers.get(e.worker)
+        if worker is not None:
+            worker.logs.append(e.line)
+            worker.last_line = e.line
+
+    def _on_CostTick(self, e: ev.CostTick) -> None:
+        self.accrued, self.projected, self.cap, self.cost_label = e.accrued, e.projected, e.cap, e.label
+
+    def _on_JobFinished(self, e: ev.JobFinished) -> None:
+        self.state, self.ended, self.message = e.state, e.at, e.message or self.message
+        self.done, self.failed, self.accrued = e.done, e.failed, e.cost
+
+    def line(self, now: float | None = None) -> str:
+        """One line for terminals and notebooks without widgets."""
+        wave = f" | wave {self.wave}/{self.waves}: {self.workers_up(self.wave)}/{self.wave_workers.get(self.wave, 0)} " \
+               f"workers up" if self.waves > 1 and self.state in ("launching", "running") else ""
+        failed = f", {self.failed} failed" if self.failed else ""
+        cap = f" (cap ${self.cap:g})" if self.cap else ""
+        cost = f" | ${self.accrued:.4f}{cap}" + (" est." if self.backend == "local" else "")
+        return (f"{self.job_id} {self.state}: {self.done + self.failed}/{self.total} items{failed}{wave}"
+                f" | {self.elapsed(now):.1f}s{cost}")
+
+
+class Throttled:
+    """Calls render(view) at most every `interval` seconds, and always once at the end."""
+
+    def __init__(self, view: JobView, render: Callable[[JobView], None], interval: float = 0.25):
+        self.view, self.render, self.interval = view, render, interval
+        self.renders = 0
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, event: ev.Event) -> None:
+        with self._lock:
+            self.view.apply(event)
+            now = time.monotonic()
+            final = isinstance(event, ev.JobFinished)
+            if final or now - self._last >= self.interval:
+                self._last = now
+                self.renders += 1
+                self.render(self.view)
+
+
+class TextProgress:
+    """A progress line: rewritten in place on a terminal or notebook, or one line every few seconds in logs."""
+
+    def __init__(self, stream: TextIO, in_place: bool):
+        self.stream, self.in_place = stream, in_place
+
+    def __call__(self, view: JobView) -> None:
+        text = view.line()
+        if self.in_place:
+            end = "\n" if view.ended else ""
+            self.stream.write("\r" + text + end)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
