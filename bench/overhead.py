@@ -203,6 +203,7 @@ def bench_ipyparallel(workloads: list[Workload], workers: int, reps: int) -> lis
 
 
 def _ipp_runner(view: Any) -> Runner:
+    """A runner calling `view.map_sync` (a DirectView splits items evenly, a LoadBalancedView one per task)."""
     def run(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         return view.map_sync(fn, items)
 
@@ -265,6 +266,7 @@ def stop_leftovers(wait: float = 10.0) -> list[str]:
 
 
 def version(package: str) -> str:
+    """The installed distribution's version, or 'not installed'."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -325,6 +327,7 @@ def order(rows: list[Row], workloads: list[Workload]) -> list[Row]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """--workers, --quick and --lithops-tasks."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2, help="workers for every tool (default 2)")
     parser.add_argument("--quick", action="store_true", help="one repetition instead of three (CI smoke)")
@@ -337,6 +340,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run every tool, stop what they started, print the table."""
     args = parse_args(argv)
     reps = 1 if args.quick else 3
     root = tempfile.mkdtemp(prefix="starburst-bench-")
