@@ -75,7 +75,7 @@ class LocalFolderStore:
         folder = self.path(prefix)
         try:
             with os.scandir(folder) as entries:
-                return [prefix + e.name for e in entries if not e.name.startswith(".tmp-")]
+                return [prefix + e.name for e in entries if not e.name.startswith(".tmp-") and e.is_file()]
         except FileNotFoundError:
             return []
 

@@ -16,7 +16,7 @@ Same contract as LocalFolderStore:
 * Errors are `S3StoreError` (an OSError, like the local store's errors; missing keys are
   also FileNotFoundError) naming the bucket, the key and what to do next.
 
-Retries are botocore's own ("standard" mode, 8 attempts: throttling such as 503 SlowDown,
+Retries are botocore's own ("standard" mode, 8 retries = 9 attempts: throttling such as 503 SlowDown,
 5xx and dropped connections, with jittered back-off); this module adds no retry loop.
 Region, endpoint and credentials come from boto3's standard configuration (AWS_REGION /
 AWS_DEFAULT_REGION, AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3, profiles, the task role), and
@@ -24,7 +24,11 @@ nothing here ever logs or prints a credential.
 """
 from __future__ import annotations
 
+import copy
+import hashlib
 import io
+import os
+import threading
 import uuid
 from typing import Iterable
 
@@ -36,6 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from .errors import BurstError
 
 MiB = 1024 * 1024
+# botocore's "max_attempts" here counts retries: 8 retries, 9 attempts in all.
 CLIENT_CONFIG = dict(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=60)
 _TOKEN = "starburst-token"  # user metadata (x-amz-meta-starburst-token) set by create_exclusive
 _EXISTS_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
@@ -84,9 +89,9 @@ class S3ObjectStore:
         self._make_client()
 
     def _make_client(self) -> None:
-        config = Config(**CLIENT_CONFIG, max_pool_connections=max(10, self.max_concurrency + 4))
-        # A session of our own: boto3's default session is not safe to share across threads.
-        self.client = boto3.session.Session().client("s3", config=config)
+        # (a deep copy: botocore rewrites the retries dict it is given)
+        config = Config(**copy.deepcopy(CLIENT_CONFIG), max_pool_connections=max(10, self.max_concurrency + 4))
+        self.client = _client(config)
         self.transfer = TransferConfig(
             multipart_threshold=self.multipart_threshold,
             multipart_chunksize=self.part_size,
@@ -122,10 +127,8 @@ class S3ObjectStore:
         full = self.full_key(key)
         try:
             if reader.size < self.multipart_threshold:
-                body = reader.views[0] if len(reader.views) == 1 else reader
-                if isinstance(body, memoryview):
-                    body = ChunkReader([body])  # botocore wants bytes or a file: wrap, do not copy
-                self.client.put_object(Bucket=self.bucket, Key=full, Body=body)
+                # botocore streams the reader (and seeks back to resend it on a retry)
+                self.client.put_object(Bucket=self.bucket, Key=full, Body=reader)
             else:
                 # s3transfer: CreateMultipartUpload, UploadPart x N (parts read from the chunks one
                 # at a time, several in flight), CompleteMultipartUpload; aborts the upload on failure.
@@ -150,9 +153,8 @@ class S3ObjectStore:
                 body.close()
                 data = bytearray(size)
                 sink = BytearrayWriter(data)
-                self.client.download_fileobj(
-                    self.bucket, full, sink, ExtraArgs={"IfMatch": response["ETag"]}, Config=self.transfer
-                )
+                # (s3transfer pins its ranged GETs to one version of the object with If-Match.)
+                self.client.download_fileobj(self.bucket, full, sink, Config=self.transfer)
                 if sink.high != size:
                     raise S3StoreError(
                         f"s3://{self.bucket}/{full} changed size while it was read ({sink.high} of {size} "
@@ -190,10 +192,12 @@ class S3ObjectStore:
         except ClientError as exc:
             if _code(exc) not in _EXISTS_CODES:
                 raise self._error(exc, "creating", key) from None
+            if not exc.response.get("ResponseMetadata", {}).get("RetryAttempts"):
+                return False  # refused at the first attempt: the key was someone else's
         except BotoCoreError as exc:
             raise self._error(exc, "creating", key) from None
-        # The key exists. It is ours if an earlier attempt of this very call landed but its reply
-        # was lost and botocore retried into our own object.
+        # The key exists and botocore had retried: it is ours if an earlier attempt of this very
+        # call landed but its reply was lost (timeout, 5xx after the write).
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=full)
         except ClientError as exc:
@@ -283,7 +287,8 @@ class S3ObjectStore:
                     f"(`aws configure` or `aws sso login`, AWS_PROFILE, or a task role on Fargate).")
             return S3StoreError(text, bucket=self.bucket, key=self.full_key(key), code=type(exc).__name__)
         endpoint = self.client.meta.endpoint_url
-        text = (f"Could not complete {action} {where} through {endpoint} after {CLIENT_CONFIG['retries']['max_attempts']} "
+        attempts = self.client.meta.config.retries.get("total_max_attempts", "several")
+        text = (f"Could not complete {action} {where} through {endpoint} after {attempts} "
                 f"attempts: {type(exc).__name__}: {exc}. Check the network path to S3 (and AWS_ENDPOINT_URL "
                 f"if you set it), then try again.")
         return S3StoreError(text, bucket=self.bucket, key=self.full_key(key), code=type(exc).__name__)
@@ -306,6 +311,27 @@ _ADVICE_BY_STATUS = {
     500: "S3 kept failing after every retry; try again in a minute.",
     503: _ADVICE["SlowDown"],
 }
+
+
+_sessions: dict[str, boto3.session.Session] = {}
+_sessions_lock = threading.Lock()
+# The variables that choose whose credentials a session finds (a session caches them once found).
+_CREDENTIAL_VARS = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_CONFIG_FILE",
+                    "AWS_SHARED_CREDENTIALS_FILE", "AWS_ROLE_ARN", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+
+
+def _client(config: Config):
+    """An S3 client from a shared session (loading S3's model once makes later clients ~10x cheaper).
+
+    boto3 sessions are not safe for concurrent client creation, hence the lock; the clients
+    themselves are thread-safe. Region and endpoint are read from the environment per client.
+    """
+    selector = hashlib.sha256("\0".join(os.environ.get(v, "") for v in _CREDENTIAL_VARS).encode()).hexdigest()
+    with _sessions_lock:
+        session = _sessions.get(selector)
+        if session is None:
+            session = _sessions[selector] = boto3.session.Session()
+        return session.client("s3", config=config)
 
 
 def _code(exc: ClientError) -> str:

@@ -67,7 +67,10 @@ class Control(threading.Thread):
     def run(self) -> None:
         last_beat = 0.0
         while True:
-            self.check()
+            try:
+                self.check()
+            except OSError as exc:  # the store is unreachable for now: keep beating, check again soon
+                log(f"worker {self.worker}: could not check for cancel: {exc}")
             now = time.time()
             if now - last_beat >= self.beat_every:
                 info = {"worker": self.worker, "pid": os.getpid(), "host": socket.gethostname(), "at": now}

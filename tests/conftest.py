@@ -77,13 +77,12 @@ def moto_env(moto_server, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
 
 
 @pytest.fixture
-def s3_bucket(moto_env) -> str:
+def s3_bucket(moto_server, moto_env) -> str:
     """A fresh, empty bucket in moto; emptied and deleted after the test."""
-    import boto3
     from moto_server import new_bucket_name
 
     name = new_bucket_name()
-    client = boto3.session.Session().client("s3")
+    client = moto_server.client("s3")
     client.create_bucket(Bucket=name)
     yield name
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):

@@ -42,6 +42,15 @@ class MotoServer:
     def stop(self) -> None:
         self._server.stop()
 
+    def client(self, service: str):
+        """A boto3 client of this server (from one shared boto3 session: loading a model is slow).
+        Call it with the environment from the `moto_env` fixture in place."""
+        import boto3
+
+        if getattr(self, "_session", None) is None:
+            self._session = boto3.session.Session()
+        return self._session.client(service)
+
     @property
     def env(self) -> dict[str, str]:
         """What a process needs to reach this moto through boto3's standard configuration."""
