@@ -138,7 +138,8 @@ class Worker:
         self.flush_seconds = float(self.spec.get("flush_seconds", 1.0))
         self.idle_seconds = float(self.spec.get("idle_seconds", 0.0))
         self.max_result_bytes = int(self.spec["max_result_bytes"])
-        self.known: list[int] = []
+        self.known: list[int] = []  # blocks this worker may still try to claim, in order
+        self.newest = -1  # the highest block id listed so far
         self.cursor = 0
         self.done = 0
 
@@ -150,10 +151,12 @@ class Worker:
                 self.cursor += 1
                 if self.files.claim(block, self.index):
                     return block
-            newest = self.known[-1] if self.known else -1
-            fresh = [b for b in self.files.list_blocks() if b > newest]
+            fresh = [b for b in self.files.list_blocks() if b > self.newest]
             if fresh:
-                self.known.extend(fresh)
+                # One listing of claims spares a late worker (a later wave) one losing claim per taken block.
+                claimed = self.files.list_claimed() if len(fresh) > 1 else set()
+                self.known.extend(b for b in fresh if b not in claimed)
+                self.newest = fresh[-1]
                 continue
             if not self.spec.get("open") or self.files.is_closed() or waited >= self.idle_seconds:
                 return None
