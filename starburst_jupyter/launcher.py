@@ -194,6 +194,18 @@ class Launcher:
             monitor.start()
         return handle
 
+    def job_logs(self, job_id: str, worker: int | None = None) -> dict[int, str]:
+        """Worker logs of any job in the store: {worker index: text}."""
+        record = self.store.find(job_id)
+        indices = sorted(int(i) for i in record.get("workers", {}))
+        if worker is not None:
+            if worker not in indices:
+                raise KeyError(f"Job {record['id']} has no worker {worker}; its workers are {indices}.")
+            indices = [worker]
+        backend = self.backend(record["backend"])
+        files = backend.job_files(record["id"])
+        return {i: backend.read_log(files, i) for i in indices}
+
     def cancel_job(self, job_id: str, reason: str = "cancelled") -> dict[str, Any]:
         """Cancel any job in the store, also when the kernel that launched it is gone. Idempotent."""
         record = self.store.find(job_id)
@@ -454,8 +466,8 @@ class _Monitor(threading.Thread):
                     self._finalize(index, False, WorkerLost(
                         f"Item {index} was on worker {ref.index} when that worker ended ({ref.reason}); it was "
                         f"tried {item.attempts} times, on different workers, and each time the worker died. "
-                        f"Look for crashes or memory use in the item (%burst_status {self.job_id} lists the "
-                        f"workers).", job_id=self.job_id), None)
+                        f"Look for crashes or memory use in the item: %burst_logs {self.job_id} --worker "
+                        f"{ref.index} shows that worker's log.", job_id=self.job_id), None)
                     continue
                 item.attempts += 1
                 self.bus.publish(ev.TaskRetried(self.job_id, index=index, attempt=item.attempts,

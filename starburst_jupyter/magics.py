@@ -189,6 +189,21 @@ class BurstMagics(Magics):
         else:
             print(format_jobs(store.list(limit=50)))
 
+    @magic_arguments()
+    @argument("job", help="job id or unique prefix (see %%burst_status)")
+    @argument("--worker", type=int, help="only this worker's log")
+    @line_magic
+    def burst_logs(self, line: str) -> None:
+        """%burst_logs JOB [--worker N]: the full logs of a job's workers."""
+        args = parse_argstring(self.burst_logs, line)
+        try:
+            logs = Launcher().job_logs(args.job, args.worker)
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
+        for index, text in logs.items():
+            print(f"----- worker {index} -----")
+            print(text.rstrip() or "(empty)")
+
     @line_magic
     def burst_cancel(self, line: str) -> None:
         """%burst_cancel JOB: cancel a job, also one whose kernel is gone."""

@@ -589,3 +589,15 @@ def test_map_items_prints_are_shown_for_the_first_items(ip):
 def test_unpicklable_map_item_is_named_by_index(ip, starburst_home):
     ok(ip, "import threading\nlock = threading.Lock()")
     refused(ip, starburst_home, "%%burst --map x in [1, 2, lock]\nx", BurstCaptureError, "Item 2 (_thread.lock)")
+
+
+def test_burst_logs_shows_each_workers_log(ip, starburst_home):
+    ok(ip, "%%burst --map x in range(4) --workers 2 --out logged\nprint('line from item', x)\nx")
+    job = job_records(starburst_home)[0]["id"]
+    every = ok(ip, f"%burst_logs {job}").out
+    assert "----- worker 0 -----" in every and "----- worker 1 -----" in every
+    assert all(f"line from item {x}" in every for x in range(4))
+    one = ok(ip, f"%burst_logs {job} --worker 1").out
+    assert "----- worker 0 -----" not in one and "worker 1 of job" in one
+    missing = run(ip, f"%burst_logs {job} --worker 9")
+    assert isinstance(missing.error, UsageError) and "has no worker 9" in missing.text

@@ -44,6 +44,9 @@ class Backend(Protocol):
     def log_tail(self, files: JobFiles, ref: WorkerRef, offset: int) -> tuple[str, int]:
         """New log text of a worker since offset, and the new offset."""
 
+    def read_log(self, files: JobFiles, worker: int) -> str:
+        """A worker's whole log (also after the job ended)."""
+
 
 def get_backend(name: str, **kwargs: Any) -> Backend:
     if name == "local":

@@ -90,6 +90,12 @@ class LocalBackend:
                 stopped += 1
         return stopped
 
+    def read_log(self, files: JobFiles, worker: int) -> str:
+        try:
+            return self.store.path(files.log_key(worker)).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
     def log_tail(self, files: JobFiles, ref: WorkerRef, offset: int) -> tuple[str, int]:
         try:
             with open(self.store.path(files.log_key(ref.index)), "rb") as log:
