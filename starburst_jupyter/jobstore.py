@@ -52,6 +52,8 @@ class JobStore:
 
     def find(self, prefix: str) -> dict[str, Any]:
         """A job by id or unique id prefix (users type the short form)."""
+        if not prefix.strip():
+            raise KeyError("Give a job id (or the start of one); %burst_status lists the jobs.")
         try:
             return self.read(prefix)
         except KeyError:

@@ -6,11 +6,13 @@ job store's record current and publishes events. Faces only submit, wait, cancel
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -21,12 +23,25 @@ from .backends import Backend, WorkerRef, get_backend
 from .config import Config, load_config
 from .errors import (BurstCancelled, BurstCaptureError, BurstError, BurstTimeout, BurstValidationError, RemoteTraceback,
                      TaskCancelled, WorkerLost)
-from .jobstore import JobStore, new_job_id
+from .jobstore import TERMINAL_STATES, JobStore, new_job_id
+from .worker import EXIT_CANCELLED, EXIT_DEADLINE
 from .plan import Plan, make_plan
 from .protocol import ItemResult
 from .spec import JobSpec
 
 MAX_RECORDED_FAILURES = 50
+_LIVE: "weakref.WeakSet[_Monitor]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_live_jobs() -> None:
+    """The kernel is exiting: end the workers this process started rather than leave them running unowned."""
+    for monitor in list(_LIVE):
+        try:
+            monitor.files.request_cancel("the kernel that launched the job exited")
+            monitor.backend.stop(monitor._alive(), grace=1.0)
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
 logger = logging.getLogger(__name__)
 
 
@@ -110,12 +125,7 @@ class JobHandle:
                     raise TimeoutError(f"job {self.id} still running after {timeout} s (it goes on)")
         except KeyboardInterrupt:
             self.cancel("interrupted (stop button / Ctrl-C)")
-            while True:
-                try:
-                    self._finished.wait()
-                    break
-                except KeyboardInterrupt:
-                    continue  # cancelling already; wait for the workers to be gone
+            self._finished.wait()  # the workers are being ended; a second interrupt stops waiting
             raise
         return self._result
 
@@ -214,14 +224,14 @@ class Launcher:
         backend = self.backend(record["backend"])
         files = backend.job_files(record["id"])
         files.request_cancel(reason)
+        if _owner_alive(record):  # the owner's launcher stops its workers and records the cancel
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline and record["state"] not in TERMINAL_STATES:
+                time.sleep(0.1)
+                record = self.store.read(record["id"])
+            return record
         stopped = backend.stop_recorded(record)
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline:  # a live owner finalizes the record itself
-            record = self.store.read(record["id"])
-            if record["state"] in ("done", "failed", "cancelled") or not _owner_alive(record):
-                break
-            time.sleep(0.1)
-        if record["state"] not in ("done", "failed", "cancelled"):
+        if record["state"] not in TERMINAL_STATES:
             record.update(state="cancelled", message=f"{reason} ({stopped} workers stopped; launching kernel gone)",
                           finished=time.time())
             self.store.write(record)
@@ -281,7 +291,8 @@ class _Monitor(threading.Thread):
         self.next_worker = 0
         self.lock = threading.RLock()
         self.cancel_reason: str | None = None
-        self.cancelled_by = "user"  # or "timeout", "max-cost"
+        self.cancelled_by = "user"  # or "timeout", "max-cost", "startup"
+        self.startup_failures = 0
         self.closed = not open_job
         self.item_callbacks: list[Callable[[int, bool, Any], None]] = []
         self.created = time.time()
@@ -323,7 +334,8 @@ class _Monitor(threading.Thread):
     def add_items(self, values: list[Any]) -> list[int]:
         with self.lock:
             if self.closed:
-                raise BurstError(f"Job {self.job_id} is closed and takes no more items.", job_id=self.job_id)
+                raise BurstError(f"Job {self.job_id} is {'closed' if self.state not in TERMINAL_STATES else self.state}"
+                                 f" and takes no more items; start a new job (or BurstExecutor).", job_id=self.job_id)
             start = len(self.items)
             indices = list(range(start, start + len(values)))
             for index, value in zip(indices, values):
@@ -348,18 +360,21 @@ class _Monitor(threading.Thread):
             self.files.close()
 
     def request_cancel(self, reason: str) -> None:
-        with self.lock:
-            if self.cancel_reason is None:
-                self.cancel_reason = reason
+        """Lock-free, so a stop button is never stuck behind a step doing slow I/O."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
 
     # ----- the loop -------------------------------------------------------------------------
     def run(self) -> None:
         pause = 0.002
+        _LIVE.add(self)
         try:
             self._set_state("launching")
             while True:
                 with self.lock:
-                    if self.cancel_reason is not None or self.files.cancel_requested():
+                    if self.cancel_reason is None:
+                        self.cancel_reason = self.files.cancel_reason()  # written by another face
+                    if self.cancel_reason is not None:
                         self._cancel()
                         break
                     changed = self._step()
@@ -370,21 +385,28 @@ class _Monitor(threading.Thread):
                 time.sleep(pause)
         except BaseException as exc:  # noqa: BLE001 - the job must end recorded, never hang a wait()
             logger.exception("launcher of job %s failed", self.job_id)
-            self._crash(exc)
+            with self.lock:
+                self._crash(exc)
+        finally:
+            _LIVE.discard(self)
+            self.handle._finished.set()  # whatever happened, no wait() hangs
 
     def _step(self) -> bool:
+        now = time.time()
+        if now > self.deadline:
+            self.cancel_reason, self.cancelled_by = f"it passed its --timeout of {self.spec.timeout:g} s", "timeout"
+            return True
         exited = self._poll_workers()
         changed = self._scan_claims()
         changed |= self._collect_results()
         for ref in exited:
-            self._requeue_from(ref)
+            if ref.exit_code not in (EXIT_CANCELLED, EXIT_DEADLINE):  # those ended on purpose
+                self._requeue_from(ref)
+        self._check_startup_failures(exited)
         self._launch_workers()
         self._tail_logs()
-        now = time.time()
         if now - self.last_cost_tick >= 1.0:
             self._tick_cost(now)
-        if now > self.deadline:
-            self.cancel_reason, self.cancelled_by = f"it passed its --timeout of {self.spec.timeout:g} s", "timeout"
         if self.state == "launching" and any(r.exit_code is None for r in self.workers.values()):
             self._set_state("running")
         if now - self.last_record >= 0.5:
@@ -442,6 +464,18 @@ class _Monitor(threading.Thread):
             self._maybe_finish_wave(ref.wave)
         return exited
 
+    def _check_startup_failures(self, exited: list[WorkerRef]) -> None:
+        """Workers that die before claiming anything (cannot import, cannot unpickle) must not be relaunched forever."""
+        for ref in exited:
+            if ref.exit_code in (0, EXIT_CANCELLED, EXIT_DEADLINE) or ref.index in self.claims.values():
+                continue
+            self.startup_failures += 1
+            if self.startup_failures > self.spec.retries and self.cancel_reason is None:
+                tail = self.backend.read_log(self.files, ref.index).strip().splitlines()[-8:]
+                self.cancel_reason = (f"{self.startup_failures} workers ended before taking any work ({ref.reason}); "
+                                      f"the last one's log ends with:\n    " + "\n    ".join(tail))
+                self.cancelled_by = "startup"
+
     def _maybe_finish_wave(self, wave: int) -> None:
         if wave in self.waves_finished:
             return
@@ -460,12 +494,14 @@ class _Monitor(threading.Thread):
             # each one it held counts an attempt and goes alone to another worker, where a crash is its own.
             missing = [i for i in self.blocks[block] if not self.items[i].final]
             inputs = dict(self.files.read_block(block)) if missing else {}
+            alone = len(self.blocks[block]) == 1  # only then is the item surely what the worker was running
             for index in missing:
                 item = self.items[index]
-                if item.attempts > self.spec.retries:
+                if alone and item.attempts > self.spec.retries:
                     self._finalize(index, False, WorkerLost(
-                        f"Item {index} was on worker {ref.index} when that worker ended ({ref.reason}); it was "
-                        f"tried {item.attempts} times, on different workers, and each time the worker died. "
+                        f"Item {index} was running on worker {ref.index} when that worker ended ({ref.reason}); "
+                        f"it was tried {item.attempts} time{'s' if item.attempts != 1 else ''}, on different workers, and each "
+                        f"time the worker died. "
                         f"Look for crashes or memory use in the item: %burst_logs {self.job_id} --worker "
                         f"{ref.index} shows that worker's log.", job_id=self.job_id), None)
                     continue
@@ -523,7 +559,7 @@ class _Monitor(threading.Thread):
             try:
                 callback(index, ok, value)
             except Exception:  # noqa: BLE001 - a face's callback must not break the job
-                pass
+                logger.exception("an item callback of job %s failed", self.job_id)
 
     def _tail_logs(self) -> None:
         if not self.bus.wants(ev.LogLine):
@@ -587,6 +623,14 @@ class _Monitor(threading.Thread):
         self._stop_all()
         self._scan_claims()
         self._collect_results()
+        if self.cancelled_by == "startup":
+            for index, item in enumerate(self.items):
+                if not item.final:
+                    self._finalize(index, False, BurstError(
+                        f"Item {index} never ran: the workers of job {self.job_id} could not start. {reason}",
+                        job_id=self.job_id), None)
+            self._end("failed", reason)
+            return
         for index, item in enumerate(self.items):
             if not item.final:
                 self._finalize(index, False, TaskCancelled(
@@ -599,18 +643,23 @@ class _Monitor(threading.Thread):
         try:
             self.files.request_cancel(message)
             self._stop_all()
-        finally:
-            for index, item in enumerate(self.items):
-                if not item.final:
-                    self._finalize(index, False, BurstError(message, job_id=self.job_id), None)
-            self._publish_end("failed", message)
+        except Exception:  # noqa: BLE001 - best effort: the job is ending either way
+            logger.exception("could not stop the workers of job %s", self.job_id)
+        for index, item in enumerate(self.items):
+            if not item.final:
+                self._finalize(index, False, BurstError(message, job_id=self.job_id), None)
+        self._publish_end("failed", message)
 
     def _end(self, state: str, message: str) -> None:
         if not self.launcher.config.keep_payloads:
-            self.files.delete_payloads()
+            try:
+                self.files.delete_payloads()
+            except OSError:
+                logger.exception("could not delete the payloads of job %s (results are collected)", self.job_id)
         self._publish_end(state, message)
 
     def _publish_end(self, state: str, message: str) -> None:
+        self.closed = True  # an ended job takes no more items
         now = time.time()
         self.cost = self._worker_seconds(now) * self.per_second
         self.projected = self.cost
@@ -650,7 +699,6 @@ class _Monitor(threading.Thread):
             else:
                 done += 1
                 outcomes.append("D")
-        ended = [r for r in self.workers.values() if r.ended]
         record = {
             "id": self.job_id, "name": self.spec.name, "backend": self.spec.backend, "state": self.state,
             "message": self.message, "created": self.created, "started": self.started,
@@ -667,6 +715,5 @@ class _Monitor(threading.Thread):
                      "label": self._cost_label(), "prices_as_of": pricing.PRICES_AS_OF},
             "store": {"url": self.files.store.url, "prefix": self.files.prefix},
             "owner": {"pid": os.getpid(), "host": socket.gethostname()},
-            "worker_exits": len(ended),
         }
         self.launcher.store.write(record)

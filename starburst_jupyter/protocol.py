@@ -117,6 +117,13 @@ class JobFiles:
     def cancel_requested(self) -> bool:
         return self.store.exists(self.key("cancel"))
 
+    def cancel_reason(self) -> str | None:
+        """Why the job was cancelled, or None while it is not."""
+        try:
+            return json.loads(self.store.get(self.key("cancel"))).get("reason") or "cancelled"
+        except FileNotFoundError:
+            return None
+
     def close(self) -> None:
         self.store.put(self.key("closed"), [b"{}"])
 

@@ -22,7 +22,7 @@ from .errors import RemoteTraceback, ResultTooLarge
 from .protocol import ItemResult, JobFiles
 from .store import open_store
 
-EXIT_OK, EXIT_CANCELLED, EXIT_DEADLINE, EXIT_CRASH = 0, 3, 4, 1
+EXIT_OK, EXIT_CRASH, EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM = 0, 1, 3, 4, 5
 
 
 def log(message: str) -> None:
@@ -165,7 +165,13 @@ class Worker:
             pause = min(pause * 1.5, 0.25)
 
     def run(self, control: Control) -> int:
-        program = self.files.read_program()
+        try:
+            program = self.files.read_program()
+        except Exception:  # noqa: BLE001 - say why in the log; the launcher reports it
+            log(f"worker {self.index}: could not load the job's program (the cell or function and the names it "
+                f"uses); usually a module or package the kernel has and this worker does not:\n"
+                f"{traceback.format_exc()}")
+            return EXIT_NO_PROGRAM
         while not (self.budget and self.done >= self.budget):
             control.check()
             block = self.next_block()

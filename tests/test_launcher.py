@@ -258,3 +258,42 @@ def test_executor_survives_an_unpicklable_submit():
             pool.submit(square, threading.Lock())
         assert pool.submit(square, 3).result(timeout=20) == 9
     assert latest_record()["state"] == "done"  # the refused call left nothing pending
+
+
+def _explode():
+    raise ImportError("no module named 'only_in_the_kernel'")
+
+
+class LoadsOnlyHere:
+    """Unpickling it fails, as a value from a package the worker lacks would."""
+
+    def __reduce__(self):
+        return (_explode, ())
+
+
+def test_workers_that_cannot_load_the_program_fail_the_job_clearly():
+    thing = LoadsOnlyHere()
+    with pytest.raises(BurstError) as info:
+        burst_map(lambda x: (thing, x), range(3), workers=2, config=Config(local_concurrency=2))
+    message = str(info.value)
+    assert "ended before taking any work" in message and "only_in_the_kernel" in message
+    record = latest_record()
+    assert record["state"] == "failed" and len(record["workers"]) <= 4  # not relaunched forever
+    assert not any(pid_alive(p) for p in worker_pids(record))
+
+
+def test_items_that_never_ran_are_not_blamed_for_a_crash():
+    results = burst_map(die_at, range(8), workers=1, on_error="keep", config=Config(retries=0))
+    assert [r for i, r in enumerate(results) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
+    assert isinstance(results[3], WorkerLost)
+
+
+def test_cancel_from_another_face_keeps_its_reason():
+    config = Config(local_concurrency=2)
+    handle = Launcher(config).submit(build_spec(config, mode="map", workers=2), CallProgram(sleepy), [30, 30])
+    wait_for(lambda: len(latest_record()["workers"]) == 2, timeout=20)
+    record = Launcher(config).cancel_job(handle.id, "cancelled with %burst_cancel")
+    assert record["state"] == "cancelled" and record["message"] == "cancelled with %burst_cancel"
+    assert not any(pid_alive(p) for p in worker_pids(record))
+    with pytest.raises(KeyError, match="Give a job id"):
+        JobStore().find("")

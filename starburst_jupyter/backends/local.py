@@ -12,6 +12,7 @@ from typing import Any
 from ..config import starburst_home
 from ..protocol import JobFiles
 from ..store import LocalFolderStore
+from ..worker import EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM, EXIT_OK
 from . import WorkerRef
 
 _SIGNAL_NAMES = {-s.value: s.name for s in signal.Signals}
@@ -22,7 +23,8 @@ def describe_exit(code: int | None) -> str:
         return "still running"
     if code < 0:
         return f"killed by {_SIGNAL_NAMES.get(code, f'signal {-code}')}"
-    return {0: "finished", 3: "stopped: job cancelled", 4: "stopped: job deadline passed"}.get(code, f"exit code {code}")
+    return {EXIT_OK: "finished", EXIT_CANCELLED: "stopped: job cancelled", EXIT_DEADLINE: "stopped: job deadline passed",
+            EXIT_NO_PROGRAM: "could not load the job's program"}.get(code, f"exit code {code}")
 
 
 class LocalBackend:
