@@ -6,6 +6,7 @@ from concurrent.futures import Executor, Future
 from typing import Any, Callable, Iterable
 
 from . import events as ev
+from . import serialize
 from .capture import check_picklable
 from .config import Config, load_config
 from .errors import BurstError
@@ -31,10 +32,16 @@ def burst_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | 
     config = config or load_config()
     spec = build_spec(config, mode="map", source=_describe(fn), backend=backend, workers=workers, cpu=cpu,
                       memory=memory, timeout=timeout, on_error=on_error, name=name, max_cost=max_cost)
-    check_picklable({"fn": fn})
-    result = Launcher(config).submit(spec, CallProgram(fn), list(items)).result()
+    program = CallProgram(fn)
+    try:
+        chunks = serialize.dumps_chunks(program)  # pickled once; only a failure pickles again, to name it
+    except Exception:
+        check_picklable({"fn": fn})
+        raise
+    result = Launcher(config).submit(spec, program, list(items), program_chunks=chunks).result()
     if result.failures and spec.on_error == "raise":
-        error = BurstError(result.failure_report(), job_id=result.job_id, failures=result.failures)
+        error = BurstError(result.failure_report() + "\n\nAll results are in this error's .results (failed slots "
+                           "hold the exception).", job_id=result.job_id, failures=result.failures)
         error.results = result.values
         raise error
     return result.values
@@ -73,9 +80,14 @@ class BurstExecutor(Executor):
         if self._handle.done():
             raise BurstError(f"BurstExecutor job {self.job_id} has ended ({self._handle.state}); make a new one.",
                              job_id=self.job_id)
-        check_picklable({"fn": fn, "args": args, "kwargs": kwargs})
         future: Future = Future()
-        index = self._handle.add_items([(fn, args, kwargs)])[0]
+        try:
+            index = self._handle.add_items([(fn, args, kwargs)])[0]
+        except BurstError:
+            raise
+        except Exception:
+            check_picklable({"fn": fn, "args": args, "kwargs": kwargs})  # names the culprit
+            raise
         with self._lock:
             self._futures[index] = future
             early = self._early.pop(index, None)

@@ -12,12 +12,12 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from . import serialize
 from .capture import analyze_cell, check_picklable, select_namespace
-from .config import KEYS, config_path, load_config, parse_assignments, save_values
-from .errors import BurstCaptureError, BurstError, BurstValidationError
+from .config import KEYS, load_config, parse_assignments, save_values
+from .errors import BurstCancelled, BurstError, BurstTimeout, BurstValidationError
 from .jobstore import JobStore
 from .launcher import JobResult, Launcher
 from .programs import CellProgram
-from .progress import JobView, TextProgress, Throttled
+from .progress import PROGRESS_EVENTS, JobView, TextProgress, Throttled
 from .spec import build_spec
 from .status import format_job, format_jobs
 
@@ -52,7 +52,7 @@ def _show_map_outputs(result: JobResult) -> None:
             sys.stderr.write("".join(f"[item {index}] {line}\n" for line in stderr.splitlines()))
     hidden = len(result.outputs) - MAX_SHOWN_OUTPUTS
     if hidden > 0:
-        print(f"... {hidden} more items printed output (worker logs: $STARBURST_HOME/jobs/{result.job_id}/logs)")
+        print(f"... {hidden} more items printed output (%burst_logs {result.job_id} shows it all)")
 
 
 def _summary(result: JobResult, total: int) -> str:
@@ -115,7 +115,7 @@ class BurstMagics(Magics):
         waves = f" in {plan.waves} waves" if plan.waves > 1 else ""
         print(f"burst job {handle.id}: {_plural(tasks, 'task')} on {_plural(plan.workers, 'worker')}{waves} "
               f"({spec.backend}, {spec.describe_size()} each)", flush=True)
-        handle.events.subscribe(progress)
+        handle.events.subscribe(progress, *PROGRESS_EVENTS)
         handle.start()
         try:
             result = handle.wait()
@@ -124,7 +124,9 @@ class BurstMagics(Magics):
             raise
         if result.state == "cancelled":
             self._keep_partial(result, args, items is None)
-            handle.result()  # raises BurstCancelled / BurstTimeout with the reason
+            kind = BurstTimeout if result.cancelled_by == "timeout" else BurstCancelled
+            where = "" if items is None else f" The results of the items that finished are in {args.out!r}."
+            raise kind(f"Job {result.job_id} was cancelled: {result.message}.{where}", job_id=result.job_id)
         return self._deliver(result, args, items is None, spec.on_error)
 
     def _keep_partial(self, result: JobResult | None, args: Any, single: bool) -> None:

@@ -14,6 +14,9 @@ from typing import Callable, TextIO
 from . import events as ev
 
 MAX_LOG_LINES_PER_WORKER = 200
+#: What a progress line needs: everything but log lines (subscribing to those makes the core tail logs).
+PROGRESS_EVENTS = (ev.JobStateChanged, ev.WaveStarted, ev.WaveFinished, ev.WorkerStarted, ev.WorkerExited,
+                   ev.TaskStarted, ev.TaskFinished, ev.TaskFailed, ev.TaskRetried, ev.CostTick, ev.JobFinished)
 
 
 @dataclass

@@ -104,18 +104,18 @@ def run_item(program: Any, index: int, item: Any, worker: int, max_result_bytes:
         value, ok = exc, False
         tb = format_remote_traceback(exc)
     duration = time.perf_counter() - t0
-    encoded = _encode(value, ok, tb, index, max_result_bytes)
-    if encoded is None:  # the value is too large to bring back
+    encoded = _encode(value, ok, tb, index)
+    if ok and encoded.size > max_result_bytes:  # too large to bring back
         ok, tb = False, ""
         encoded = serialize.encode(ResultTooLarge(
-            f"Item {index} returned a value above max_result_bytes ({max_result_bytes:,} bytes). Return a "
+            f"Item {index} returned {encoded.size:,} bytes, above max_result_bytes ({max_result_bytes:,} bytes). Return a "
             f"smaller value (or save it to storage and return its path), or raise the limit with "
             f"%burst_config max_result_bytes=..."
         ))
     return ItemResult(index, ok, encoded, tb, out.getvalue(), err.getvalue(), started, duration, worker)
 
 
-def _encode(value: Any, ok: bool, tb: str, index: int, limit: int) -> serialize.Encoded | None:
+def _encode(value: Any, ok: bool, tb: str, index: int) -> serialize.Encoded:
     try:
         encoded = serialize.encode(value)
     except Exception as exc:  # noqa: BLE001
@@ -126,8 +126,6 @@ def _encode(value: Any, ok: bool, tb: str, index: int, limit: int) -> serialize.
             value = RuntimeError(f"{summary} (the original exception could not be pickled: {exc})")
         value.__cause__ = RemoteTraceback(tb) if tb else None
         encoded = serialize.encode(value)
-    if ok and encoded.size > limit:
-        return None
     return encoded
 
 

@@ -12,7 +12,6 @@ import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
