@@ -186,6 +186,17 @@ def _hint(value: Any) -> str:
     return "Create it inside the cell, or pass the plain data it holds instead."
 
 
+def refuse_open_files(namespace: dict[str, Any]) -> None:
+    """cloudpickle would ship a file opened for reading as a copy of its contents (possibly gigabytes):
+    refuse every open file, as a user expects of a handle that belongs to this machine."""
+    for name, value in namespace.items():
+        if isinstance(value, io.IOBase) and not value.closed:
+            kind = f"{type(value).__module__}.{type(value).__qualname__}"
+            raise BurstCaptureError(
+                f"The cell needs {name!r} ({kind}), an open file, which cannot be sent to workers. {_hint(value)}"
+            )
+
+
 def check_picklable(namespace: dict[str, Any]) -> None:
     """Find which captured name cannot travel and say what to do, before anything is launched."""
     for name, value in namespace.items():

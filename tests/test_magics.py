@@ -161,7 +161,8 @@ def test_single_failure_shows_output_and_remote_traceback(ip):
 
 UNPICKLABLES = {
     "lock": ("import threading\nlock = threading.Lock()", "_thread.lock"),
-    "fh": ("fh = open(__import__('os').devnull, 'w')", "_io.TextIOWrapper"),  # read-mode files travel by content
+    "fh": ("fh = open(__import__('os').devnull, 'w')", "_io.TextIOWrapper"),
+    "reader": ("reader = open(__import__('os').devnull, 'rb')", "_io.BufferedReader"),  # not shipped by content
     "gen": ("gen = (i for i in range(3))", "generator"),
     "sock": ("import socket\nsock = socket.socket()", "socket.socket"),
 }
