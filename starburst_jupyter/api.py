@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable
 
 from . import events as ev
 from . import serialize
-from .capture import check_picklable
+from .capture import check_picklable, notebook_sources
 from .config import Config, load_config
 from .errors import BurstError
 from .launcher import JobHandle, Launcher
@@ -32,7 +32,7 @@ def burst_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | 
     config = config or load_config()
     spec = build_spec(config, mode="map", source=_describe(fn), backend=backend, workers=workers, cpu=cpu,
                       memory=memory, timeout=timeout, on_error=on_error, name=name, max_cost=max_cost)
-    program = CallProgram(fn)
+    program = CallProgram(fn, notebook_sources([fn]))
     try:
         chunks = serialize.dumps_chunks(program)  # pickled once; only a failure pickles again, to name it
     except Exception:

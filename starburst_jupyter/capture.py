@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ast
 import io
+import linecache
+import os
 import re
 import socket
 import threading
@@ -184,6 +186,32 @@ def _hint(value: Any) -> str:
     if isinstance(value, socket.socket) or "connection" in type(value).__name__.lower():
         return "Open the connection inside the cell; connections cannot travel to a worker."
     return "Create it inside the cell, or pass the plain data it holds instead."
+
+
+def notebook_sources(values: list[Any]) -> dict[str, list[str]]:
+    """Source lines of notebook cells that defined these functions/classes (and the functions they call),
+    so a remote traceback shows the failing line, not just '/tmp/ipykernel_123/456.py, line 3'."""
+    sources: dict[str, list[str]] = {}
+    seen: set[int] = set()
+    todo = list(values)
+    while todo:
+        value = todo.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, type):
+            todo.extend(v for v in vars(value).values() if isinstance(v, (types.FunctionType, classmethod, staticmethod)))
+            continue
+        value = getattr(value, "__func__", value)
+        code = getattr(value, "__code__", None)
+        if code is None:
+            continue
+        name = code.co_filename
+        if name not in sources and not os.path.exists(name) and linecache.getlines(name):
+            sources[name] = linecache.getlines(name)
+        todo.extend(v for n, v in getattr(value, "__globals__", {}).items()
+                    if n in code.co_names and isinstance(v, (types.FunctionType, type)))
+    return sources
 
 
 def refuse_open_files(namespace: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from . import serialize
-from .capture import analyze_cell, check_picklable, refuse_open_files, select_namespace
+from .capture import analyze_cell, check_picklable, notebook_sources, refuse_open_files, select_namespace
 from .config import KEYS, load_config, parse_assignments, save_values
 from .errors import BurstCancelled, BurstError, BurstTimeout, BurstValidationError
 from .jobstore import JobStore
@@ -98,7 +98,8 @@ class BurstMagics(Magics):
         analysis = analyze_cell(cell, names)
         namespace = select_namespace(analysis.needed, user_ns)
         refuse_open_files(namespace)
-        program = CellProgram(cell, namespace, target, analysis.assigned)
+        program = CellProgram(cell, namespace, target, analysis.assigned,
+                              sources=notebook_sources(list(namespace.values())))
         try:
             chunks = serialize.dumps_chunks(program)
         except Exception:

@@ -11,6 +11,12 @@ import cloudpickle
 CELL_FILENAME = "<burst cell>"
 
 
+def register_sources(sources: dict[str, list[str]]) -> None:
+    """Make notebook cells' lines known to tracebacks on this worker (mtime None: never invalidated)."""
+    for name, lines in sources.items():
+        linecache.cache[name] = (sum(map(len, lines)), None, lines, name)
+
+
 @dataclass
 class CellValues:
     """Single-task result: the names the cell assigned, its trailing value, names that could not travel."""
@@ -38,6 +44,7 @@ class CellProgram:
     map_target: str | None = None  # "seed" or "a, b": bound to each item
     assigned: tuple[str, ...] = ()  # single mode: names to bring back
     filename: str = CELL_FILENAME
+    sources: dict[str, list[str]] = field(default_factory=dict)  # notebook cells, for tracebacks
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -47,9 +54,7 @@ class CellProgram:
     def _code(self):
         compiled = self.__dict__.get("_compiled")
         if compiled is None:
-            linecache.cache[self.filename] = (
-                len(self.source), None, self.source.splitlines(True), self.filename
-            )
+            register_sources({**self.sources, self.filename: self.source.splitlines(True)})
             body, last = split_trailing_expression(self.source, self.filename)
             bind = compile(f"{self.map_target} = __starburst_item__", "<burst map>", "exec") if self.map_target else None
             compiled = self.__dict__["_compiled"] = (body, last, bind)
@@ -89,6 +94,11 @@ class CallProgram:
     """burst_map(fn, items): fn(item) per item."""
 
     fn: Any
+    sources: dict[str, list[str]] = field(default_factory=dict)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        register_sources(self.sources)
 
     def run(self, item: Any) -> Any:
         return self.fn(item)

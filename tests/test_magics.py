@@ -601,3 +601,9 @@ def test_burst_logs_shows_each_workers_log(ip, starburst_home):
     assert "----- worker 0 -----" not in one and "worker 1 of job" in one
     missing = run(ip, f"%burst_logs {job} --worker 9")
     assert isinstance(missing.error, UsageError) and "has no worker 9" in missing.text
+
+
+def test_remote_traceback_shows_the_notebook_functions_line(ip):
+    ok(ip, "def risky(x):\n    if x == 2:\n        raise ValueError('cursed ' + str(x))\n    return x")
+    outcome = run(ip, "%%burst --map x in range(3) --out r\nrisky(x)")
+    assert "raise ValueError('cursed ' + str(x))" in str(outcome.error)  # the notebook cell's own line
