@@ -108,6 +108,10 @@ class JobHandle:
         """Queue more items on an open job (BurstExecutor); returns their indices."""
         return self._monitor.add_items(items)
 
+    def stop_worker(self, worker: int) -> None:
+        """End one worker; what it held goes to the others without counting as a crash."""
+        self._monitor.stop_requests.add(worker)
+
     def withdraw(self, index: int) -> bool:
         """Take a not-yet-started item out of the queue; False if a worker already has it."""
         return self._monitor.withdraw(index)
@@ -293,6 +297,8 @@ class _Monitor(threading.Thread):
         self.cancel_reason: str | None = None
         self.cancelled_by = "user"  # or "timeout", "max-cost", "startup"
         self.startup_failures = 0
+        self.stop_requests: set[int] = set()  # workers a user asked to end (set from any thread)
+        self.stopped_by_user: set[int] = set()
         self.closed = not open_job
         self.item_callbacks: list[Callable[[int, bool, Any], None]] = []
         self.created = time.time()
@@ -396,6 +402,13 @@ class _Monitor(threading.Thread):
         if now > self.deadline:
             self.cancel_reason, self.cancelled_by = f"it passed its --timeout of {self.spec.timeout:g} s", "timeout"
             return True
+        for index in list(self.stop_requests):
+            self.stop_requests.discard(index)
+            ref = self.workers.get(index)
+            if ref is not None and ref.exit_code is None:
+                self.stopped_by_user.add(index)
+                self.backend.stop([ref])
+                ref.reason = "stopped by user"
         exited = self._poll_workers()
         changed = self._scan_claims()
         changed |= self._collect_results()
@@ -427,7 +440,8 @@ class _Monitor(threading.Thread):
         while alive + launched < self.plan.concurrency and unclaimed > launched:
             planned = self.next_worker < self.plan.workers
             if not planned:  # beyond the plan only to replace workers that died, or if none is left
-                lost = sum(1 for r in self.workers.values() if r.exit_code not in (None, 0))
+                lost = sum(1 for r in self.workers.values() if r.exit_code not in (None, 0)
+                           or r.index in self.stopped_by_user)
                 if alive + launched > 0 and self.next_worker - self.plan.workers >= lost:
                     break
             if self.spec.max_cost is not None and (
@@ -467,7 +481,8 @@ class _Monitor(threading.Thread):
     def _check_startup_failures(self, exited: list[WorkerRef]) -> None:
         """Workers that die before claiming anything (cannot import, cannot unpickle) must not be relaunched forever."""
         for ref in exited:
-            if ref.exit_code in (0, EXIT_CANCELLED, EXIT_DEADLINE) or ref.index in self.claims.values():
+            if (ref.exit_code in (0, EXIT_CANCELLED, EXIT_DEADLINE) or ref.index in self.claims.values()
+                    or ref.index in self.stopped_by_user):
                 continue
             self.startup_failures += 1
             if self.startup_failures > self.spec.retries and self.cancel_reason is None:
@@ -504,6 +519,9 @@ class _Monitor(threading.Thread):
                         f"time the worker died. "
                         f"Look for crashes or memory use in the item: %burst_logs {self.job_id} --worker "
                         f"{ref.index} shows that worker's log.", job_id=self.job_id), None)
+                    continue
+                if ref.index in self.stopped_by_user:
+                    item.block = self._add_block([(index, inputs[index])])  # not the item's fault
                     continue
                 item.attempts += 1
                 self.bus.publish(ev.TaskRetried(self.job_id, index=index, attempt=item.attempts,

@@ -297,3 +297,15 @@ def test_cancel_from_another_face_keeps_its_reason():
     assert not any(pid_alive(p) for p in worker_pids(record))
     with pytest.raises(KeyError, match="Give a job id"):
         JobStore().find("")
+
+
+def test_stopping_one_worker_moves_its_items_to_another():
+    config = Config(local_concurrency=2)
+    handle = Launcher(config).submit(build_spec(config, mode="map", workers=2), CallProgram(sleepy), [0.3] * 8)
+    wait_for(lambda: len(latest_record()["workers"]) == 2 and latest_record()["done"] >= 1, timeout=30)
+    handle.stop_worker(0)
+    result = handle.result()
+    assert result.values == [0.3] * 8 and not result.failures
+    workers = latest_record()["workers"]
+    assert workers["0"]["reason"] == "stopped by user"
+    assert len(workers) == 3  # a replacement took worker 0's place
