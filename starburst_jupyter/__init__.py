@@ -26,9 +26,13 @@ def __getattr__(name: str):
 
 
 def load_ipython_extension(ipython) -> None:  # noqa: ANN001 - IPython's shell
-    from .magics import BurstMagics
+    from .magics import BurstMagics, make_async_transformer
 
-    ipython.register_magics(BurstMagics)
+    magics = BurstMagics(ipython)
+    ipython.register_magics(magics)
+    transformers = ipython.input_transformers_cleanup
+    if not any(getattr(t, "__qualname__", "").startswith("make_async_transformer") for t in transformers):
+        transformers.append(make_async_transformer(ipython, magics))
 
 
 def unload_ipython_extension(ipython) -> None:  # noqa: ANN001

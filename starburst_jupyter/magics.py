@@ -1,6 +1,7 @@
 """The IPython face: %%burst, %burst_status, %burst_config, %burst_cancel. Parses, captures, displays."""
 from __future__ import annotations
 
+import asyncio
 import keyword
 import re
 import sys
@@ -33,6 +34,35 @@ def parse_map(text: str) -> tuple[str, tuple[str, ...], str]:
         )
     names = tuple(n.strip() for n in match.group("target").split(","))
     return ", ".join(names), names, match.group("expr").strip()
+
+
+def _in_kernel(shell: Any) -> bool:
+    return getattr(shell, "kernel", None) is not None
+
+
+def _async_cells(shell: Any) -> bool:
+    """Cells can be awaited (IPython's autoawait with the asyncio runner, as in ipykernel)."""
+    return _in_kernel(shell) and bool(getattr(shell, "autoawait", False))
+
+
+ASYNC_ENTRY = "__starburst_burst_async__"
+
+
+def make_async_transformer(shell: Any, magics: "BurstMagics"):
+    """Rewrite a `%%burst` cell into `await ...` so the kernel keeps handling widget clicks (Cancel)
+    while the job runs; a plain magic call blocks the kernel until the cell ends."""
+
+    def transform(lines: list[str]) -> list[str]:
+        if not lines or not lines[0].startswith("%%burst") or not _async_cells(shell):
+            return lines
+        first = lines[0].rstrip("\n")
+        if first != "%%burst" and not first.startswith("%%burst "):
+            return lines
+        shell.user_ns[ASYNC_ENTRY] = magics.burst_async
+        line, cell = first[len("%%burst"):].strip(), "".join(lines[1:])
+        return [f"await {ASYNC_ENTRY}({line!r}, {cell!r})\n"]
+
+    return transform
 
 
 def _plural(count: int, noun: str) -> str:
@@ -79,6 +109,35 @@ class BurstMagics(Magics):
     @cell_magic
     def burst(self, line: str, cell: str) -> Any:
         """Run this cell on burst workers. Without --map: once, and the names it assigns come back."""
+        launched = self._launch(line, cell)
+        if launched is None:
+            return None
+        handle, args, single = launched
+        try:
+            result = handle.wait()
+        except KeyboardInterrupt:
+            self._keep_partial(handle.outcome, args, single)
+            raise
+        return self._conclude(result, args, single, handle.spec.on_error)
+
+    async def burst_async(self, line: str, cell: str) -> Any:
+        """%%burst as an awaited cell: while the job runs the kernel still handles widget clicks."""
+        launched = self._launch(line, cell)
+        if launched is None:
+            return None
+        handle, args, single = launched
+        try:
+            while not handle.done():
+                await asyncio.sleep(0.1)
+        except (KeyboardInterrupt, asyncio.CancelledError):  # the stop button, in an async cell
+            handle.cancel("interrupted (stop button / Ctrl-C)")
+            await asyncio.to_thread(handle.wait)
+            self._keep_partial(handle.outcome, args, single)
+            raise KeyboardInterrupt from None
+        return self._conclude(handle.outcome, args, single, handle.spec.on_error)
+
+    def _launch(self, line: str, cell: str) -> tuple[Any, Any, bool] | None:
+        """Parse, capture, validate and start the job; None when there is nothing to run."""
         args = parse_argstring(self.burst, line)
         if not cell.strip():
             raise UsageError("The %%burst cell is empty: put the code to run below the %%burst line.")
@@ -110,26 +169,51 @@ class BurstMagics(Magics):
             print(f"--map {expr} has no items; {args.out} = []")
             return None
         tasks = len(items) if items is not None else 1
-        view = JobView("", total=tasks, name=spec.name, backend=spec.backend, region=spec.region)
-        progress = Throttled(view, TextProgress(sys.stdout, in_place=True), interval=0.5)
         handle = Launcher(config).submit(spec, program, items, program_chunks=chunks, start=False)
         plan = handle.plan
         waves = f" in {plan.waves} waves" if plan.waves > 1 else ""
         print(f"burst job {handle.id}: {_plural(tasks, 'task')} on {_plural(plan.workers, 'worker')}{waves} "
               f"({spec.backend}, {spec.describe_size()} each)", flush=True)
-        handle.events.subscribe(progress, *PROGRESS_EVENTS)
+        self._show_progress(handle, tasks)
         handle.start()
-        try:
-            result = handle.wait()
-        except KeyboardInterrupt:
-            self._keep_partial(handle.outcome, args, items is None)
-            raise
+        return handle, args, items is None
+
+    def _show_progress(self, handle: Any, tasks: int) -> None:
+        """A live widget where a front end can render one, else a text progress line."""
+        spec = handle.spec
+        view = JobView(handle.id, total=tasks, name=spec.name, backend=spec.backend, region=spec.region)
+        widget = None
+        if _in_kernel(self.shell):
+            try:
+                from IPython.display import display
+
+                from .widget import JobWidget
+            except ImportError:
+                pass
+            else:
+                widget = JobWidget(view, handle.cancel, handle.stop_worker, size=spec.describe_size(),
+                                   cancellable=_async_cells(self.shell))
+                bundle = widget.root._repr_mimebundle_()
+                bundle["text/plain"] = f"[live view of burst job {handle.id}; the summary follows below]"
+                display(bundle, raw=True)
+
+        if widget is None:
+            handle.events.subscribe(Throttled(view, TextProgress(sys.stdout, in_place=True), interval=0.5),
+                                    *PROGRESS_EVENTS)
+            return
+
+        def render(current: JobView) -> None:
+            (widget.settle if current.ended else widget.render)(current)
+
+        handle.events.subscribe(Throttled(view, render, interval=0.3))
+
+    def _conclude(self, result: JobResult, args: Any, single: bool, on_error: str) -> Any:
         if result.state == "cancelled":
-            self._keep_partial(result, args, items is None)
+            self._keep_partial(result, args, single)
             kind = BurstTimeout if result.cancelled_by == "timeout" else BurstCancelled
-            where = "" if items is None else f" The results of the items that finished are in {args.out!r}."
+            where = "" if single else f" The results of the items that finished are in {args.out!r}."
             raise kind(f"Job {result.job_id} was cancelled: {result.message}.{where}", job_id=result.job_id)
-        return self._deliver(result, args, items is None, spec.on_error)
+        return self._deliver(result, args, single, on_error)
 
     def _keep_partial(self, result: JobResult | None, args: Any, single: bool) -> None:
         """A cancelled map still hands over what finished; unfinished slots hold TaskCancelled."""

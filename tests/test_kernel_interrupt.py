@@ -53,3 +53,41 @@ def test_stop_button_cancels_the_job_and_ends_every_worker(starburst_home: Path)
         client.stop_channels()
         manager.shutdown_kernel(now=True)
 
+
+
+@pytest.mark.slow
+def test_widget_cancel_button_works_while_the_cell_runs(starburst_home: Path):
+    """The click reaches the kernel as the front end sends it (a comm message) while the cell awaits."""
+    manager, client = start_new_kernel(kernel_name="python3", env={**os.environ, "STARBURST_HOME": str(starburst_home)})
+    try:
+        client.execute_interactive("%load_ext starburst_jupyter", timeout=60)
+        msg_id = client.execute("%%burst --map x in range(4) --workers 2 --out partial\nimport time\ntime.sleep(60)\nx")
+        button = None
+        deadline = time.monotonic() + 60
+        while button is None and time.monotonic() < deadline:
+            msg = client.get_iopub_msg(timeout=30)
+            if msg["msg_type"] == "comm_open":
+                state = msg["content"]["data"]["state"]
+                if state.get("_model_name") == "ButtonModel" and state.get("description") == "Cancel job":
+                    button = msg["content"]["comm_id"]
+        assert button, "the job widget with its Cancel button was not displayed"
+        jobs = starburst_home / "jobs"
+        record = wait_for(lambda: next((json.loads((d / "record.json").read_text()) for d in jobs.glob("*")
+                                        if (d / "record.json").exists()
+                                        and len(json.loads((d / "record.json").read_text())["workers"]) == 2), None),
+                          timeout=60)
+        pids = [w["pid"] for w in record["workers"].values()]
+        started = time.monotonic()
+        client.session.send(client.shell_channel.socket, "comm_msg", {
+            "comm_id": button, "data": {"method": "custom", "content": {"event": "click"}}})
+        reply = client.get_shell_msg(timeout=30)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = client.get_shell_msg(timeout=30)
+        assert time.monotonic() - started < 15  # the cell returned long before its 60 s tasks
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "BurstCancelled"
+        final = json.loads((jobs / record["id"] / "record.json").read_text())
+        assert final["state"] == "cancelled"
+        assert not any(pid_alive(p) for p in pids)
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
