@@ -569,7 +569,7 @@ class _Monitor(threading.Thread):
         if ok:
             self.bus.publish(ev.TaskFinished(self.job_id, index=index, worker=worker,
                                              duration=result.duration if result else 0.0))
-        else:
+        elif not isinstance(value, TaskCancelled):  # unfinished items of a cancelled job did not fail
             line = f"{type(value).__name__}: {value}".splitlines()[0][:300]
             self.bus.publish(ev.TaskFailed(self.job_id, index=index, worker=worker, error=line,
                                            traceback=result.traceback if result else ""))

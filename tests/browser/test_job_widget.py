@@ -1,0 +1,77 @@
+"""The live job widget in a real browser: progress advances, logs stream in, Cancel works mid-cell."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
+
+SLOW_CELLS = [
+    "%load_ext starburst_jupyter",
+    "%%burst --map x in range(40) --workers 2 --out r --name slow-demo\n"
+    "import time\nprint('working on item', x, flush=True)\ntime.sleep(0.5)\nx",
+    "print('after the burst cell:', sum(v for v in r if isinstance(v, int)))",
+]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_widget_progress_logs_and_cancel_while_running(lab_page, jupyter_lab, start_notebook, screenshot):
+    page = lab_page
+    cells = start_notebook(page, "widget.ipynb", SLOW_CELLS)
+    widget = page.locator(".starburst-job")
+    widget.wait_for(state="visible", timeout=60_000)
+    progress = widget.locator(".widget-hprogress .widget-label").first
+    screenshot(page, "started")
+
+    def finished_items() -> int:
+        label = progress.inner_text().strip()  # "n/40"
+        return int(label.split("/")[0]) if "/" in label else 0
+
+    page.wait_for_function(  # the bar advances while the cell runs
+        "() => { const l = document.querySelector('.starburst-job .widget-hprogress .widget-label');"
+        " return l && parseInt(l.textContent) >= 2; }", timeout=60_000)
+    first = finished_items()
+    page.wait_for_function(
+        "([n]) => { const l = document.querySelector('.starburst-job .widget-hprogress .widget-label');"
+        " return l && parseInt(l.textContent) > n; }", arg=[first], timeout=60_000)
+    logs = widget.locator(".starburst-logs")
+    page.wait_for_function("() => (document.querySelector('.starburst-job .starburst-logs') || {}).textContent"
+                           "?.includes('working on item')", timeout=60_000)
+    assert "working on item" in logs.inner_text()
+    assert "slow-demo" in widget.inner_text() and "running" in widget.inner_text()
+    screenshot(page, "running")
+
+    assert cells.nth(1).locator(".jp-InputArea-prompt").inner_text().strip() == "[*]:"  # still running
+    clicked = time.monotonic()
+    widget.get_by_role("button", name="Cancel job").click()
+    page.wait_for_function(  # the cell returns: its prompt gets its execution count
+        "() => /^\\[\\d+\\]:$/.test(document.querySelectorAll("
+        "'.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')[1].textContent.trim())",
+        timeout=60_000)
+    assert time.monotonic() - clicked < 30  # far less than the remaining work would take
+    page.locator(".starburst-summary").first.wait_for(state="visible", timeout=30_000)
+    screenshot(page, "cancelled")
+    outputs = [cells.nth(i).locator(".jp-OutputArea").inner_text() for i in range(len(SLOW_CELLS))]
+
+    assert "BurstCancelled" in outputs[1] and "cancelled by user" in outputs[1]
+    summary = page.locator(".starburst-summary").first.inner_text()
+    assert "cancelled" in summary and "0 failed" in summary  # unfinished items are not failures
+    assert page.locator(".starburst-job details").count() == 0
+    records = [json.loads(p.read_text()) for p in jupyter_lab.starburst_home.glob("jobs/*/record.json")]
+    record = next(r for r in records if r["name"] == "slow-demo")
+    assert record["state"] == "cancelled" and record["done"] < 40
+    pids = [w["pid"] for w in record["workers"].values()]
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids), "a worker of the cancelled job is still running"
+    assert "after the burst cell" not in outputs[2]  # Run All stops at the cancelled cell
