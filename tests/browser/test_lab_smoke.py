@@ -41,6 +41,8 @@ def test_burst_map_in_jupyterlab(lab_page, jupyter_lab, open_and_run_notebook, s
     assert "done" in burst_out, outputs
     assert "Traceback" not in "".join(outputs), outputs
     assert sum_out.strip() == "1560", outputs
+    summary = lab_page.locator(".starburst-summary").first.inner_text()  # the widget settled into a summary
+    assert "done" in summary and "40/40 ok" in summary and "Fargate estimate" in summary, summary
     output_area = lab_page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea")
     assert "1560" in "\n".join(output_area.all_inner_texts())
 
