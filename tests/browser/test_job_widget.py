@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
 SLOW_CELLS = [
     "%load_ext starburst_jupyter",
     "%%burst --map x in range(40) --workers 2 --out r --name slow-demo\n"
-    "import time\nprint('working on item', x, flush=True)\ntime.sleep(0.5)\nx",
+    "import time\nprint('working on item', x, flush=True)\ntime.sleep(1.5)\nx",
     "print('after the burst cell:', sum(v for v in r if isinstance(v, int)))",
 ]
 
