@@ -65,7 +65,7 @@ class BurstExecutor(Executor):
         self._early: dict[int, tuple[bool, Any]] = {}
         self._shutdown = False
         self._handle: JobHandle = Launcher(config).submit(spec, SubmitProgram(), [], open_job=True)
-        self._handle._monitor.item_callbacks.append(self._resolve)
+        self._handle.on_item(self._resolve)
         self._handle.events.subscribe(self._started, ev.TaskStarted)
 
     @property

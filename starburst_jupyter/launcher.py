@@ -108,6 +108,10 @@ class JobHandle:
         """Queue more items on an open job (BurstExecutor); returns their indices."""
         return self._monitor.add_items(items)
 
+    def on_item(self, callback: Callable[[int, bool, Any], None]) -> None:
+        """callback(index, ok, value_or_exception) as each item gets its final outcome (from the job's thread)."""
+        self._monitor.item_callbacks.append(callback)
+
     def stop_worker(self, worker: int) -> None:
         """End one worker; what it held goes to the others without counting as a crash."""
         self._monitor.stop_requests.add(worker)

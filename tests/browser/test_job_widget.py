@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from helpers import pid_alive, wait_for
+
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
 
 SLOW_CELLS = [
@@ -14,14 +16,6 @@ SLOW_CELLS = [
     "import time\nprint('working on item', x, flush=True)\ntime.sleep(1.5)\nx",
     "print('after the burst cell:', sum(v for v in r if isinstance(v, int)))",
 ]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # A click that reaches the kernel while the cell awaits was, once in about five CI runs, not acted on
@@ -73,8 +67,5 @@ def test_widget_progress_logs_and_cancel_while_running(lab_page, jupyter_lab, st
     record = max((r for r in records if r["name"] == "slow-demo"), key=lambda r: r["created"])  # this run's job
     assert record["state"] == "cancelled" and record["done"] < 40
     pids = [w["pid"] for w in record["workers"].values()]
-    deadline = time.monotonic() + 15
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(p) for p in pids), "a worker of the cancelled job is still running"
+    wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=15)  # no worker of the job left running
     assert "after the burst cell" not in outputs[2]  # Run All stops at the cancelled cell

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
-import time
-from pathlib import Path
 
 import pytest
+
+from helpers import pid_alive, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
 
@@ -15,20 +14,6 @@ CELLS = [
     "%%burst --map x in range(40) --workers 2 --out r --name smoke\nimport time; time.sleep(0.05); x * 2",
     "print(sum(r))",
 ]
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a zombie has exited and only waits to be reaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def test_burst_map_in_jupyterlab(lab_page, jupyter_lab, open_and_run_notebook, screenshot):
@@ -54,7 +39,4 @@ def test_burst_map_in_jupyterlab(lab_page, jupyter_lab, open_and_run_notebook, s
     assert record["done"] == 40 and record["failed"] == 0, record
     pids = [w["pid"] for w in record["workers"].values() if w.get("pid")]
     assert pids, record["workers"]
-    deadline = time.monotonic() + 15
-    while any(_running(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [p for p in pids if _running(p)], f"worker processes still running: {pids}"
+    wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=15)  # every worker process is gone
