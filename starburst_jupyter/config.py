@@ -100,6 +100,32 @@ def _region(value: Any) -> str:
     return text
 
 
+def _text(value: Any) -> str:
+    text = str(value).strip()
+    if not text or any(c.isspace() for c in text):
+        raise BurstValidationError(f"{value!r} must be one word with no spaces")
+    return text
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    """A list in TOML, or 'a,b' from %burst_config."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    if any(any(c.isspace() for c in name) for name in names):
+        raise BurstValidationError(f"{value!r}: give names separated by commas, without spaces")
+    return names
+
+
+def _minutes(value: Any) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise BurstValidationError(f"{value!r} is not a number of minutes") from None
+    if number < 0:
+        raise BurstValidationError(f"{value!r} must be 0 or more minutes")
+    return number
+
+
 @dataclass(frozen=True)
 class Config:
     backend: str = "local"
@@ -116,6 +142,24 @@ class Config:
     region: str = "us-east-1"
     arch: str = "x86_64"
     keep_payloads: bool = False
+    # fargate: what `starburst setup` creates and saves (see aws/setup.py)
+    bucket: str | None = None
+    cluster: str = "starburst"
+    subnets: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
+    assign_public_ip: bool = True
+    execution_role_arn: str | None = None
+    task_role_arn: str | None = None
+    log_group: str = "/starburst/workers"
+    ecr_repository: str = "starburst-worker"
+    image: str | None = None  # worker image URI; None: the environment image (envimage) for this kernel
+    fargate_vcpu_quota: int | None = None  # None: read Service Quotas (L-3032A538 / Spot L-36FBB829)
+    spot: bool = False
+    keep_warm: float = 0.0  # minutes a finished worker waits for the next job of the same spec
+    # docker and the worker image (envimage)
+    base_image: str | None = None  # None: python:<this kernel's X.Y.Z>-slim-bookworm
+    requirements: str | None = None  # a requirements file to use instead of the kernel's packages
+    auto_build: bool = False  # build and push a missing worker image before launching
 
     def with_values(self, values: dict[str, Any]) -> "Config":
         merged = replace(self, **{key: parse_value(key, value) for key, value in values.items()})
@@ -142,6 +186,22 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "region": _region,
     "arch": _choice(("x86_64", "arm64")),
     "keep_payloads": _bool,
+    "bucket": _optional(_text),
+    "cluster": _text,
+    "subnets": _names,
+    "security_groups": _names,
+    "assign_public_ip": _bool,
+    "execution_role_arn": _optional(_text),
+    "task_role_arn": _optional(_text),
+    "log_group": _text,
+    "ecr_repository": _text,
+    "image": _optional(_text),
+    "fargate_vcpu_quota": _optional(_positive_int),
+    "spot": _bool,
+    "keep_warm": _minutes,
+    "base_image": _optional(_text),
+    "requirements": _optional(_text),
+    "auto_build": _bool,
 }
 KEYS = tuple(f.name for f in fields(Config))
 assert set(KEYS) == set(_PARSERS)

@@ -162,6 +162,8 @@ class Launcher:
             kwargs: dict[str, Any] = {"home": self.store.home}
             if name == "local":
                 kwargs["concurrency"] = self.config.local_concurrency
+            else:  # docker and fargate read their settings (image, bucket, cluster, ...) from the config
+                kwargs["config"] = self.config
             self._backends[name] = get_backend(name, **kwargs)
         return self._backends[name]
 

@@ -1,6 +1,7 @@
 """JobSpec: what a job asks for, validated before anything is launched, free of secrets."""
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -9,7 +10,11 @@ from .config import BACKENDS, ON_ERROR, Config
 from .errors import BurstBackendUnavailable, BurstValidationError
 from .sizes import format_memory, format_vcpu, parse_cpu, parse_memory, validate_size
 
-AVAILABLE_BACKENDS = ("local",)
+
+
+def backend_available(name: str) -> bool:
+    """A backend is available once its module ships (they land one by one)."""
+    return importlib.util.find_spec(f"starburst_jupyter.backends.{name}") is not None
 _NAME_RE = re.compile(r"^[\w .:@+-]{1,64}$")
 
 
@@ -54,7 +59,7 @@ def build_spec(config: Config, *, mode: str, source: str = "", map_expr: str = "
     backend = str(pick("backend")).lower()
     if backend not in BACKENDS:
         raise BurstValidationError(f"Unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}.")
-    if backend not in AVAILABLE_BACKENDS:
+    if not backend_available(backend):
         raise BurstBackendUnavailable(
             f"The {backend!r} backend is not available in this version yet; use --backend local "
             f"(workers on this machine) meanwhile."

@@ -53,4 +53,12 @@ def get_backend(name: str, **kwargs: Any) -> Backend:
         from .local import LocalBackend
 
         return LocalBackend(**kwargs)
-    raise ValueError(f"No backend named {name!r} in this version; use 'local'.")
+    if name == "docker":
+        from .docker import DockerBackend
+
+        return DockerBackend(**kwargs)
+    if name == "fargate":
+        from .fargate import FargateBackend
+
+        return FargateBackend(**kwargs)
+    raise ValueError(f"No backend named {name!r}; choose local, docker or fargate.")
