@@ -51,6 +51,15 @@ class WorkerExited(Event):
 
 
 @dataclass(frozen=True)
+class WorkerLaunchFailed(Event):
+    """The backend could not start a worker now (capacity, quota, throttling)."""
+
+    worker: int
+    reason: str
+    retry_in: float | None  # seconds until the next attempt; None: given up
+
+
+@dataclass(frozen=True)
 class TaskStarted(Event):
     worker: int
     indices: tuple[int, ...]

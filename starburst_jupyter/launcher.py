@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 
 from . import events as ev
 from . import pricing, serialize
-from .backends import Backend, WorkerRef, get_backend
+from .backends import Backend, LaunchFailure, WorkerRef, get_backend
 from .config import Config, load_config
 from .errors import (BurstCancelled, BurstCaptureError, BurstError, BurstTimeout, BurstValidationError, RemoteTraceback,
                      TaskCancelled, WorkerLost)
@@ -30,6 +30,9 @@ from .protocol import ItemResult
 from .spec import JobSpec
 
 MAX_RECORDED_FAILURES = 50
+MAX_LAUNCH_ATTEMPTS = 6  # per worker, with back-off 2, 4, 8, 16, 30 s between them
+RESULT_WINDOW_SECONDS = 60.0  # a quick result listing covers objects written this recently (clock skew, slow uploads)
+SWEEP_SECONDS = 60.0  # ... and a full listing runs this often, and whenever a worker ends
 _LIVE: "weakref.WeakSet[_Monitor]" = weakref.WeakSet()
 
 
@@ -175,13 +178,13 @@ class Launcher:
         `subscribers` see every event from the first; with start=False the caller calls handle.start()."""
         backend = self.backend(spec.backend)
         items = [None] if items is None else list(items)
-        concurrency = backend.concurrency(spec.cpu_units)
+        concurrency = backend.concurrency(spec)
         workers = spec.workers or concurrency
         if open_job:
             plan = Plan([], workers, min(workers, concurrency), 0)
         else:
             plan = make_plan(len(items), workers, concurrency)
-        rate = pricing.rate_for(spec.region, spec.arch)
+        rate = pricing.rate_for(spec.region, spec.arch, spot=spec.spot)
         if spec.max_cost is not None:
             minimum = plan.concurrency * pricing.worker_cost(0, rate, spec.cpu_units, spec.memory_mib)
             if minimum > spec.max_cost:
@@ -294,8 +297,14 @@ class _Monitor(threading.Thread):
         self.blocks: dict[int, list[int]] = {}
         self.claims: dict[int, int] = {}
         self.seen_results: set[str] = set()
+        self.newest_result = 0.0  # writer's time of the newest result object seen
+        self.last_sweep = 0.0
+        self.claim_floor = 0  # every block below it is claimed
         self.workers: dict[int, WorkerRef] = {}
-        self.log_offsets: dict[int, int] = {}
+        self.pending_launch: dict[int, tuple[int, int, int, float, str]] = {}  # index -> wave, budget, attempts, due, why
+        self.log_cursor: Any = None
+        self.last_log_poll = 0.0
+        self.wake = threading.Event()
         self.waves_started: set[int] = set()
         self.waves_finished: set[int] = set()
         self.next_worker = 0
@@ -320,9 +329,9 @@ class _Monitor(threading.Thread):
     # ----- set-up ---------------------------------------------------------------------------
     def prepare(self) -> None:
         """Write everything workers need before any of them starts (nothing is launched on failure)."""
-        timing = {"flush_seconds": 0.5, "control_poll_seconds": 0.2, "heartbeat_seconds": 1.0}
         self.files.write_spec({
-            **self.spec.to_json(), **timing, "job_id": self.job_id, "deadline": self.deadline,
+            **self.spec.to_json(), **self.backend.timing, "job_id": self.job_id, "deadline": self.deadline,
+            "plan": {"workers": self.plan.workers, "budget": self.plan.budget},
             "open": self.open_job, "idle_seconds": 30.0 if self.open_job else 0.0,
         })
         self.files.write_program(self.chunks)
@@ -375,10 +384,12 @@ class _Monitor(threading.Thread):
         """Lock-free, so a stop button is never stuck behind a step doing slow I/O."""
         if self.cancel_reason is None:
             self.cancel_reason = reason
+        self.wake.set()
 
     # ----- the loop -------------------------------------------------------------------------
     def run(self) -> None:
-        pause = 0.002
+        quickest, slowest = self.backend.poll_seconds
+        pause = quickest
         _LIVE.add(self)
         try:
             self._set_state("launching")
@@ -393,8 +404,9 @@ class _Monitor(threading.Thread):
                     if self._complete():
                         self._finish()
                         break
-                pause = 0.002 if changed else min(pause * 1.5, 0.05)
-                time.sleep(pause)
+                pause = quickest if changed else min(pause * 1.5, slowest)  # a cloud backend pays per poll
+                self.wake.wait(pause)
+                self.wake.clear()
         except BaseException as exc:  # noqa: BLE001 - the job must end recorded, never hang a wait()
             logger.exception("launcher of job %s failed", self.job_id)
             with self.lock:
@@ -416,14 +428,16 @@ class _Monitor(threading.Thread):
                 self.backend.stop([ref])
                 ref.reason = "stopped by user"
         exited = self._poll_workers()
-        changed = self._scan_claims()
-        changed |= self._collect_results()
+        full = bool(exited) or now - self.last_sweep >= SWEEP_SECONDS  # nothing a dead worker wrote is missed
+        changed = self._scan_claims(full)
+        changed |= self._collect_results(full)
         for ref in exited:
             if ref.exit_code not in (EXIT_CANCELLED, EXIT_DEADLINE):  # those ended on purpose
                 self._requeue_from(ref)
         self._check_startup_failures(exited)
         self._launch_workers()
-        self._tail_logs()
+        if now - self.last_log_poll >= self.backend.log_poll_seconds:
+            self._tail_logs(now)
         if now - self.last_cost_tick >= 1.0:
             self._tick_cost(now)
         if self.state == "launching" and any(r.exit_code is None for r in self.workers.values()):
@@ -440,19 +454,21 @@ class _Monitor(threading.Thread):
         return [r for r in self.workers.values() if r.exit_code is None]
 
     def _launch_workers(self) -> None:
+        now = time.time()
+        starts = [(i, wave, budget) for i, (wave, budget, _, due, _) in self.pending_launch.items() if due <= now]
+        waiting = len(self.pending_launch) - len(starts)  # slots kept for workers retried later
         unclaimed = sum(1 for b, idx in self.blocks.items() if b not in self.claims)
-        launched = 0
-        alive = len(self._alive())
-        while alive + launched < self.plan.concurrency and unclaimed > launched:
+        alive = len(self._alive()) + waiting
+        while alive + len(starts) < self.plan.concurrency and unclaimed > len(starts):
             planned = self.next_worker < self.plan.workers
             if not planned:  # beyond the plan only to replace workers that died, or if none is left
                 lost = sum(1 for r in self.workers.values() if r.exit_code not in (None, 0)
                            or r.index in self.stopped_by_user)
-                if alive + launched > 0 and self.next_worker - self.plan.workers >= lost:
+                if alive + len(starts) > 0 and self.next_worker - self.plan.workers >= lost:
                     break
             if self.spec.max_cost is not None and (
-                    self.cost + self.per_second * pricing.MINIMUM_BILLED_SECONDS > self.spec.max_cost):
-                if alive + launched == 0:
+                    self.cost + self.per_second * pricing.MINIMUM_BILLED_SECONDS * (len(starts) + 1) > self.spec.max_cost):
+                if alive + len(starts) == 0:
                     self.cancel_reason, self.cancelled_by = (
                         f"starting another worker would pass --max-cost ${self.spec.max_cost:g} "
                         f"(accrued ${self.cost:.4f})", "max-cost")
@@ -461,25 +477,49 @@ class _Monitor(threading.Thread):
             wave = self.plan.wave_of(index) if planned else max(self.waves_started or {1})
             # The last planned worker has no budget: it takes whatever the others' budgets left over.
             budget = self.plan.budget if planned and index < self.plan.workers - 1 else 0
-            ref = self.backend.start_worker(self.files, index, wave, budget)
             self.next_worker += 1
-            self.workers[index] = ref
-            launched += 1
-            if wave not in self.waves_started:
-                self.waves_started.add(wave)
-                in_wave = sum(1 for w in range(self.plan.workers) if self.plan.wave_of(w) == wave)
-                self.bus.publish(ev.WaveStarted(self.job_id, wave=wave, waves=self.plan.waves, workers=in_wave))
-            self.bus.publish(ev.WorkerStarted(self.job_id, worker=index, wave=wave, pid=ref.info.get("pid")))
+            starts.append((index, wave, budget))
+        if not starts:
+            return
+        refs, failures = self.backend.start_workers(self.files, self.spec, starts)
+        for ref in refs:
+            self.pending_launch.pop(ref.index, None)
+            self.workers[ref.index] = ref
+            if ref.wave not in self.waves_started:
+                self.waves_started.add(ref.wave)
+                in_wave = sum(1 for w in range(self.plan.workers) if self.plan.wave_of(w) == ref.wave)
+                self.bus.publish(ev.WaveStarted(self.job_id, wave=ref.wave, waves=self.plan.waves, workers=in_wave))
+            self.bus.publish(ev.WorkerStarted(self.job_id, worker=ref.index, wave=ref.wave, pid=ref.info.get("pid")))
             self.cost += self.per_second * pricing.MINIMUM_BILLED_SECONDS
+        budgets = {index: budget for index, _, budget in starts}
+        for failure in failures:
+            self._launch_failed(failure, budgets[failure.index], now)
+
+    def _launch_failed(self, failure: LaunchFailure, budget: int, now: float) -> None:
+        """Retry with back-off, or give the worker up and say why (the job fails only if none can start)."""
+        attempts = self.pending_launch.get(failure.index, (0, 0, 0, 0.0, ""))[2] + 1
+        if failure.retryable and attempts < MAX_LAUNCH_ATTEMPTS:
+            delay = min(2.0 ** attempts, 30.0)
+            self.pending_launch[failure.index] = (failure.wave, budget, attempts, now + delay, failure.reason)
+            self.bus.publish(ev.WorkerLaunchFailed(self.job_id, worker=failure.index, reason=failure.reason,
+                                                   retry_in=delay))
+            return
+        self.pending_launch.pop(failure.index, None)
+        reason = f"could not be launched after {attempts} attempt{'s' if attempts > 1 else ''}: {failure.reason}"
+        ref = WorkerRef(failure.index, failure.wave, now, exit_code=-1, ended=now, reason=reason,
+                        info={"launch_failed": True})
+        self.workers[failure.index] = ref
+        self.bus.publish(ev.WorkerLaunchFailed(self.job_id, worker=failure.index, reason=failure.reason, retry_in=None))
+        self.bus.publish(ev.WorkerExited(self.job_id, worker=ref.index, exit_code=-1, reason=reason))
+        if not self._alive() and not self.pending_launch and self.cancel_reason is None:
+            self.cancel_reason, self.cancelled_by = (
+                f"no worker could be started on {self.backend.name}: worker {failure.index} {reason}", "startup")
 
     def _poll_workers(self) -> list[WorkerRef]:
-        exited = []
-        for ref in self._alive():
-            code = self.backend.poll(ref)
-            if code is not None:
-                ref.exit_code, ref.ended = code, time.time()
-                exited.append(ref)
-                self.bus.publish(ev.WorkerExited(self.job_id, worker=ref.index, exit_code=code, reason=ref.reason))
+        alive = self._alive()
+        exited = self.backend.poll_workers(alive) if alive else []
+        for ref in exited:
+            self.bus.publish(ev.WorkerExited(self.job_id, worker=ref.index, exit_code=ref.exit_code, reason=ref.reason))
         for ref in exited:
             self._maybe_finish_wave(ref.wave)
         return exited
@@ -488,7 +528,7 @@ class _Monitor(threading.Thread):
         """Workers that die before claiming anything (cannot import, cannot unpickle) must not be relaunched forever."""
         for ref in exited:
             if (ref.exit_code in (0, EXIT_CANCELLED, EXIT_DEADLINE) or ref.index in self.claims.values()
-                    or ref.index in self.stopped_by_user):
+                    or ref.index in self.stopped_by_user or ref.info.get("launch_failed")):
                 continue
             self.startup_failures += 1
             if self.startup_failures > self.spec.retries and self.cancel_reason is None:
@@ -535,8 +575,11 @@ class _Monitor(threading.Thread):
                 item.block = self._add_block([(index, inputs[index])])
 
     # ----- progress -------------------------------------------------------------------------
-    def _scan_claims(self) -> bool:
-        fresh = self.files.list_claimed() - self.claims.keys()
+    def _scan_claims(self, full: bool = False) -> bool:
+        """Claims come roughly in block order, so a quick scan lists only those from the first unclaimed block."""
+        while self.claim_floor in self.claims:
+            self.claim_floor += 1
+        fresh = self.files.list_claimed(after=-1 if full else self.claim_floor - 1) - self.claims.keys()
         for block in sorted(fresh):
             worker = self.files.read_claim(block).worker
             self.claims[block] = worker
@@ -544,10 +587,15 @@ class _Monitor(threading.Thread):
                 self.bus.publish(ev.TaskStarted(self.job_id, worker=worker, indices=tuple(self.blocks.get(block, ()))))
         return bool(fresh)
 
-    def _collect_results(self) -> bool:
-        keys = [k for k in self.files.list_result_keys() if k not in self.seen_results]
+    def _collect_results(self, full: bool = False) -> bool:
+        """A quick listing covers the last RESULT_WINDOW_SECONDS of results; a full one runs now and then."""
+        if full:
+            self.last_sweep = time.time()
+        since = None if full or not self.newest_result else self.newest_result - RESULT_WINDOW_SECONDS
+        keys = [k for k in self.files.list_result_keys(since) if k not in self.seen_results]
         for key in sorted(keys):
             self.seen_results.add(key)
+            self.newest_result = max(self.newest_result, self.files.result_time(key))
             for result in self.files.read_results(key):
                 if result.index < len(self.items) and not self.items[result.index].final:
                     self._take(result)
@@ -585,16 +633,20 @@ class _Monitor(threading.Thread):
             except Exception:  # noqa: BLE001 - a face's callback must not break the job
                 logger.exception("an item callback of job %s failed", self.job_id)
 
-    def _tail_logs(self) -> None:
+    def _tail_logs(self, now: float) -> None:
+        self.last_log_poll = now
         if not self.bus.wants(ev.LogLine):
             return
-        for ref in self.workers.values():
-            if ref.exit_code is not None and ref.index in self.log_offsets and ref.info.get("log_drained"):
-                continue
-            text, self.log_offsets[ref.index] = self.backend.log_tail(self.files, ref, self.log_offsets.get(ref.index, 0))
-            for line in text.splitlines():
-                self.bus.publish(ev.LogLine(self.job_id, worker=ref.index, line=line))
-            if ref.exit_code is not None:
+        # an ended worker's last lines may still be on their way (CloudWatch delivers in batches)
+        grace = 2 * self.backend.log_poll_seconds
+        refs = [r for r in self.workers.values() if not r.info.get("log_drained") and not r.info.get("launch_failed")]
+        if not refs:
+            return
+        lines, self.log_cursor = self.backend.tail_logs(self.files, refs, self.log_cursor)
+        for worker, line in lines:
+            self.bus.publish(ev.LogLine(self.job_id, worker=worker, line=line))
+        for ref in refs:
+            if ref.ended is not None and now - ref.ended >= grace:
                 ref.info["log_drained"] = True
 
     def _worker_seconds(self, now: float) -> float:
@@ -618,17 +670,19 @@ class _Monitor(threading.Thread):
                 f"--max-cost ${cap:g} would have been passed (accrued ${self.cost:.4f})", "max-cost")
 
     def _cost_label(self) -> str:
-        where = f"Fargate {self.spec.region} on-demand, {self.spec.describe_size()}"
+        where = f"Fargate {self.spec.region} {'Spot' if self.spec.spot else 'on-demand'}, {self.spec.describe_size()}"
         return f"estimate for the same work on {where}" if self.spec.backend == "local" else where
 
     # ----- endings --------------------------------------------------------------------------
     def _stop_all(self) -> None:
+        self.pending_launch.clear()
         alive = self._alive()
         if alive:
             self.backend.stop(alive)
+            ended = {r.index for r in self.backend.poll_workers(alive)}
         for ref in alive:
-            code = self.backend.poll(ref)
-            ref.exit_code, ref.ended = (code if code is not None else -1), time.time()
+            if ref.index not in ended:
+                ref.exit_code, ref.ended = -1, time.time()
             self.bus.publish(ev.WorkerExited(self.job_id, worker=ref.index, exit_code=ref.exit_code, reason=ref.reason))
 
     def _finish(self) -> None:
@@ -636,7 +690,7 @@ class _Monitor(threading.Thread):
         deadline = time.monotonic() + 1.0
         while self._alive() and time.monotonic() < deadline:  # idle workers exit on their own
             self._poll_workers()
-            time.sleep(0.01)
+            time.sleep(max(0.01, self.backend.poll_seconds[0]))
         self._stop_all()
         failed = any(i.failed for i in self.items)
         self._end("failed" if failed else "done", "")
@@ -645,8 +699,8 @@ class _Monitor(threading.Thread):
         reason = self.cancel_reason or "cancelled from another process"
         self.files.request_cancel(reason)
         self._stop_all()
-        self._scan_claims()
-        self._collect_results()
+        self._scan_claims(full=True)
+        self._collect_results(full=True)
         if self.cancelled_by == "startup":
             for index, item in enumerate(self.items):
                 if not item.final:
@@ -740,4 +794,7 @@ class _Monitor(threading.Thread):
             "store": {"url": self.files.store.url, "prefix": self.files.prefix},
             "owner": {"pid": os.getpid(), "host": socket.gethostname()},
         }
+        calls = getattr(self.backend, "api_calls", None)
+        if calls is not None:
+            record["api_calls"] = calls.for_job(self.job_id)
         self.launcher.store.write(record)

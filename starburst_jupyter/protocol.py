@@ -4,7 +4,8 @@
 <prefix>/program.pkl          the code and captured names every task runs with
 <prefix>/tasks/<block>.pkl    [(item_index, item)], claimed whole by one worker
 <prefix>/claims/<block>       created exclusively by the worker that takes the block
-<prefix>/results/<block>-<part>.pkl   [ItemResult], flushed as the block progresses
+<prefix>/results/<ms>-<block>-<part>.pkl   [ItemResult], flushed as the block progresses; <ms> (the
+                              writer's clock) orders keys by time, so a reader lists only recent ones
 <prefix>/heartbeat/<worker>   JSON liveness, rewritten every few seconds
 <prefix>/logs/<worker>.log    the worker's stdout and stderr
 <prefix>/cancel               any face writes it; workers exit when they see it
@@ -81,25 +82,36 @@ class JobFiles:
     def read_block(self, block: int) -> list[tuple[int, Any]]:
         return serialize.loads(self.store.get(self.block_key(block)))
 
-    def list_blocks(self) -> list[int]:
-        return sorted(int(k.rsplit("/", 1)[1][:-4]) for k in self.store.list(self.key("tasks/")))
+    def list_blocks(self, after: int = -1) -> list[int]:
+        start = self.block_key(after) if after >= 0 else None
+        return sorted(int(k.rsplit("/", 1)[1][:-4]) for k in self.store.list(self.key("tasks/"), start))
 
     def claim(self, block: int, worker: int) -> bool:
         body = json.dumps(asdict(Claim(block, worker))).encode()
         return self.store.create_exclusive(self.key(f"claims/{block:06d}"), body)
 
-    def list_claimed(self) -> set[int]:
-        return {int(k.rsplit("/", 1)[1]) for k in self.store.list(self.key("claims/"))}
+    def list_claimed(self, after: int = -1) -> set[int]:
+        """Claimed blocks (with `after`, only those above it: claims come roughly in block order)."""
+        start = self.key(f"claims/{after:06d}") if after >= 0 else None
+        return {int(k.rsplit("/", 1)[1]) for k in self.store.list(self.key("claims/"), start)}
 
     def read_claim(self, block: int) -> Claim:
         return Claim(**json.loads(self.store.get(self.key(f"claims/{block:06d}"))))
 
     # results
     def write_results(self, block: int, part: int, results: list[ItemResult]) -> None:
-        self.store.put(self.key(f"results/{block:06d}-{part:04d}.pkl"), serialize.dumps_chunks(results))
+        stamp = int(time.time() * 1000)
+        self.store.put(self.key(f"results/{stamp:013d}-{block:06d}-{part:04d}.pkl"), serialize.dumps_chunks(results))
 
-    def list_result_keys(self) -> list[str]:
-        return self.store.list(self.key("results/"))
+    def list_result_keys(self, since: float | None = None) -> list[str]:
+        """Result objects, oldest first; with `since` (epoch seconds), only those written from then on."""
+        start = self.key(f"results/{max(0, int(since * 1000) - 1):013d}~") if since is not None else None
+        return self.store.list(self.key("results/"), start)
+
+    @staticmethod
+    def result_time(key: str) -> float:
+        """When a result object was written (by its writer's clock)."""
+        return int(key.rsplit("/", 1)[1].split("-", 1)[0]) / 1000
 
     def read_results(self, key: str) -> list[ItemResult]:
         return serialize.loads(self.store.get(key))

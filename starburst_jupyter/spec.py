@@ -33,6 +33,7 @@ class JobSpec:
     region: str
     arch: str
     name: str = ""
+    spot: bool = False  # Fargate Spot: about 70% cheaper, may be interrupted (work is retried)
     source: str = ""  # the cell or function, for display; never holds captured values
     map_expr: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -50,7 +51,7 @@ def build_spec(config: Config, *, mode: str, source: str = "", map_expr: str = "
     """Merge options over config and refuse anything Fargate or the config would refuse."""
     unknown = set(options) - {
         "backend", "workers", "cpu", "memory", "timeout", "on_error", "max_result_bytes",
-        "max_cost", "retries", "name",
+        "max_cost", "retries", "name", "spot",
     }
     if unknown:
         raise BurstValidationError(f"Unknown job option(s): {', '.join(sorted(unknown))}.")
@@ -103,4 +104,5 @@ def build_spec(config: Config, *, mode: str, source: str = "", map_expr: str = "
         timeout=timeout, on_error=on_error, max_result_bytes=max_result_bytes,
         max_cost=float(max_cost) if max_cost is not None else None, retries=int(pick("retries")),
         region=config.region, arch=config.arch, name=name, source=source, map_expr=map_expr,
+        spot=bool(pick("spot")),
     )

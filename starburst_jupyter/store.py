@@ -5,6 +5,7 @@ one primitive workers use to claim work (O_EXCL locally; a conditional PUT on S3
 """
 from __future__ import annotations
 
+import bisect
 import os
 import shutil
 import uuid
@@ -20,7 +21,7 @@ class ObjectStore(Protocol):
     def get(self, key: str) -> bytearray: ...
     def create_exclusive(self, key: str, data: bytes) -> bool: ...
     def exists(self, key: str) -> bool: ...
-    def list(self, prefix: str) -> list[str]: ...
+    def list(self, prefix: str, start_after: str | None = None) -> list[str]: ...
     def delete(self, key: str) -> None: ...
     def delete_prefix(self, prefix: str) -> None: ...
 
@@ -70,14 +71,18 @@ class LocalFolderStore:
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
 
-    def list(self, prefix: str) -> list[str]:
-        """Keys directly under a folder-like prefix ending in '/'."""
+    def list(self, prefix: str, start_after: str | None = None) -> list[str]:
+        """Keys directly under a folder-like prefix ending in '/', sorted; only those after `start_after`
+        when given (as S3's ListObjectsV2 StartAfter)."""
         folder = self.path(prefix)
         try:
             with os.scandir(folder) as entries:
-                return [prefix + e.name for e in entries if not e.name.startswith(".tmp-") and e.is_file()]
+                keys = sorted(prefix + e.name for e in entries if not e.name.startswith(".tmp-") and e.is_file())
         except FileNotFoundError:
             return []
+        if start_after is not None:
+            keys = keys[bisect.bisect_right(keys, start_after):]
+        return keys
 
     def delete(self, key: str) -> None:
         try:

@@ -219,14 +219,17 @@ class S3ObjectStore:
         except BotoCoreError as exc:
             raise self._error(exc, "checking", key) from None
 
-    def list(self, prefix: str) -> list[str]:
-        """Keys of the objects directly under a folder-like prefix (not those in its sub-folders)."""
+    def list(self, prefix: str, start_after: str | None = None) -> list[str]:
+        """Keys of the objects directly under a folder-like prefix (not those in its sub-folders), in key
+        order; with `start_after`, only the keys after it (S3 skips the rest: one request per 1,000 keys
+        returned, however many precede it)."""
         folder = self._folder(prefix)
         keys: list[str] = []
+        extra = {"StartAfter": self.full_key(start_after)} if start_after else {}
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=folder, Delimiter="/",
-                PaginationConfig={"PageSize": self.list_page_size},
+                PaginationConfig={"PageSize": self.list_page_size}, **extra,
             )
             for page in pages:
                 keys.extend(obj["Key"][len(self.prefix):] for obj in page.get("Contents", ()))

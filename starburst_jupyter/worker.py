@@ -149,10 +149,10 @@ class Worker:
                 self.cursor += 1
                 if self.files.claim(block, self.index):
                     return block
-            fresh = [b for b in self.files.list_blocks() if b > self.newest]
+            fresh = self.files.list_blocks(after=self.newest)
             if fresh:
                 # One listing of claims spares a late worker (a later wave) one losing claim per taken block.
-                claimed = self.files.list_claimed() if len(fresh) > 1 else set()
+                claimed = self.files.list_claimed(after=self.newest) if len(fresh) > 1 else set()
                 self.known.extend(b for b in fresh if b not in claimed)
                 self.newest = fresh[-1]
                 continue
@@ -199,16 +199,29 @@ class Worker:
             self.files.write_results(block, part, pending)
 
 
+def budget_for(spec: dict, index: int) -> int:
+    """Items a worker takes before exiting (0: no limit). The last planned worker, and any launched
+    beyond the plan to replace a lost one, have no budget: they take what the others left over."""
+    plan = spec.get("plan") or {}
+    return int(plan.get("budget", 0)) if index < int(plan.get("workers", 0)) - 1 else 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Arguments, or (on Fargate, where a task gets only environment overrides) STARBURST_* variables."""
+    env = os.environ.get
     parser = argparse.ArgumentParser(prog="python -m starburst_jupyter.worker")
-    parser.add_argument("--store", required=True, help="object store URL (file:///... or s3://...)")
-    parser.add_argument("--job", required=True)
-    parser.add_argument("--prefix", default=None, help="the job's key prefix in the store")
-    parser.add_argument("--worker", type=int, required=True)
-    parser.add_argument("--budget", type=int, default=0, help="items to take before exiting (0: no limit)")
+    parser.add_argument("--store", default=env("STARBURST_STORE"), help="object store URL (file:///... or s3://...)")
+    parser.add_argument("--job", default=env("STARBURST_JOB"))
+    parser.add_argument("--prefix", default=env("STARBURST_PREFIX"), help="the job's key prefix in the store")
+    parser.add_argument("--worker", type=int, default=env("STARBURST_WORKER"))
+    parser.add_argument("--budget", type=int, default=None, help="items to take before exiting (default: the plan's)")
     args = parser.parse_args(argv)
+    missing = [name for name in ("store", "job", "worker") if getattr(args, name) in (None, "")]
+    if missing:
+        parser.error(f"give --{' --'.join(missing)} (or STARBURST_STORE, STARBURST_JOB, STARBURST_WORKER)")
     files = JobFiles(open_store(args.store), args.job, args.prefix)
-    worker = Worker(files, args.worker, args.budget)
+    worker = Worker(files, args.worker, 0)
+    worker.budget = args.budget if args.budget is not None else budget_for(worker.spec, args.worker)
     log(f"worker {args.worker} of job {args.job} started (pid {os.getpid()} on {socket.gethostname()})")
     control = Control(files, args.worker, worker.spec)
     control.check()

@@ -94,3 +94,24 @@ def test_large_arrays_travel_out_of_band():
     back = serialize.loads(bytearray(b"".join(bytes(c) for c in chunks)))["a"]  # as the store reads it
     assert np.array_equal(back, array)
     back[0] = 42.0  # arrays that come back are writable like local ones
+
+
+def test_incremental_listings_return_only_recent_results_and_later_claims(tmp_path):
+    """The monitor's quick scans: results written since a time, claims from a block on."""
+    import time as _time
+
+    from starburst_jupyter.protocol import JobFiles
+    from starburst_jupyter.store import LocalFolderStore
+
+    files = JobFiles(LocalFolderStore(tmp_path), "j1")
+    files.write_results(0, 0, [])
+    _time.sleep(0.01)
+    files.write_results(1, 0, [])
+    old, new = files.list_result_keys()
+    assert files.list_result_keys(since=files.result_time(new)) == [new]
+    assert files.list_result_keys(since=files.result_time(old)) == [old, new]
+    for block in (0, 1, 2, 7):
+        assert files.claim(block, 3)
+    assert files.list_claimed(after=1) == {2, 7}
+    assert files.list_claimed() == {0, 1, 2, 7}
+    assert files.list_blocks(after=0) == []  # no task blocks written

@@ -13,7 +13,7 @@ from ..config import starburst_home
 from ..protocol import JobFiles
 from ..store import LocalFolderStore
 from ..worker import EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM, EXIT_OK
-from . import WorkerRef
+from . import OneByOneBackend, WorkerRef
 
 _SIGNAL_NAMES = {-s.value: s.name for s in signal.Signals}
 
@@ -27,7 +27,7 @@ def describe_exit(code: int | None) -> str:
             EXIT_NO_PROGRAM: "could not load the job's program"}.get(code, f"exit code {code}")
 
 
-class LocalBackend:
+class LocalBackend(OneByOneBackend):
     name = "local"
 
     def __init__(self, home: Path | None = None, concurrency: int | None = None):
@@ -35,7 +35,7 @@ class LocalBackend:
         self._concurrency = concurrency or os.cpu_count() or 1
         self.store = LocalFolderStore(self.home)
 
-    def concurrency(self, cpu_units: int) -> int:
+    def concurrency(self, spec) -> int:
         return self._concurrency
 
     def job_files(self, job_id: str) -> JobFiles:
