@@ -112,6 +112,18 @@ class JobFinished(Event):
     message: str = ""
 
 
+@dataclass(frozen=True)
+class ImageBuildProgress(Event):
+    """Making the worker image (envimage): checking, assembling the build context, building, pushing,
+    or reusing an image that exists. job_id is "" when no job is running yet (e.g. %burst_rebuild)."""
+
+    phase: str  # check, context, build, push, reuse, done
+    message: str
+    current: int | None = None  # build step or bytes pushed so far
+    total: int | None = None  # build steps or bytes to push
+    image: str = ""  # the image reference being made
+
+
 Subscriber = Callable[[Event], None]
 
 
