@@ -1,0 +1,205 @@
+"""REST handlers, under the server's base URL:
+
+GET  starburst/api/jobs[?state=running,done|active|finished][&limit=N]   jobs, running first
+GET  starburst/api/jobs/<id>                                            one job in detail
+GET  starburst/api/jobs/<id>/workers/<n>/log[?cursor=C][&tail=N]        a worker's log lines since C
+POST starburst/api/jobs/<id>/cancel  [{"reason": "..."}]                cancel (idempotent)
+
+Every route needs the server's authentication (token or login cookie) and, for POST, its XSRF check.
+Errors are JSON `{"message": ..., "reason": ...}` with a 4xx status, never an HTML page.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.utils import url_path_join
+from tornado import web
+
+from ..jobstore import TERMINAL_STATES, JobIndex, JobStore
+from . import views
+
+API = "starburst/api"
+JOB_ID = r"(?P<job_id>[^/]+)"
+VALID_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DEFAULT_LIMIT = 200  # finished jobs listed at most (running ones are always listed)
+MAX_LIMIT = 5000
+MAX_LOG_LINES = 2000
+MAX_LOG_CHARS = 512 * 1024
+CANCEL_REASON = "cancelled from the Burst sidebar"
+
+
+class BurstHandler(APIHandler):
+    auth_resource = "starburst"
+
+    @property
+    def index(self) -> JobIndex:
+        return self.settings["starburst_index"]
+
+    def write_json(self, payload: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(payload))
+
+    def job_id(self, raw: str) -> str:
+        if not VALID_ID.match(raw):
+            raise web.HTTPError(400, f"{raw[:80]!r} is not a job id (ids look like bj-20261123-101500-3f9a2c)",
+                                reason="Bad job id")
+        return raw
+
+    def record(self, raw: str) -> dict[str, Any]:
+        job_id = self.job_id(raw)
+        try:
+            return self.index.get(job_id)
+        except KeyError:
+            raise web.HTTPError(404, f"No job {job_id!r} in the job store", reason="No such job") from None
+
+    def int_argument(self, name: str, default: int | None, low: int, high: int) -> int | None:
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise web.HTTPError(400, f"{name} must be an integer, not {raw[:40]!r}", reason="Bad request") from None
+        if not low <= value <= high:
+            raise web.HTTPError(400, f"{name} must be between {low} and {high}, not {value}", reason="Bad request")
+        return value
+
+
+class JobsHandler(BurstHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        try:
+            states = views.parse_states(self.get_query_arguments("state"))
+        except ValueError as exc:
+            raise web.HTTPError(400, str(exc), reason="Bad state filter") from None
+        limit = self.int_argument("limit", DEFAULT_LIMIT, 0, MAX_LIMIT)
+        records = self.index.records()
+        version = self.index.version()
+        if states is not None:
+            records = [r for r in records if r.get("state") in states]
+        ordered = views.order(records)
+        active = [r for r in ordered if r.get("state") not in TERMINAL_STATES]
+        finished = [r for r in ordered if r.get("state") in TERMINAL_STATES]
+        now = time.time()
+        shown = active + finished[:limit]
+        self.write_json({"jobs": [views.summary(r, now) for r in shown], "matched": len(records),
+                         "omitted": len(records) - len(shown), "version": version, "now": now})
+
+
+class JobHandler(BurstHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str) -> None:
+        self.write_json({"job": views.detail(self.record(job_id)), "now": time.time()})
+
+
+class WorkerLogHandler(BurstHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, job_id: str, worker: str) -> None:
+        record = self.record(job_id)
+        info = views._workers(record).get(worker) if worker.isdigit() else None
+        if not isinstance(info, dict):
+            known = sorted(int(i) for i in views._workers(record) if str(i).isdigit())
+            raise web.HTTPError(404, f"Job {record['id']} has no worker {worker[:20]!r}; its workers are {known}",
+                                reason="No such worker")
+        cursor = self.int_argument("cursor", None, 0, 2**62)
+        tail = self.int_argument("tail", None, 0, MAX_LOG_LINES)
+        text = await asyncio.get_running_loop().run_in_executor(None, _read_log, record, int(worker))
+        ended = not views.worker_running(info)
+        if cursor is not None and cursor > len(text):
+            raise web.HTTPError(400, f"cursor {cursor} is past the end of the log ({len(text)} characters)",
+                                reason="Bad cursor")
+        # Whole lines only while the worker runs: the last, unfinished line comes with the next read.
+        end = len(text) if ended else text.rfind("\n") + 1
+        start = cursor if cursor is not None else 0
+        if cursor is None and tail is not None:
+            lines = text[:end].splitlines(keepends=True)
+            start = end - sum(len(line) for line in lines[len(lines) - tail:]) if tail else end
+        start = min(start, end)
+        chunk = text[start:end]
+        truncated = False
+        if len(chunk) > MAX_LOG_CHARS:  # a long backlog comes in pieces: follow next_cursor
+            cut = chunk.rfind("\n", 0, MAX_LOG_CHARS) + 1 or MAX_LOG_CHARS
+            chunk, truncated = chunk[:cut], True
+        lines = chunk.splitlines()
+        if len(lines) > MAX_LOG_LINES:
+            lines, truncated = lines[:MAX_LOG_LINES], True
+            chunk = "".join(chunk.splitlines(keepends=True)[:MAX_LOG_LINES])
+        self.write_json({"job": record["id"], "worker": int(worker), "cursor": start,
+                         "next_cursor": start + len(chunk), "lines": lines, "more": truncated,
+                         "worker_running": not ended})
+
+
+class CancelHandler(BurstHandler):
+    @web.authenticated
+    @authorized
+    async def post(self, job_id: str) -> None:
+        record = self.record(job_id)
+        reason = CANCEL_REASON
+        if self.request.body.strip():
+            try:
+                body = json.loads(self.request.body)
+            except (ValueError, UnicodeDecodeError):
+                raise web.HTTPError(400, "the body must be JSON, e.g. {\"reason\": \"...\"}",
+                                    reason="Malformed JSON") from None
+            if not isinstance(body, dict) or not isinstance(body.get("reason", ""), str):
+                raise web.HTTPError(400, "the body must be a JSON object whose \"reason\" is a string",
+                                    reason="Bad request")
+            reason = body.get("reason", "").strip()[:200] or CANCEL_REASON
+        before = record.get("state")
+        try:
+            after = await asyncio.get_running_loop().run_in_executor(None, _cancel, record["id"], reason)
+        except KeyError:
+            raise web.HTTPError(404, f"No job {record['id']!r} in the job store", reason="No such job") from None
+        except Exception as exc:  # noqa: BLE001 - the core's own error, shown to the user
+            self.log.exception("starburst: cancel of %s failed", record["id"])
+            raise web.HTTPError(500, f"cancel failed: {type(exc).__name__}: {exc}", reason="Cancel failed") from None
+        self.write_json({"job": views.detail(after), "was": before,
+                         "cancelled": after.get("state") == "cancelled",
+                         "already_finished": before in TERMINAL_STATES})
+
+
+class NotFoundHandler(BurstHandler):
+    """Anything else under starburst/api: a JSON 404 rather than the server's HTML page."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, path: str) -> None:
+        raise web.HTTPError(404, f"no such route: {API}/{path[:100]}", reason="Not found")
+
+    post = put = delete = patch = get
+
+
+def _read_log(record: dict[str, Any], worker: int) -> str:
+    from ..launcher import Launcher
+
+    backend = Launcher().backend(record["backend"])
+    return backend.read_log(backend.job_files(record["id"]), worker)
+
+
+def _cancel(job_id: str, reason: str) -> dict[str, Any]:
+    from ..launcher import Launcher
+
+    return Launcher().cancel_job(job_id, reason)
+
+
+def setup_handlers(web_app: Any, store: JobStore | None = None) -> None:
+    web_app.settings["starburst_index"] = JobIndex(store or JobStore())
+    base = url_path_join(web_app.settings.get("base_url", "/"), API)
+    web_app.add_handlers(".*$", [
+        (url_path_join(base, "jobs") + "/?", JobsHandler),
+        (url_path_join(base, "jobs", JOB_ID) + "/?", JobHandler),
+        (url_path_join(base, "jobs", JOB_ID, "workers", r"(?P<worker>[^/]+)", "log") + "/?", WorkerLogHandler),
+        (url_path_join(base, "jobs", JOB_ID, "cancel") + "/?", CancelHandler),
+        (url_path_join(base, "(?P<path>.*)"), NotFoundHandler),
+    ])
