@@ -31,6 +31,7 @@ from .spec import JobSpec
 
 MAX_RECORDED_FAILURES = 50
 MAX_LAUNCH_ATTEMPTS = 6  # per worker, with back-off 2, 4, 8, 16, 30 s between them
+LAUNCH_BACKOFF_SECONDS = (2.0, 30.0)  # first delay (doubling) and the longest
 RESULT_WINDOW_SECONDS = 60.0  # a quick result listing covers objects written this recently (clock skew, slow uploads)
 SWEEP_SECONDS = 60.0  # ... and a full listing runs this often, and whenever a worker ends
 _LIVE: "weakref.WeakSet[_Monitor]" = weakref.WeakSet()
@@ -405,7 +406,8 @@ class _Monitor(threading.Thread):
                         self._finish()
                         break
                 pause = quickest if changed else min(pause * 1.5, slowest)  # a cloud backend pays per poll
-                self.wake.wait(pause)
+                due = min((p[3] for p in self.pending_launch.values()), default=None)
+                self.wake.wait(pause if due is None else max(quickest, min(pause, due - time.time())))
                 self.wake.clear()
         except BaseException as exc:  # noqa: BLE001 - the job must end recorded, never hang a wait()
             logger.exception("launcher of job %s failed", self.job_id)
@@ -499,7 +501,8 @@ class _Monitor(threading.Thread):
         """Retry with back-off, or give the worker up and say why (the job fails only if none can start)."""
         attempts = self.pending_launch.get(failure.index, (0, 0, 0, 0.0, ""))[2] + 1
         if failure.retryable and attempts < MAX_LAUNCH_ATTEMPTS:
-            delay = min(2.0 ** attempts, 30.0)
+            first, longest = LAUNCH_BACKOFF_SECONDS
+            delay = min(first * 2 ** (attempts - 1), longest)
             self.pending_launch[failure.index] = (failure.wave, budget, attempts, now + delay, failure.reason)
             self.bus.publish(ev.WorkerLaunchFailed(self.job_id, worker=failure.index, reason=failure.reason,
                                                    retry_in=delay))
@@ -677,9 +680,9 @@ class _Monitor(threading.Thread):
     def _stop_all(self) -> None:
         self.pending_launch.clear()
         alive = self._alive()
-        if alive:
-            self.backend.stop(alive)
-            ended = {r.index for r in self.backend.poll_workers(alive)}
+        if alive or self.workers:  # (a cloud backend also looks for tasks of the job it has no ref of)
+            self.backend.stop_job(self.job_id, alive, self.cancel_reason or "job ended")
+            ended = {r.index for r in self.backend.poll_workers(alive)} if alive else set()
         for ref in alive:
             if ref.index not in ended:
                 ref.exit_code, ref.ended = -1, time.time()

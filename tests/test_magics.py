@@ -393,7 +393,7 @@ BAD_CELLS = [
     pytest.param("%%burst --map x in range(3) --backend nope --out o\nx", BurstValidationError,
                  ("'nope'", "local, docker, fargate"), id="backend-unknown"),
     pytest.param("%%burst --map x in range(3) --backend fargate --out o\nx", BurstBackendUnavailable,
-                 ("'fargate'", "not available", "--backend local"), id="backend-fargate"),
+                 ("fargate backend is not set up", "missing bucket", "%burst_setup"), id="backend-fargate"),
     pytest.param("%%burst --bogus-option 1\nx = 1", UsageError, ("--bogus-option",), id="bogus-option"),
     pytest.param("%%burst --map x in range(3) --out 1abc\nx", UsageError, ("'1abc'", "not a valid Python name"),
                  id="out-invalid"),

@@ -66,6 +66,9 @@ class Backend(Protocol):
     def stop(self, refs: list[WorkerRef], grace: float = 2.0) -> None:
         """End these workers and wait until they are gone."""
 
+    def stop_job(self, job_id: str, refs: list[WorkerRef], reason: str) -> int:
+        """End every worker of the job (those in refs, and any other the backend can find); how many."""
+
     def stop_recorded(self, record: dict[str, Any]) -> int:
         """End every worker of a job the record names (used when the launching kernel is gone)."""
 
@@ -105,6 +108,15 @@ class OneByOneBackend:
                 ref.exit_code, ref.ended = code, ref.ended or time.time()
                 ended.append(ref)
         return ended
+
+    def stop(self, refs: list[WorkerRef], grace: float = 2.0) -> None:
+        raise NotImplementedError
+
+    def stop_job(self, job_id: str, refs: list[WorkerRef], reason: str) -> int:
+        alive = [r for r in refs if r.exit_code is None]
+        if alive:
+            self.stop(alive)
+        return len(alive)
 
     def tail_logs(self, files, refs, cursor):
         offsets = dict(cursor or {})

@@ -1,0 +1,53 @@
+"""How many Fargate vCPUs this account may run at once: the quota minus what already runs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .clients import error_code
+
+ON_DEMAND_QUOTA = "L-3032A538"  # Fargate On-Demand vCPU resource count
+SPOT_QUOTA = "L-36FBB829"  # Fargate Spot vCPU resource count
+DEFAULT_VCPUS = 6  # what new accounts get; used (and said) when the quota cannot be read
+
+
+@dataclass(frozen=True)
+class Quota:
+    vcpus: float
+    source: str  # "service-quotas", "config" or "default"
+    running_vcpus: float = 0.0
+    note: str = ""
+
+    @property
+    def free_vcpus(self) -> float:
+        return max(0.0, self.vcpus - self.running_vcpus)
+
+
+def read_quota(quotas: Any, spot: bool, region: str) -> Quota:
+    code = SPOT_QUOTA if spot else ON_DEMAND_QUOTA
+    try:
+        value = float(quotas.get_service_quota(ServiceCode="fargate", QuotaCode=code)["Quota"]["Value"])
+        return Quota(value, "service-quotas")
+    except Exception as exc:  # noqa: BLE001 - any failure to read means: say so and use the default
+        note = (f"Could not read the Fargate {'Spot' if spot else 'On-Demand'} vCPU quota ({code}) in {region}: "
+                f"{error_code(exc)}. Planning with the default of {DEFAULT_VCPUS} vCPUs; set your account's "
+                f"figure with %burst_config fargate_vcpu_quota=N (see `starburst quota`).")
+        return Quota(DEFAULT_VCPUS, "default", note=note)
+
+
+def running_vcpus(ecs: Any, cluster: str) -> float:
+    """vCPUs of the cluster's tasks that are running or about to (they count against the quota)."""
+    arns: list[str] = []
+    for page in ecs.get_paginator("list_tasks").paginate(cluster=cluster, desiredStatus="RUNNING"):
+        arns.extend(page.get("taskArns", ()))
+    total = 0.0
+    for start in range(0, len(arns), 100):
+        for task in ecs.describe_tasks(cluster=cluster, tasks=arns[start:start + 100]).get("tasks", ()):
+            total += int(task.get("cpu") or 0) / 1024
+    return total
+
+
+def request_increase(quotas: Any, vcpus: float, spot: bool = False) -> dict:
+    code = SPOT_QUOTA if spot else ON_DEMAND_QUOTA
+    reply = quotas.request_service_quota_increase(ServiceCode="fargate", QuotaCode=code, DesiredValue=float(vcpus))
+    return reply.get("RequestedQuota", {})

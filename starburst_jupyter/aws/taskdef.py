@@ -1,0 +1,73 @@
+"""Task definitions: registered once per (image, size, roles, log group, arch) and reused."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .clients import error_code
+
+CONTAINER = "worker"
+STREAM_PREFIX = "starburst"
+MANAGED_TAG = {"key": "starburst:managed", "value": "true"}
+
+
+@dataclass(frozen=True)
+class TaskShape:
+    image: str
+    cpu_units: int
+    memory_mib: int
+    execution_role_arn: str
+    task_role_arn: str
+    log_group: str
+    region: str
+    arch: str  # x86_64 | arm64
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def family(self) -> str:
+        return f"starburst-worker-{self.fingerprint()}"
+
+
+def log_stream(task_arn: str) -> str:
+    """The stream the awslogs driver writes a task's worker output to."""
+    return f"{STREAM_PREFIX}/{CONTAINER}/{task_arn.rsplit('/', 1)[-1]}"
+
+
+def ensure_task_definition(ecs: Any, shape: TaskShape) -> str:
+    """The ARN of the active revision of this shape's family, registering it the first time."""
+    try:
+        found = ecs.describe_task_definition(taskDefinition=shape.family)["taskDefinition"]
+        if found.get("status") == "ACTIVE":
+            return found["taskDefinitionArn"]
+    except Exception as exc:  # noqa: BLE001
+        if error_code(exc) not in ("ClientException", "InvalidParameterException", "ResourceNotFoundException"):
+            raise
+    reply = ecs.register_task_definition(
+        family=shape.family,
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu=str(shape.cpu_units),
+        memory=str(shape.memory_mib),
+        executionRoleArn=shape.execution_role_arn,
+        taskRoleArn=shape.task_role_arn,
+        runtimePlatform={"cpuArchitecture": "ARM64" if shape.arch == "arm64" else "X86_64",
+                         "operatingSystemFamily": "LINUX"},
+        containerDefinitions=[{
+            "name": CONTAINER,
+            "image": shape.image,
+            "essential": True,
+            "memory": shape.memory_mib,
+            "command": ["python", "-m", "starburst_jupyter.worker"],
+            "environment": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+            "stopTimeout": 10,
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": shape.log_group, "awslogs-region": shape.region,
+                "awslogs-stream-prefix": STREAM_PREFIX}},
+        }],
+        tags=[MANAGED_TAG],
+    )
+    return reply["taskDefinition"]["taskDefinitionArn"]

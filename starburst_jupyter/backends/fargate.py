@@ -1,0 +1,326 @@
+"""AWS ECS Fargate: one task per worker, S3 for the job's objects, CloudWatch Logs for output.
+
+Every call is paid for in API rate limits, so the launcher's loop costs here, per poll, one
+DescribeTasks per 100 live workers, one quick S3 listing each for claims and results, one GET of
+the cancel marker and (every few seconds) one FilterLogEvents per 100 workers: never one call
+per task. The worker gets only pointers in its overrides (job id, worker index, store, region);
+its credentials come from the task role, never from us.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ..aws.clients import ApiCalls, client, error_code, error_message
+from ..aws.quota import Quota, read_quota, running_vcpus
+from ..aws.taskdef import CONTAINER, MANAGED_TAG, TaskShape, ensure_task_definition, log_stream
+from ..config import Config, load_config, starburst_home
+from ..errors import BurstBackendUnavailable
+from ..jobstore import JobStore
+from ..protocol import JobFiles
+from ..worker import EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM, EXIT_OK
+from . import LaunchFailure, WorkerRef
+
+DESCRIBE_BATCH = 100  # DescribeTasks takes up to 100 tasks
+LOG_STREAMS_BATCH = 100  # FilterLogEvents takes up to 100 stream names
+#: RunTask failure reasons worth another try later (capacity comes and goes; quotas free up).
+RETRYABLE = ("RESOURCE", "CAPACITY", "CAPACITY IS UNAVAILABLE", "THROTTL", "AGENT", "LIMIT", "QUOTA")
+
+
+class QuotaNote(UserWarning):
+    """The Fargate quota could not be read, and a default is used."""
+
+
+class TaskPacer:
+    """Client-side pacing of task launches (Fargate: bursts of 100, then about 20 per second), so a
+    big job launches at the allowed rate instead of collecting throttling errors."""
+
+    def __init__(self, burst: int = 100, per_second: float = 20.0):
+        self.capacity, self.rate = float(burst), per_second
+        self.tokens, self.last = float(burst), time.monotonic()
+        self.lock = threading.Lock()
+
+    def take(self) -> None:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
+            self.last = now
+            if self.tokens < 1:
+                time.sleep((1 - self.tokens) / self.rate)
+                self.tokens = 1.0
+            self.tokens -= 1
+
+
+def _retryable(reason: str) -> bool:
+    upper = reason.upper()
+    return any(word in upper for word in RETRYABLE)
+
+
+def describe_stop(task: dict[str, Any]) -> tuple[int, str]:
+    """(exit code, why) of a stopped task, in words a user can act on."""
+    container = next((c for c in task.get("containers", ()) if c.get("name") == CONTAINER),
+                     (task.get("containers") or [{}])[0])
+    code = container.get("exitCode")
+    stop_code, why = task.get("stopCode", ""), task.get("stoppedReason", "")
+    detail = container.get("reason", "")
+    if stop_code == "SpotInterruption" or "spot" in why.lower() and "interrupt" in why.lower():
+        return (code if code is not None else -1), "Fargate Spot interruption (AWS reclaimed the capacity)"
+    if code is None:
+        return -1, f"the task stopped before the worker ran: {why or stop_code or 'no reason given'}"
+    if code == 137 or "OutOfMemory" in detail:
+        return code, f"out of memory (exit {code}{': ' + detail if detail else ''}); try a larger --memory"
+    known = {EXIT_OK: "finished", EXIT_CANCELLED: "stopped: job cancelled", EXIT_DEADLINE: "stopped: job deadline passed",
+             EXIT_NO_PROGRAM: "could not load the job's program"}
+    if code in known:
+        return code, known[code]
+    return code, f"exit code {code} ({why or detail or 'essential container exited'})"
+
+
+class FargateBackend:
+    name = "fargate"
+    timing = {"flush_seconds": 2.0, "control_poll_seconds": 1.0, "heartbeat_seconds": 10.0}
+    poll_seconds = (0.5, 5.0)
+    log_poll_seconds = 3.0
+
+    def __init__(self, home: Path | None = None, config: Config | None = None):
+        self.home = Path(home) if home else starburst_home()
+        self.config = config or load_config()
+        self.region = self.config.region
+        self.api_calls = ApiCalls()
+        self.pacer = TaskPacer()
+        self._clients: dict[str, Any] = {}
+        self._store = None
+        self._taskdefs: dict[str, str] = {}
+        self.quota: Quota | None = None
+
+    # ----- AWS access -----------------------------------------------------------------------
+    def _client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = client(service, self.region, self.api_calls)
+        return self._clients[service]
+
+    def _require_setup(self) -> None:
+        missing = [key for key in ("bucket", "subnets", "security_groups", "execution_role_arn", "task_role_arn")
+                   if not getattr(self.config, key)]
+        if missing:
+            raise BurstBackendUnavailable(
+                f"The fargate backend is not set up in {self.region} (missing {', '.join(missing)} in the config). "
+                f"Run %burst_setup (or `starburst setup`) once; it creates the bucket, cluster, roles and "
+                f"networking and saves them.")
+
+    def _image(self) -> str:
+        if self.config.image:
+            return self.config.image
+        raise BurstBackendUnavailable(
+            f"No worker image for the fargate backend in {self.region}: build and push this kernel's environment "
+            f"with %burst_rebuild (or `starburst image build`), or name an image with %burst_config image=URI.")
+
+    @property
+    def store(self):
+        if self._store is None:
+            from ..store_s3 import S3ObjectStore
+
+            self._require_setup()
+            self._store = S3ObjectStore(self.config.bucket)
+            self.api_calls.attach(self._store.client, "s3")
+        return self._store
+
+    # ----- Backend protocol -----------------------------------------------------------------
+    def concurrency(self, spec) -> int:
+        """Workers of this size that fit in the vCPU quota, less what already runs in the cluster."""
+        self._require_setup()
+        vcpus_per_worker = spec.cpu_units / 1024
+        if self.config.fargate_vcpu_quota:
+            quota = Quota(float(self.config.fargate_vcpu_quota), "config")
+        else:
+            quota = read_quota(self._client("service-quotas"), spec.spot, self.region)
+            if quota.note:
+                warnings.warn(quota.note, QuotaNote, stacklevel=2)
+        try:
+            running = running_vcpus(self._client("ecs"), self.config.cluster)
+        except Exception as exc:  # noqa: BLE001 - the cluster missing is a set-up problem, said plainly
+            raise BurstBackendUnavailable(
+                f"Could not list the tasks of ECS cluster {self.config.cluster!r} in {self.region}: "
+                f"{error_code(exc)}: {error_message(exc)}. Run %burst_setup (or `starburst setup`).") from None
+        self.quota = Quota(quota.vcpus, quota.source, running, quota.note)
+        return max(1, int(self.quota.free_vcpus // vcpus_per_worker))
+
+    def job_files(self, job_id: str) -> JobFiles:
+        return JobFiles(self.store, job_id)
+
+    def _task_definition(self, spec) -> str:
+        shape = TaskShape(self._image(), spec.cpu_units, spec.memory_mib, self.config.execution_role_arn,
+                          self.config.task_role_arn, self.config.log_group, self.region, spec.arch)
+        key = shape.fingerprint()
+        if key not in self._taskdefs:
+            self._taskdefs[key] = ensure_task_definition(self._client("ecs"), shape)
+        return self._taskdefs[key]
+
+    def start_workers(self, files: JobFiles, spec, starts: list[tuple[int, int, int]]):
+        """One RunTask per worker: a call's overrides apply to all of its tasks, and each worker needs its
+        own index; the worker reads its budget from the job's spec. Launches are paced to Fargate's rate."""
+        self._require_setup()
+        taskdef = self._task_definition(spec)
+        ecs = self._client("ecs")
+        launch = ({"capacityProviderStrategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]} if spec.spot
+                  else {"launchType": "FARGATE"})
+        refs: list[WorkerRef] = []
+        failures: list[LaunchFailure] = []
+        for index, wave, _budget in starts:
+            environment = [
+                {"name": "STARBURST_JOB", "value": files.job_id},
+                {"name": "STARBURST_WORKER", "value": str(index)},
+                {"name": "STARBURST_STORE", "value": files.store.url},
+                {"name": "STARBURST_PREFIX", "value": files.prefix},
+                {"name": "AWS_REGION", "value": self.region},
+            ]
+            self.pacer.take()
+            try:
+                reply = ecs.run_task(
+                    cluster=self.config.cluster, taskDefinition=taskdef, count=1, startedBy=files.job_id[:128],
+                    networkConfiguration={"awsvpcConfiguration": {
+                        "subnets": list(self.config.subnets), "securityGroups": list(self.config.security_groups),
+                        "assignPublicIp": "ENABLED" if self.config.assign_public_ip else "DISABLED"}},
+                    overrides={"containerOverrides": [{"name": CONTAINER, "environment": environment}]},
+                    tags=[MANAGED_TAG, {"key": "starburst:job", "value": files.job_id}],
+                    propagateTags="TASK_DEFINITION", **launch,
+                )
+            except Exception as exc:  # noqa: BLE001 - botocore has already retried throttling and 5xx
+                reason = f"RunTask failed: {error_code(exc)}: {error_message(exc)}"
+                failures.append(LaunchFailure(index, wave, reason, _retryable(error_code(exc)) or
+                                              error_code(exc) in ("ServerException",)))
+                continue
+            tasks, failed = reply.get("tasks", []), reply.get("failures", [])
+            if tasks:
+                arn = tasks[0]["taskArn"]
+                refs.append(WorkerRef(index, wave, time.time(), handle=arn, info={
+                    "task_arn": arn, "task_id": arn.rsplit("/", 1)[-1], "job": files.job_id,
+                    "log_stream": log_stream(arn)}))
+            else:
+                detail = "; ".join(f"{f.get('reason', '?')}{': ' + f['detail'] if f.get('detail') else ''}"
+                                   for f in failed) or "no task and no reason returned"
+                failures.append(LaunchFailure(index, wave, f"RunTask: {detail}", _retryable(detail)))
+        return refs, failures
+
+    def _describe(self, arns: list[str]) -> dict[str, dict]:
+        ecs = self._client("ecs")
+        found: dict[str, dict] = {}
+        for start in range(0, len(arns), DESCRIBE_BATCH):
+            reply = ecs.describe_tasks(cluster=self.config.cluster, tasks=arns[start:start + DESCRIBE_BATCH])
+            for task in reply.get("tasks", ()):
+                found[task["taskArn"]] = task
+            for failure in reply.get("failures", ()):
+                found.setdefault(failure.get("arn", ""), {"lastStatus": "MISSING", "reason": failure.get("reason")})
+        return found
+
+    def poll_workers(self, refs: list[WorkerRef]) -> list[WorkerRef]:
+        tasks = self._describe([r.handle for r in refs])
+        ended = []
+        now = time.time()
+        for ref in refs:
+            task = tasks.get(ref.handle)
+            if task is None or task.get("lastStatus") == "MISSING":
+                ref.exit_code, ref.ended = -1, now
+                ref.reason = f"ECS has no record of task {ref.info['task_id']} ({(task or {}).get('reason', 'missing')})"
+                ended.append(ref)
+                continue
+            started = task.get("pullStartedAt") or task.get("startedAt")
+            if started is not None:  # billing starts when the image pull does
+                ref.started = started.timestamp() if hasattr(started, "timestamp") else float(started)
+            if task.get("lastStatus") == "STOPPED":
+                ref.exit_code, ref.reason = describe_stop(task)
+                stopped = task.get("stoppedAt")
+                ref.ended = stopped.timestamp() if hasattr(stopped, "timestamp") else now
+                ended.append(ref)
+        return ended
+
+    def _stop_tasks(self, arns: list[str], reason: str) -> None:
+        ecs = self._client("ecs")
+        for arn in arns:
+            try:
+                ecs.stop_task(cluster=self.config.cluster, task=arn, reason=reason[:255])
+            except Exception as exc:  # noqa: BLE001 - an already-gone task is stopped enough
+                if error_code(exc) not in ("InvalidParameterException", "ClientException"):
+                    raise
+
+    def _job_task_arns(self, job_id: str) -> list[str]:
+        """Every task of the job that is running or about to, found in the cluster (not in our memory)."""
+        arns: list[str] = []
+        pages = self._client("ecs").get_paginator("list_tasks").paginate(
+            cluster=self.config.cluster, startedBy=job_id[:128], desiredStatus="RUNNING")
+        for page in pages:
+            arns.extend(page.get("taskArns", ()))
+        return arns
+
+    def stop(self, refs: list[WorkerRef], grace: float = 2.0) -> None:
+        self._stop_tasks([r.handle for r in refs], "starburst: worker stopped by the user")
+        for ref in refs:
+            ref.reason = ref.reason or "stopped"
+
+    def stop_job(self, job_id: str, refs: list[WorkerRef], reason: str) -> int:
+        """StopTask every task the cluster lists for the job, then check that none is left running."""
+        arns = sorted(set(self._job_task_arns(job_id)) | {r.handle for r in refs if r.exit_code is None})
+        self._stop_tasks(arns, f"starburst: {reason}")
+        left = self._job_task_arns(job_id)
+        if left:
+            self._stop_tasks(left, f"starburst: {reason}")
+        return len(arns)
+
+    def stop_recorded(self, record: dict[str, Any]) -> int:
+        return self.stop_job(record["id"], [], "job cancelled (launching kernel gone)")
+
+    def tail_logs(self, files: JobFiles, refs: list[WorkerRef], cursor: Any):
+        """One FilterLogEvents per 100 workers per poll, from where the last read ended."""
+        cursor = cursor or {"since": 0, "seen": set()}
+        logs = self._client("logs")
+        by_stream = {r.info["log_stream"]: r.index for r in refs if "log_stream" in r.info}
+        streams = sorted(by_stream)
+        lines: list[tuple[int, str]] = []
+        newest, seen_at_newest = cursor["since"], set(cursor["seen"])
+        for start in range(0, len(streams), LOG_STREAMS_BATCH):
+            kwargs = {"logGroupName": self.config.log_group, "logStreamNames": streams[start:start + LOG_STREAMS_BATCH],
+                      "startTime": cursor["since"]}
+            try:
+                for page in logs.get_paginator("filter_log_events").paginate(**kwargs):
+                    for event in page.get("events", ()):
+                        if event["timestamp"] == cursor["since"] and event["eventId"] in cursor["seen"]:
+                            continue
+                        lines.append((by_stream[event["logStreamName"]], event["message"].rstrip("\n")))
+                        if event["timestamp"] > newest:
+                            newest, seen_at_newest = event["timestamp"], set()
+                        if event["timestamp"] == newest:
+                            seen_at_newest.add(event["eventId"])
+            except Exception as exc:  # noqa: BLE001 - no stream yet (task still starting) is normal
+                if error_code(exc) != "ResourceNotFoundException":
+                    raise
+        return lines, {"since": newest, "seen": seen_at_newest}
+
+    def read_log(self, files: JobFiles, worker: int) -> str:
+        try:
+            info = JobStore(self.home).read(files.job_id).get("workers", {}).get(str(worker), {})
+        except KeyError:
+            info = {}
+        stream = info.get("log_stream")
+        if not stream:
+            return ""
+        logs = self._client("logs")
+        lines: list[str] = []
+        token = None
+        while True:
+            kwargs = {"logGroupName": self.config.log_group, "logStreamName": stream, "startFromHead": True}
+            if token:
+                kwargs["nextToken"] = token
+            try:
+                reply = logs.get_log_events(**kwargs)
+            except Exception as exc:  # noqa: BLE001
+                if error_code(exc) == "ResourceNotFoundException":
+                    return ""
+                raise
+            lines.extend(event["message"].rstrip("\n") for event in reply.get("events", ()))
+            if not reply.get("events") or reply.get("nextForwardToken") == token:
+                break
+            token = reply.get("nextForwardToken")
+        return "\n".join(lines) + ("\n" if lines else "")

@@ -1,0 +1,52 @@
+"""`starburst setup` / `teardown` against moto: idempotent, tag-scoped."""
+from __future__ import annotations
+
+import pytest
+
+from starburst_jupyter.aws.setup import set_up
+from starburst_jupyter.config import load_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_setup_twice_changes_nothing_and_teardown_leaves_nothing_tagged(moto_server, moto_env):
+    from starburst_jupyter.aws.setup import tear_down
+
+    moto_server.reset()
+    config = load_config()
+    first, settings = set_up(config)
+    assert {s.action for s in first} >= {"create"}
+    policy = moto_server.client("s3").get_bucket_policy(Bucket=settings["bucket"])["Policy"]
+    assert '"aws:SecureTransport": "false"' in policy
+    encryption = moto_server.client("s3").get_bucket_encryption(Bucket=settings["bucket"])
+    assert encryption["ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+    again, settings_again = set_up(load_config())
+    assert {s.action for s in again} == {"exists"} and settings_again == settings
+    ecs = moto_server.client("ecs")
+    assert len(ecs.list_clusters()["clusterArns"]) == 1
+    # someone else's bucket of another name stays
+    moto_server.client("s3").create_bucket(Bucket="not-ours")
+    steps = tear_down(load_config())
+    assert {s.kind for s in steps if s.action == "delete"} >= {"s3 bucket", "ecs cluster", "log group", "iam role",
+                                                              "ecr repository", "security group"}
+    # nothing of ours is left: a new plan would create everything again, and no service lists a starburst resource
+    assert [s.action for s in set_up(load_config(), dry_run=True)[0]].count("create") == 7
+    assert [b["Name"] for b in moto_server.client("s3").list_buckets()["Buckets"]] == ["not-ours"]
+    assert not [r for r in moto_server.client("iam").list_roles()["Roles"] if r["RoleName"].startswith("starburst")]
+    clusters = ecs.describe_clusters(clusters=["starburst"])["clusters"]
+    assert all(c["status"] != "ACTIVE" for c in clusters)
+    assert moto_server.client("logs").describe_log_groups(logGroupNamePrefix="/starburst")["logGroups"] == []
+    assert moto_server.client("ecr").describe_repositories()["repositories"] == []
+    groups = moto_server.client("ec2").describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["starburst-workers"]}])["SecurityGroups"]
+    assert groups == []
+
+
+def test_teardown_keeps_a_same_named_resource_that_is_not_ours(moto_server, moto_env):
+    from starburst_jupyter.aws.setup import tear_down
+
+    moto_server.reset()
+    moto_server.client("logs").create_log_group(logGroupName="/starburst/workers")  # someone else's, untagged
+    steps = {(s.kind, s.action) for s in tear_down(load_config())}
+    assert ("log group", "keep (not ours)") in steps
+    assert moto_server.client("logs").describe_log_groups(logGroupNamePrefix="/starburst")["logGroups"]

@@ -1,0 +1,212 @@
+"""The fargate backend end to end on moto: RunTask, DescribeTasks, S3, CloudWatch Logs, StopTask and
+Service Quotas through real HTTP, with tests/fargate_agent.py running each launched task's worker."""
+from __future__ import annotations
+
+import sys
+import time
+
+import cloudpickle
+import pytest
+
+from fargate_agent import FargateAgent, RunTaskFailures
+from helpers import latest_record, wait_for
+from starburst_jupyter import burst_map
+from starburst_jupyter.aws.setup import set_up
+from starburst_jupyter.config import load_config, save_values
+from starburst_jupyter.errors import BurstError
+from starburst_jupyter.jobstore import JobStore
+from starburst_jupyter.launcher import Launcher
+from starburst_jupyter.spec import build_spec
+
+pytestmark = pytest.mark.slow
+# The worker image has starburst installed, not this test module: its functions travel by value,
+# as a notebook's do.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+REGION = "us-east-1"
+SECRET = "sbTESTsecretNEVERtravels0123456789abcdef"
+KEY_ID = "AKIASTARBURSTTESTKEY1"
+
+
+@pytest.fixture(scope="module")
+def account(moto_server, tmp_path_factory):
+    """An account set up once for this module, by our own setup code."""
+    from moto.moto_api import state_manager
+
+    moto_server.reset()
+    state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**moto_server.env, "STARBURST_HOME": str(tmp_path_factory.mktemp("setup-home")),
+                            "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}.items():
+            patch.setenv(name, value)
+        _, settings = set_up(load_config())
+        # moto serves plain HTTP on 127.0.0.1 and enforces the TLS-only bucket policy setup writes (checked in
+        # test_aws_setup.py); AWS endpoints are HTTPS, so the policy costs nothing there.
+        moto_server.client("s3").delete_bucket_policy(Bucket=settings["bucket"])
+    return settings
+
+
+@pytest.fixture
+def fargate(account, moto_server, moto_env, monkeypatch):
+    """This test's config points at the set-up account with a quota of 4 vCPUs; the agent runs tasks."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setattr("starburst_jupyter.launcher.LAUNCH_BACKOFF_SECONDS", (0.05, 0.2))
+    save_values(account)
+    save_values({"image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/starburst-worker:test",
+                 "fargate_vcpu_quota": 4, "backend": "fargate"})
+    config = load_config()
+    agent = FargateAgent({**moto_env, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET},
+                         REGION, config.cluster, config.log_group)
+    agent.start()
+    yield agent
+    agent.stop()
+    assert not agent.errors, agent.errors
+
+
+def ecs_tasks(moto_server, **filters) -> list[str]:
+    ecs = moto_server.client("ecs")
+    return ecs.list_tasks(cluster="starburst", **filters)["taskArns"]
+
+
+def slow_square(x):
+    import time as t
+
+    t.sleep(0.3)
+    print(f"squaring {x}")
+    return x * x
+
+
+def test_map_runs_on_fargate_tasks_with_logs_and_cost(fargate, moto_server):
+    values = burst_map(slow_square, range(12), workers=3)
+    assert values == [x * x for x in range(12)]
+    record = latest_record()
+    assert record["backend"] == "fargate" and record["state"] == "done"
+    assert len(record["workers"]) == 3
+    assert all(w["task_arn"].startswith("arn:aws:ecs:us-east-1:123456789012:task/") for w in record["workers"].values())
+    # every task carried the job id as startedBy and is stopped now
+    assert len(ecs_tasks(moto_server, startedBy=record["id"], desiredStatus="STOPPED")) == 3
+    assert ecs_tasks(moto_server, startedBy=record["id"], desiredStatus="RUNNING") == []
+    # overrides: pointers only
+    assert {e["STARBURST_JOB"] for e in fargate.launched_env} == {record["id"]}
+    assert all(set(e) == {"STARBURST_JOB", "STARBURST_WORKER", "STARBURST_STORE", "STARBURST_PREFIX", "AWS_REGION"}
+               for e in fargate.launched_env)
+    logs = Launcher().job_logs(record["id"])
+    assert "squaring 5" in "".join(logs.values())
+    assert record["cost"]["accrued"] > 0 and "Fargate us-east-1 on-demand" in record["cost"]["label"]
+    calls = record["api_calls"]
+    assert calls["ecs.RunTask"] == 3 and calls.get("ecs.DescribeTasks", 0) >= 1
+
+
+def test_quota_shapes_waves_in_order(fargate):
+    """4 vCPUs of quota, 1-vCPU workers, 8 workers: two waves of four."""
+    waves = []
+    from starburst_jupyter import events as ev
+
+    config = load_config()
+    spec = build_spec(config, mode="map", workers=8, cpu=1, memory="2GB")
+    handle = Launcher(config).submit(spec, _Square(), list(range(16)), start=False)
+    handle.events.subscribe(lambda e: waves.append((type(e).__name__, e.wave)) if isinstance(
+        e, (ev.WaveStarted, ev.WaveFinished)) else None)
+    handle.start()
+    result = handle.wait(timeout=120)
+    assert result.values == [x * x for x in range(16)]
+    assert handle.plan.waves == 2 and handle.plan.concurrency == 4
+    assert waves[0] == ("WaveStarted", 1)
+    assert waves.index(("WaveStarted", 2)) > waves.index(("WaveStarted", 1))
+    assert ("WaveFinished", 2) in waves
+    assert latest_record()["waves"]["started"] == 2
+
+
+class _Square:
+    def run(self, item):
+        import time as t
+
+        t.sleep(0.2)
+        return item * item
+
+
+def test_capacity_failures_are_retried_then_reported(fargate):
+    with RunTaskFailures(times=2) as failures:
+        assert burst_map(slow_square, range(6), workers=2) == [x * x for x in range(6)]
+    assert failures.hits == 2
+    with RunTaskFailures(times=10**6, reason="RESOURCE:MEMORY"), pytest.raises(BurstError) as caught:
+        burst_map(slow_square, range(3), workers=1)
+    text = str(caught.value)
+    assert "RESOURCE:MEMORY" in text and "could not be launched after 6 attempts" in text
+    assert latest_record()["state"] == "failed"
+
+
+def test_worker_killed_mid_task_is_retried_on_another_worker(fargate):
+    config = load_config()
+    spec = build_spec(config, mode="map", workers=2, retries=1)
+    handle = Launcher(config).submit(spec, _Sleepy(), list(range(4)))
+    wait_for(lambda: len(fargate.running()) == 2, timeout=60)
+    time.sleep(1.0)
+    victim = sorted(fargate.running())[0]
+    fargate.kill(victim, how="oom")
+    result = handle.wait(timeout=120)
+    assert result.values == [x * 10 for x in range(4)]
+    record = latest_record()
+    assert "out of memory (exit 137" in record["workers"][str(victim)]["reason"]
+
+
+class _Sleepy:
+    def run(self, item):
+        import time as t
+
+        t.sleep(1.5)
+        return item * 10
+
+
+def test_cancel_stops_every_task_of_the_job(fargate, moto_server):
+    config = load_config()
+    spec = build_spec(config, mode="map", workers=3)
+    handle = Launcher(config).submit(spec, _Sleepy(), list(range(30)))
+    wait_for(lambda: len(fargate.running()) == 3, timeout=60)
+    handle.cancel("test cancel")
+    result = handle.wait(timeout=60)
+    assert result.state == "cancelled"
+    assert ecs_tasks(moto_server, startedBy=handle.id, desiredStatus="RUNNING") == []
+    wait_for(lambda: not fargate.running(), timeout=30)
+    assert JobStore().read(handle.id)["state"] == "cancelled"
+
+
+def test_cancel_from_another_process_when_the_kernel_is_gone(fargate, moto_server):
+    """A record whose owner is gone: cancel_job lists the cluster by startedBy and stops the tasks."""
+    config = load_config()
+    spec = build_spec(config, mode="map", workers=2)
+    handle = Launcher(config).submit(spec, _Sleepy(), list(range(30)))
+    wait_for(lambda: len(fargate.running()) == 2, timeout=60)
+    monitor = handle._monitor
+    monitor.request_cancel  # the monitor keeps running; we pretend its kernel died by faking the owner
+    record = JobStore().read(handle.id)
+    record["owner"] = {"pid": 2**22 + 1, "host": record["owner"]["host"]}
+    handle._monitor.launcher.store.write(record)
+    stopped = Launcher().backend("fargate").stop_recorded(record)
+    assert stopped == 2
+    assert ecs_tasks(moto_server, startedBy=handle.id, desiredStatus="RUNNING") == []
+    handle.cancel()
+    handle.wait(timeout=60)
+
+
+def test_no_credential_in_any_request_to_ecs_or_in_logs(fargate):
+    launcher = Launcher()
+    backend = launcher.backend("fargate")
+    bodies: list[bytes] = []
+    backend._client("ecs").meta.events.register("before-send", lambda request, **_: bodies.append(bytes(request.body or b"")))
+    spec = build_spec(launcher.config, mode="map", workers=2)
+    assert launcher.submit(spec, _Square(), list(range(4))).wait(timeout=120).values == [0, 1, 4, 9]
+    record = latest_record()
+    assert bodies and any(b"RunTask" in b or b"startedBy" in b for b in bodies)
+    for body in bodies:
+        assert SECRET.encode() not in body and KEY_ID.encode() not in body
+    logs = "".join(Launcher().job_logs(record["id"]).values())
+    assert SECRET not in logs and KEY_ID not in logs
+    assert SECRET not in str(record)
+
+
+def test_magic_on_fargate(fargate, ip):
+    ip.run_cell("def cube(x):\n    return x ** 3")
+    result = ip.run_cell("%%burst --backend fargate --workers 2 --map n in range(6) --out cubes\ncube(n)")
+    result.raise_error()
+    assert ip.user_ns["cubes"] == [n ** 3 for n in range(6)]
