@@ -20,6 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     cancel.add_argument("job")
     config = commands.add_parser("config", help="show or set defaults (key=value ...)")
     config.add_argument("values", nargs="*")
+    setup = commands.add_parser("setup", help="create what the fargate backend needs (idempotent) and save it")
+    setup.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    teardown = commands.add_parser("teardown", help="delete the AWS resources tagged starburst:managed=true")
+    teardown.add_argument("--dry-run", action="store_true", help="print what would be deleted, change nothing")
+    teardown.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    quota = commands.add_parser("quota", help="show the Fargate vCPU quota, or request an increase")
+    quota.add_argument("--spot", action="store_true", help="the Fargate Spot quota")
+    quota.add_argument("--request", type=float, metavar="VCPUS", help="ask AWS to raise the quota to this many vCPUs")
     args = parser.parse_args(argv)
     try:
         if args.command == "status":
@@ -28,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "cancel":
             record = Launcher().cancel_job(args.job, "cancelled with `starburst cancel`")
             print(f"job {record['id']}: {record['state']}")
+        elif args.command in ("setup", "teardown", "quota"):
+            return _aws_command(args)
         else:
             if args.values:
                 print(f"saved to {save_values(parse_assignments(' '.join(args.values)))}")
@@ -36,6 +46,43 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, BurstError) as exc:
         print(f"starburst: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - AWS errors: one line naming the call, not a traceback
+        from .aws.clients import error_code, error_message
+
+        if not hasattr(exc, "response") and not type(exc).__module__.startswith("botocore"):
+            raise
+        print(f"starburst {args.command}: {error_code(exc)}: {error_message(exc)} (region {load_config().region})",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+def _aws_command(args: argparse.Namespace) -> int:
+    from .aws.quota import describe_quota, request_increase
+    from .aws.setup import set_up, tear_down
+
+    config = load_config()
+    if args.command == "setup":
+        steps, settings = set_up(config, dry_run=args.dry_run)
+        print("\n".join(step.line() for step in steps))
+        print("(dry run: nothing changed)" if args.dry_run else f"saved to the config: {', '.join(sorted(settings))}")
+    elif args.command == "teardown":
+        steps = tear_down(config, dry_run=True)
+        print("\n".join(step.line() for step in steps))
+        if args.dry_run or not any(step.action == "delete" for step in steps):
+            return 0
+        if not args.yes and input("Delete the resources marked 'delete'? [y/N] ").strip().lower() != "y":
+            print("nothing deleted")
+            return 1
+        tear_down(config)
+        print("deleted")
+    else:
+        if args.request:
+            from .aws.clients import client
+
+            requested = request_increase(client("service-quotas", config.region), args.request, spot=args.spot)
+            print(f"requested {args.request:g} vCPUs: {requested.get('Status', 'submitted')}")
+        print(describe_quota(config, spot=args.spot))
     return 0
 
 

@@ -306,6 +306,19 @@ class BurstMagics(Magics):
             raise UsageError(exc.args[0]) from None
         print(f"job {record['id']}: {record['state']}")
 
+    @magic_arguments()
+    @argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    @line_magic
+    def burst_setup(self, line: str) -> None:
+        """%burst_setup [--dry-run]: create (once) what the fargate backend needs in AWS and save it to the config."""
+        from .aws.setup import set_up
+
+        args = parse_argstring(self.burst_setup, line)
+        steps, settings = set_up(load_config(), dry_run=args.dry_run)
+        print("\n".join(step.line() for step in steps))
+        print("(dry run: nothing changed)" if args.dry_run else "saved to the config; --backend fargate is ready "
+              "once a worker image is set (%burst_rebuild, or %burst_config image=URI)")
+
     @line_magic
     def burst_config(self, line: str) -> None:
         """%burst_config [key=value ...]: show or set defaults (saved to $STARBURST_HOME/config.toml)."""

@@ -50,3 +50,29 @@ def test_teardown_keeps_a_same_named_resource_that_is_not_ours(moto_server, moto
     steps = {(s.kind, s.action) for s in tear_down(load_config())}
     assert ("log group", "keep (not ours)") in steps
     assert moto_server.client("logs").describe_log_groups(logGroupNamePrefix="/starburst")["logGroups"]
+
+
+def test_cli_setup_dry_run_then_setup_then_quota(moto_server, moto_env, capsys):
+    from starburst_jupyter.cli import main
+
+    moto_server.reset()
+    assert main(["setup", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "create  ecs cluster" in out and "dry run: nothing changed" in out
+    assert load_config().bucket is None
+    assert main(["setup"]) == 0
+    assert load_config().bucket == "starburst-123456789012-us-east-1" and load_config().subnets
+    capsys.readouterr()
+    assert main(["quota"]) == 0
+    out = capsys.readouterr().out
+    # moto has no Service Quotas for fargate: said, and the stated default used
+    assert "Fargate On-Demand vCPU quota in us-east-1: 6 (default)" in out and "L-3032A538" in out
+    assert "workers of 1 vCPU that fit now: 6" in out
+    assert main(["teardown", "--yes"]) == 0
+    assert load_config().bucket is None
+
+
+def test_burst_setup_magic_dry_run(moto_server, moto_env, ip, capsys):
+    moto_server.reset()
+    ip.run_line_magic("burst_setup", "--dry-run")
+    assert "create  s3 bucket" in capsys.readouterr().out

@@ -210,3 +210,51 @@ def test_magic_on_fargate(fargate, ip):
     result = ip.run_cell("%%burst --backend fargate --workers 2 --map n in range(6) --out cubes\ncube(n)")
     result.raise_error()
     assert ip.user_ns["cubes"] == [n ** 3 for n in range(6)]
+
+
+def test_s3_throttling_and_ecs_throttling_are_survived_with_nothing_lost(fargate, moto_server):
+    """503 SlowDown / 500 on result writes and listings, and ECS ThrottlingException on DescribeTasks:
+    botocore's standard retries absorb them; every item comes back exactly once."""
+    from moto.ecs.responses import EC2ContainerServiceResponse
+    from moto_server import S3Faults
+
+    original = EC2ContainerServiceResponse.describe_tasks
+    throttled = {"left": 3}
+
+    def describe_tasks(self):
+        if throttled["left"] > 0:
+            throttled["left"] -= 1
+            from moto.ecs.exceptions import JsonRESTError
+
+            raise JsonRESTError("ThrottlingException", "Rate exceeded")
+        return original(self)
+
+    EC2ContainerServiceResponse.describe_tasks = describe_tasks
+    try:
+        with S3Faults() as faults:
+            faults.add(lambda r: r.op == "PutObject" and "/results/" in r.path, times=4)
+            faults.add("ListObjectsV2", times=3, status=500, code="InternalError", message="We encountered an internal error.")
+            values = burst_map(slow_square, range(10), workers=2)
+    finally:
+        EC2ContainerServiceResponse.describe_tasks = original
+    assert values == [x * x for x in range(10)]
+    assert faults.injected == 7 and throttled["left"] == 0
+    assert latest_record()["state"] == "done"
+
+
+def test_spot_runs_on_fargate_spot_and_an_interruption_is_retried(fargate, moto_server):
+    config = load_config()
+    spec = build_spec(config, mode="map", workers=2, spot=True, retries=1)
+    handle = Launcher(config).submit(spec, _Sleepy(), list(range(4)))
+    wait_for(lambda: len(fargate.running()) == 2, timeout=60)
+    record = JobStore().read(handle.id)
+    task = moto_server.client("ecs").describe_tasks(cluster="starburst", tasks=[
+        record["workers"]["0"]["task_arn"]])["tasks"][0]
+    assert task["capacityProviderName"] == "FARGATE_SPOT"
+    time.sleep(1.0)
+    fargate.kill(0, how="spot")
+    result = handle.wait(timeout=120)
+    assert result.values == [x * 10 for x in range(4)]
+    record = latest_record()
+    assert "Spot interruption" in record["workers"]["0"]["reason"]
+    assert "Spot" in record["cost"]["label"]

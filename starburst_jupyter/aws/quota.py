@@ -51,3 +51,25 @@ def request_increase(quotas: Any, vcpus: float, spot: bool = False) -> dict:
     code = SPOT_QUOTA if spot else ON_DEMAND_QUOTA
     reply = quotas.request_service_quota_increase(ServiceCode="fargate", QuotaCode=code, DesiredValue=float(vcpus))
     return reply.get("RequestedQuota", {})
+
+
+def describe_quota(config, spot: bool = False) -> str:
+    """What `starburst quota` prints: the quota, what runs, and how many workers of the default size fit."""
+    from .clients import client
+
+    quotas = client("service-quotas", config.region)
+    quota = (Quota(float(config.fargate_vcpu_quota), "config") if config.fargate_vcpu_quota
+             else read_quota(quotas, spot, config.region))
+    kind = "Spot" if spot else "On-Demand"
+    lines = [f"Fargate {kind} vCPU quota in {config.region}: {quota.vcpus:g} ({quota.source})"]
+    if quota.note:
+        lines.append(quota.note)
+    try:
+        running = running_vcpus(client("ecs", config.region), config.cluster)
+        lines.append(f"running now in cluster {config.cluster}: {running:g} vCPUs")
+    except Exception as exc:  # noqa: BLE001
+        running = 0.0
+        lines.append(f"cluster {config.cluster}: not readable ({error_code(exc)}); run `starburst setup`")
+    per_worker = float(config.cpu)
+    lines.append(f"workers of {per_worker:g} vCPU that fit now: {int(max(0.0, quota.vcpus - running) // per_worker)}")
+    return "\n".join(lines)
