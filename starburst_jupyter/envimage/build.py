@@ -23,6 +23,7 @@ Progress = Callable[[ImageBuildProgress], None]
 #: Headroom asked for beyond what the context and the image will take.
 DISK_MARGIN = 1024 ** 3
 _STEP = re.compile(r"^Step (\d+)/(\d+) :")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _MANYLINUX = ("manylinux2014", "manylinux_2_17", "manylinux_2_24", "manylinux_2_27", "manylinux_2_28",
               "manylinux_2_31", "manylinux_2_34", "manylinux_2_35", "manylinux_2_36")
 
@@ -35,7 +36,7 @@ class Reporter:
         self.tail: list[str] = []
 
     def __call__(self, phase: str, message: str, current: int | None = None, total: int | None = None) -> None:
-        message = message.rstrip()
+        message = _ANSI.sub("", message).rstrip()
         if message:
             self.tail = (self.tail + [message])[-30:]
         if self.on_progress is not None:
@@ -79,7 +80,7 @@ def check_disk(paths: list[Path | str], need: int, what: str) -> None:
 
 def _pip(args: list[str], report: Reporter, what: str) -> None:
     """Run the kernel's pip (with this machine's pip settings) and stream its output as progress."""
-    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
+    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "--timeout", "60", *args]
     report("context", f"{what}: pip {' '.join(args[:1])} ...")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             text=True, bufsize=1)

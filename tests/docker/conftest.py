@@ -31,7 +31,8 @@ import pytest
 DATA_ROOT = Path("/var/lib/starburst-test-docker")
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv")  # python3-venv: ensurepip, so the image can make its virtualenv
-BASE_RECIPE = 2  # bump when the recipe below changes
+BASE_RECIPE = 2  # bump when the root file system recipe below changes
+BASE_CHANGES = ("ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", 'CMD ["python3"]')
 MIRROR = "http://deb.debian.org/debian"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "starburst-tests"
 
@@ -142,8 +143,8 @@ def docker_client(dockerd):
     return docker.DockerClient(base_url=dockerd["host"], timeout=600)
 
 
-def _base_key() -> str:
-    recipe = f"{BASE_RECIPE}|{BASE_SUITE}|{','.join(BASE_PACKAGES)}|minbase|{os.uname().machine}"
+def _base_key(*extra: str) -> str:
+    recipe = f"{BASE_RECIPE}|{BASE_SUITE}|{','.join(BASE_PACKAGES)}|minbase|{os.uname().machine}|{'|'.join(extra)}"
     return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
 
@@ -174,7 +175,7 @@ def base_image(docker_client) -> str:
     import docker
 
     key = _base_key()
-    ref = f"starburst-test-base:{BASE_SUITE}-{key}"
+    ref = f"starburst-test-base:{BASE_SUITE}-{_base_key(*BASE_CHANGES)}"
     try:
         docker_client.images.get(ref)
         return ref
@@ -185,9 +186,7 @@ def base_image(docker_client) -> str:
         _make_rootfs_tarball(tarball)
     repo, tag = ref.split(":")
     with open(tarball, "rb") as data:
-        docker_client.api.import_image_from_data(data, repository=repo, tag=tag,
-                                                 changes=['ENV PATH=/usr/local/bin:/usr/bin:/bin',
-                                                          'CMD ["python3"]'])
+        docker_client.api.import_image_from_data(data, repository=repo, tag=tag, changes=list(BASE_CHANGES))
     docker_client.images.get(ref)
     return ref
 
@@ -279,10 +278,11 @@ def worker_image(docker_client, worker_config) -> dict:
 
     events: list = []
     started = time.monotonic()
-    ref = envimage.ensure_local_image(worker_config, on_progress=events.append, client=docker_client)
+    env = envimage.capture(worker_config)  # once: other work in this checkout must not move the tag mid-session
+    ref = envimage.ensure_local_image(worker_config, on_progress=events.append, client=docker_client, env=env)
     facts = dict(envimage.last_result)
     facts["ensure_seconds"] = time.monotonic() - started
-    return {"ref": ref, "events": events, "facts": facts}
+    return {"ref": ref, "env": env, "events": events, "facts": facts}
 
 
 def python_in_image(client, image: str, code: str) -> str:
