@@ -1,0 +1,228 @@
+"""The docker backend: workers are containers of the worker image on the local Docker engine.
+
+Exactly the image Fargate runs (envimage: this environment's hash-tagged image), started with
+`--network host` and labelled with the job id; the job's local folder is bind-mounted at the same
+path, so the store URL (file:///...) is the same inside and out. Logs come from the containers;
+a container that ended is read (its log kept in the job folder) and removed, and cancel stops and
+removes the rest, so nothing labelled with a finished job is left behind.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, starburst_home
+from ..protocol import JobFiles
+from ..store import LocalFolderStore
+from . import OneByOneBackend, WorkerRef
+from .local import describe_exit
+
+LABEL_JOB = "starburst.job"
+LABEL_WORKER = "starburst.worker"
+LABEL_MANAGED = "starburst.managed"
+
+
+class DockerBackend(OneByOneBackend):
+    name = "docker"
+    poll_seconds = (0.05, 0.5)  # each poll is one engine API call per running container
+    log_poll_seconds = 0.5
+
+    def __init__(self, home: Path | None = None, config: Config | None = None, client: Any = None):
+        self.home = Path(home) if home else starburst_home()
+        self.config = config or Config()
+        self.store = LocalFolderStore(self.home)
+        self._client = client
+        self._image: str | None = None
+        self._lock = threading.Lock()
+        self._spec: Any = None
+
+    # ----- the engine and the image ------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from ..envimage import docker_client
+
+            self._client = docker_client()
+        return self._client
+
+    def prepare(self, spec: Any = None, *, on_progress: Any = None, job_id: str = "",
+                matters: tuple[str, ...] = ()) -> str:
+        """Resolve the worker image before anything is launched: this environment's image (built first when
+        config auto_build is on, else a clear error saying how to build it), or config `image`; either way
+        refused when it differs from this kernel in Python, cloudpickle or starburst-jupyter (or `matters`)."""
+        from .. import envimage
+
+        with self._lock:
+            if self._image is None or on_progress is not None:
+                ref = envimage.ensure_local_image(self.config, on_progress=on_progress, client=self.client,
+                                                  build_missing=self.config.auto_build, job_id=job_id)
+                envimage.ensure_no_skew(self._image_env(ref), ref, matters=matters)
+                self._image = ref
+            return self._image
+
+    def _image_env(self, ref: str) -> dict | None:
+        import docker
+
+        from ..envimage import BurstImageError, image_env_of
+
+        try:
+            return image_env_of(self.client, ref)
+        except docker.errors.ImageNotFound:
+            raise BurstImageError(f"The worker image {ref} (config image) is not on the local Docker engine; pull "
+                                  f"or build it first.") from None
+
+    # ----- the Backend protocol ------------------------------------------------------------------
+    def concurrency(self, spec: Any) -> int:
+        self.prepare(spec)  # the first call the launcher makes: an image problem stops the job before launch
+        self._spec = spec
+        if self.config.local_concurrency:
+            return self.config.local_concurrency
+        cpus = os.cpu_count() or 1
+        per_worker = max(1.0, (getattr(spec, "cpu_units", 1024) or 1024) / 1024)
+        return max(1, int(cpus // per_worker))
+
+    def job_files(self, job_id: str) -> JobFiles:
+        return JobFiles(self.store, job_id)
+
+    def start_workers(self, files: JobFiles, spec: Any, starts: list[tuple[int, int, int]]):
+        self._spec = spec
+        return super().start_workers(files, spec, starts)
+
+    def start_worker(self, files: JobFiles, index: int, wave: int, budget: int) -> WorkerRef:
+        image = self.prepare(self._spec)
+        job_dir = self.store.path(files.prefix).resolve()
+        job_dir.mkdir(parents=True, exist_ok=True)
+        command = ["python", "-m", "starburst_jupyter.worker", "--store", self.store.url, "--job", files.job_id,
+                   "--prefix", files.prefix, "--worker", str(index), "--budget", str(budget)]
+        limits: dict[str, Any] = {}
+        if self._spec is not None:
+            limits["mem_limit"] = f"{int(self._spec.memory_mib)}m"
+        container = self.client.containers.run(
+            image, command, detach=True, name=f"starburst-{files.job_id}-w{index}-{int(time.time() * 1000) % 10**6}",
+            network_mode="host",  # workers reach the same 127.0.0.1 as the kernel (a local S3 endpoint too)
+            labels={LABEL_JOB: files.job_id, LABEL_WORKER: str(index), LABEL_MANAGED: "true"},
+            # Only this job's folder, at the same path: the store URL works unchanged inside the container.
+            volumes={str(job_dir): {"bind": str(job_dir), "mode": "rw"}},
+            # The kernel's user, so the job's files stay the kernel's to read and delete.
+            user=f"{os.getuid()}:{os.getgid()}", environment={"PYTHONUNBUFFERED": "1", "HOME": "/tmp"},
+            **limits,
+        )
+        return WorkerRef(index, wave, time.time(), handle=container,
+                         info={"container": container.id[:12], "image": image})
+
+    def poll(self, ref: WorkerRef) -> int | None:
+        import docker
+
+        if ref.exit_code is not None:
+            return ref.exit_code
+        try:
+            ref.handle.reload()
+        except docker.errors.NotFound:  # removed by stop(): its code was kept there
+            return ref.exit_code if ref.exit_code is not None else -9
+        state = ref.handle.attrs.get("State", {})
+        if ref.handle.status not in ("exited", "dead"):
+            return None
+        code = int(state.get("ExitCode", -1))
+        ref.reason = "killed: out of memory (raise --memory)" if state.get("OOMKilled") else describe_exit(code)
+        self._finish(ref, code)
+        return code
+
+    def _finish(self, ref: WorkerRef, code: int) -> None:
+        """Keep the container's whole log in the job folder, then remove the container."""
+        import docker
+
+        ref.exit_code = code
+        try:
+            data = ref.handle.logs(stdout=True, stderr=True)
+        except docker.errors.APIError:
+            data = b""
+        path = self._log_path(ref.handle.labels.get(LABEL_JOB, ""), ref.index)
+        if data and path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        _remove(ref.handle)
+
+    def _log_path(self, job_id: str, worker: int) -> Path | None:
+        return self.store.path(JobFiles(self.store, job_id).log_key(worker)) if job_id else None
+
+    def stop(self, refs: list[WorkerRef], grace: float = 2.0) -> None:
+        import docker
+
+        for ref in refs:
+            if ref.exit_code is not None:
+                continue
+            try:
+                ref.handle.stop(timeout=max(1, int(round(grace))))
+                ref.handle.reload()
+                code = int(ref.handle.attrs.get("State", {}).get("ExitCode", -15))
+            except docker.errors.NotFound:
+                code = -9
+            if not ref.reason:
+                ref.reason = describe_exit(code)
+            self._finish(ref, code)
+
+    def stop_job(self, job_id: str, refs: list[WorkerRef], reason: str = "") -> int:
+        """Stop this job's workers we hold, then any other container labelled with the job."""
+        alive = [r for r in refs if r.exit_code is None]
+        self.stop(alive)
+        return len(alive) + self._remove_labelled(job_id)
+
+    def stop_recorded(self, record: dict[str, Any]) -> int:
+        """The launching kernel is gone: every container labelled with the job goes (logs kept first)."""
+        return self._remove_labelled(record["id"])
+
+    def _remove_labelled(self, job_id: str) -> int:
+        count = 0
+        for container in self.client.containers.list(all=True, filters={"label": f"{LABEL_JOB}={job_id}"}):
+            worker = int(container.labels.get(LABEL_WORKER, "-1"))
+            if container.status == "running":
+                count += 1
+                container.stop(timeout=1)
+            path = self._log_path(job_id, worker)
+            if path is not None and not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(container.logs(stdout=True, stderr=True))
+            _remove(container)
+        return count
+
+    def read_log(self, files: JobFiles, worker: int) -> str:
+        path = self.store.path(files.log_key(worker))
+        if path.exists():
+            return path.read_text(errors="replace")
+        for container in self.client.containers.list(
+                all=True, filters={"label": [f"{LABEL_JOB}={files.job_id}", f"{LABEL_WORKER}={worker}"]}):
+            return container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        return ""
+
+    def log_tail(self, files: JobFiles, ref: WorkerRef, offset: int) -> tuple[str, int]:
+        import docker
+
+        data = b""
+        if ref.exit_code is None:
+            try:
+                data = ref.handle.logs(stdout=True, stderr=True)
+            except docker.errors.NotFound:
+                data = b""
+        if not data:
+            path = self.store.path(files.log_key(ref.index))
+            data = path.read_bytes() if path.exists() else b""
+        data = data[offset:]
+        cut = data.rfind(b"\n") + 1  # only whole lines
+        return data[:cut].decode("utf-8", "replace"), offset + cut
+
+
+def _remove(container: Any) -> None:
+    import docker
+
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if "already in progress" not in str(exc):
+            raise
