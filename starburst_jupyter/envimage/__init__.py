@@ -10,6 +10,7 @@ image, base_image, requirements, arch, region, ecr_repository, auto_build).
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -110,7 +111,7 @@ def ensure_worker_image(config: Any, *, on_progress: Progress | None = None, for
         last_result.update(image=remote, built=False, pushed=False, seconds=time.monotonic() - started, hash=env.hash)
         return remote
     client = client or docker_client()
-    local = ensure_local_image(config.__class__(**{**_fields(config), "image": None}) if config.image else config,
+    local = ensure_local_image(dataclasses.replace(config, image=None) if config.image else config,
                                on_progress=on_progress, force=force, build_missing=build_missing, client=client,
                                job_id=job_id, env=env)
     built = dict(last_result)
@@ -128,12 +129,6 @@ def ensure_worker_image(config: Any, *, on_progress: Progress | None = None, for
     last_result.clear()
     last_result.update(built, image=f"{remote_repo}:{tag}", pushed=True, seconds=seconds, hash=env.hash)
     return f"{remote_repo}:{tag}"
-
-
-def _fields(config: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(config)
 
 
 def image_status(config: Any, *, client: Any = None, ecr: Any = None, remote: bool = True) -> dict[str, Any]:

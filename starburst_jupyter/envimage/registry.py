@@ -95,7 +95,12 @@ def push(client: Any, local_ref: str, remote_repo: str, tag: str, auth: Registry
         if "error" in chunk:
             detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
             raise BurstImageError(f"Pushing {remote_repo}:{tag} failed: {detail}")
-        status, layer = chunk.get("status", ""), chunk.get("id", "")
+        if "aux" in chunk and chunk["aux"].get("Digest"):
+            status, layer = f"pushed {tag} as {chunk['aux']['Digest']}", ""
+        else:
+            status, layer = chunk.get("status", ""), chunk.get("id", "")
+        if not status:
+            continue
         detail = chunk.get("progressDetail") or {}
         if layer and detail.get("total"):
             layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
