@@ -305,6 +305,7 @@ class _Monitor(threading.Thread):
         self.pending_launch: dict[int, tuple[int, int, int, float, str]] = {}  # index -> wave, budget, attempts, due, why
         self.log_cursor: Any = None
         self.last_log_poll = 0.0
+        self.polls = 0  # poll cycles so far: API calls per cycle is what a cloud backend must keep flat
         self.wake = threading.Event()
         self.waves_started: set[int] = set()
         self.waves_finished: set[int] = set()
@@ -419,6 +420,7 @@ class _Monitor(threading.Thread):
 
     def _step(self) -> bool:
         now = time.time()
+        self.polls += 1
         if now > self.deadline:
             self.cancel_reason, self.cancelled_by = f"it passed its --timeout of {self.spec.timeout:g} s", "timeout"
             return True
@@ -800,4 +802,5 @@ class _Monitor(threading.Thread):
         calls = getattr(self.backend, "api_calls", None)
         if calls is not None:
             record["api_calls"] = calls.for_job(self.job_id)
+            record["polls"] = self.polls
         self.launcher.store.write(record)

@@ -21,15 +21,21 @@ class ApiCalls:
         self.by_owner: dict[str, Counter] = {}
 
     def hook(self, service: str):
-        def count(model, **_: Any) -> None:
+        def count(model, params=None, **_: Any) -> None:
             owner = threading.current_thread().name
+            name = f"{service}.{model.name}"
+            key = (params or {}).get("Key", "") if service == "s3" else ""
+            if key:  # which of the job's objects: the cancel marker (every poll) or results/claims (data)
+                parts = key.split("/")
+                name += ":" + (parts[-2] if len(parts) > 2 and parts[-2] in ("results", "claims", "tasks") else parts[-1])
             with self._lock:
-                self.by_owner.setdefault(owner, Counter())[f"{service}.{model.name}"] += 1
+                self.by_owner.setdefault(owner, Counter())[name] += 1
 
         return count
 
     def attach(self, client: Any, service: str) -> Any:
-        client.meta.events.register("before-call", self.hook(service))
+        # before-parameter-build sees the API parameters (the S3 key); it fires once per call, not per retry
+        client.meta.events.register("before-parameter-build", self.hook(service))
         return client
 
     def for_job(self, job_id: str) -> dict[str, int]:
