@@ -23,6 +23,7 @@ __all__ = [
     "BurstImageError", "BurstSkewError", "EnvSpec", "LABEL_ENV", "LABEL_HASH", "capture", "capture_kernel",
     "capture_requirements", "check_disk", "check_skew", "docker_client", "ensure_local_image", "ensure_no_skew",
     "ensure_worker_image", "image_env_of", "image_status", "local_ref", "missing_image_message", "platform_for",
+    "rebuild", "TextProgress",
 ]
 
 #: What the last ensure_* call did (for measurements and `starburst image`): built, reused, pushed, seconds.
@@ -152,3 +153,37 @@ def image_status(config: Any, *, client: Any = None, ecr: Any = None, remote: bo
         except Exception as exc:  # noqa: BLE001 - no credentials, no network: say so
             status["ecr"] = f"unknown: {type(exc).__name__}: {exc}"
     return status
+
+
+def rebuild(config: Any, *, push: bool | None = None, on_progress: Progress | None = None) -> str:
+    """What %burst_rebuild and `starburst image build` do: build this environment's image now, even if one
+    with its tag exists (nocache), and push it to ECR when `push` (default: when the backend is fargate)."""
+    push = (getattr(config, "backend", "local") == "fargate") if push is None else push
+    if push:
+        return ensure_worker_image(config, on_progress=on_progress, force=True)
+    return ensure_local_image(config, on_progress=on_progress, force=True)
+
+
+class TextProgress:
+    """Build progress as lines for a terminal or a notebook cell's output: every build step, pushes at most
+    every 2 s, pip's chatter only as a count (a first build must not look frozen, nor flood the output)."""
+
+    def __init__(self, write: Any = print, push_every: float = 2.0):
+        self.write, self.push_every = write, push_every
+        self._last_push = 0.0
+        self._context_lines = 0
+
+    def __call__(self, event: Any) -> None:
+        if event.phase == "context" and not event.message.startswith(("building ", "gathering ")):
+            self._context_lines += 1
+            return
+        if event.phase == "build" and event.current is None and not event.message.startswith("building "):
+            return  # the Dockerfile steps' own output; the step lines carry the progress
+        if event.phase == "push" and event.total:
+            now = time.monotonic()
+            if now - self._last_push < self.push_every:
+                return
+            self._last_push = now
+            self.write(f"[image] pushing {event.current / 1024 ** 2:.0f}/{event.total / 1024 ** 2:.0f} MB")
+            return
+        self.write(f"[image] {event.message}")

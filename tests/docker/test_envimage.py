@@ -118,3 +118,21 @@ def test_disk_check_says_what_is_needed(tmp_path):
     check_disk([tmp_path], 1024, "a test")  # plenty
     with pytest.raises(BurstImageError, match=r"needs about 1048576\.0 GB free"):
         check_disk([tmp_path], 1024 ** 5, "building the worker image")
+
+
+def test_text_progress_shows_steps_and_pushes_but_not_pip_chatter():
+    from starburst_jupyter.events import ImageBuildProgress as P
+
+    lines: list[str] = []
+    show = envimage.TextProgress(lines.append)
+    for event in [P("", phase="check", message="checking free disk space"),
+                  P("", phase="context", message="gathering packages: pip wheel ..."),
+                  P("", phase="context", message="Collecting cloudpickle"),
+                  P("", phase="build", message="Step 1/9 : FROM base:1", current=1, total=9),
+                  P("", phase="build", message=" ---> 1234abcd"),
+                  P("", phase="push", message="Pushing", current=50 * 2 ** 20, total=100 * 2 ** 20),
+                  P("", phase="push", message="Pushing", current=60 * 2 ** 20, total=100 * 2 ** 20),
+                  P("", phase="done", message="pushed x in 3 s")]:
+        show(event)
+    assert lines == ["[image] checking free disk space", "[image] gathering packages: pip wheel ...",
+                     "[image] Step 1/9 : FROM base:1", "[image] pushing 50/100 MB", "[image] pushed x in 3 s"]
