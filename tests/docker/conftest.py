@@ -28,6 +28,9 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
+from dockerkit import make_mylib  # noqa: E402
+
 DATA_ROOT = Path("/var/lib/starburst-test-docker")
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv")  # python3-venv: ensurepip, so the image can make its virtualenv
@@ -228,30 +231,6 @@ def registry(tmp_path_factory):
 
 # ----- the small worker environment every docker test uses ---------------------------------------
 
-MYLIB_PYPROJECT = """\
-[build-system]
-requires = ["hatchling>=1.21"]
-build-backend = "hatchling.build"
-
-[project]
-name = "mylib"
-version = "0.1.0"
-
-[tool.hatch.build.targets.wheel]
-packages = ["mylib"]
-"""
-
-
-def make_mylib(root: Path, marker: str = "v1") -> Path:
-    """A tiny local project (what a user keeps next to a notebook and installs with pip install -e)."""
-    project = root / "mylib"
-    (project / "mylib").mkdir(parents=True, exist_ok=True)
-    (project / "pyproject.toml").write_text(MYLIB_PYPROJECT)
-    (project / "mylib" / "__init__.py").write_text(
-        f"MARKER = {marker!r}\n\ndef triple(x):\n    return 3 * x\n")
-    return project
-
-
 @pytest.fixture(scope="session")
 def worker_env(tmp_path_factory) -> dict:
     """A requirements file naming a local editable project; the worker (this checkout of
@@ -283,11 +262,3 @@ def worker_image(docker_client, worker_config) -> dict:
     facts = dict(envimage.last_result)
     facts["ensure_seconds"] = time.monotonic() - started
     return {"ref": ref, "env": env, "events": events, "facts": facts}
-
-
-def python_in_image(client, image: str, code: str) -> str:
-    out = client.containers.run(image, ["python", "-c", code], remove=True, network_mode="none")
-    return out.decode().strip()
-
-
-sys.path.insert(0, str(Path(__file__).parent))

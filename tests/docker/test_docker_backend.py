@@ -15,7 +15,7 @@ from starburst_jupyter.launcher import Launcher
 from starburst_jupyter.programs import CallProgram
 from starburst_jupyter.spec import build_spec
 
-from conftest import make_mylib
+from dockerkit import make_mylib
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"

@@ -11,7 +11,7 @@ from starburst_jupyter import envimage
 from starburst_jupyter.events import ImageBuildProgress
 from starburst_jupyter.envimage.template import USER_ID
 
-from conftest import python_in_image
+from dockerkit import python_in_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a first run debootstraps the base (~2 min)
 REPO = Path(__file__).resolve().parents[2]

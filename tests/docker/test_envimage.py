@@ -11,7 +11,7 @@ from starburst_jupyter.config import Config
 from starburst_jupyter.envimage import BurstImageError, capture_kernel, capture_requirements, check_skew
 from starburst_jupyter.envimage.build import check_disk
 
-from conftest import make_mylib
+from dockerkit import make_mylib
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = "python:3.11.7-slim-bookworm"
