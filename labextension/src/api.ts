@@ -46,6 +46,7 @@ export interface IJobSummary {
   total: number;
   done: number;
   failed: number;
+  cancelled: number;
   progress: number;
   workers: { count: number; running: number; list?: IWorker[] };
   waves: IWaves;

@@ -56,8 +56,11 @@ export function jobLabel(job: IJobSummary): string {
   return job.name || job.id;
 }
 
-/** Ask, then cancel through the server (the core's cancel path). Returns true if it was cancelled. */
-export async function confirmAndCancel(job: IJobSummary): Promise<boolean> {
+/**
+ * Ask, then cancel through the server (the core's cancel path). Returns true if it was cancelled.
+ * `onConfirmed` runs once the user said yes, before the request.
+ */
+export async function confirmAndCancel(job: IJobSummary, onConfirmed?: () => void): Promise<boolean> {
   const running = job.workers.running;
   const result = await showDialog({
     title: 'Cancel burst job?',
@@ -69,6 +72,9 @@ export async function confirmAndCancel(job: IJobSummary): Promise<boolean> {
   });
   if (!result.button.accept) {
     return false;
+  }
+  if (onConfirmed) {
+    onConfirmed();
   }
   try {
     const reply = await cancelJob(job.id);
@@ -104,6 +110,7 @@ class JobRow {
   private readonly details = el('div', 'jp-BurstJob-details');
   private readonly logs = new Map<number, ILogView>();
   private fetchedAt = Date.now();
+  private pending: Promise<boolean> | null = null;
 
   constructor(job: IJobSummary, private readonly onChange: () => void) {
     this.job = job;
@@ -140,7 +147,9 @@ class JobRow {
     this.stateNode.className = `jp-BurstJob-state jp-BurstJob-state-${job.state}`;
     this.backendNode.textContent = job.backend;
     const finished = job.done + job.failed;
-    this.countsNode.textContent = `${finished}/${job.total}` + (job.failed ? ` (${job.failed} failed)` : '');
+    const notes = [job.failed ? `${job.failed} failed` : '', job.cancelled ? `${job.cancelled} cancelled` : ''];
+    const note = notes.filter(Boolean).join(', ');
+    this.countsNode.textContent = `${finished}/${job.total}` + (note ? ` (${note})` : '');
     const total = Math.max(job.total, 1);
     this.barDone.style.width = `${(100 * job.done) / total}%`;
     this.barFailed.style.width = `${(100 * job.failed) / total}%`;
@@ -179,10 +188,20 @@ class JobRow {
   }
 
   /** Fetch the detail and the new log lines of the shown workers. Returns true if anything changed. */
-  async refreshDetail(): Promise<boolean> {
+  refreshDetail(): Promise<boolean> {
     if (!this.expanded) {
-      return false;
+      return Promise.resolve(false);
     }
+    // One at a time: two overlapping reads from the same log cursor would show lines twice.
+    if (!this.pending) {
+      this.pending = this.fetchDetail().finally(() => {
+        this.pending = null;
+      });
+    }
+    return this.pending;
+  }
+
+  private async fetchDetail(): Promise<boolean> {
     const detail = await getJob(this.job.id);
     let changed = JSON.stringify(detail) !== JSON.stringify(this.detail);
     this.detail = detail;
@@ -212,6 +231,7 @@ class JobRow {
         changed = true;
       }
       view.pre.textContent = view.lines.length ? view.lines.join('\n') : '(no output yet)';
+      view.pre.scrollTop = view.pre.scrollHeight; // the newest line in view
     }
     return changed;
   }
@@ -296,9 +316,10 @@ class JobRow {
       const cancel = el('button', 'jp-BurstJob-cancel jp-mod-styled jp-mod-warn', 'Cancel job');
       cancel.setAttribute('aria-label', `Cancel job ${jobLabel(job)}`);
       cancel.addEventListener('click', async () => {
-        cancel.disabled = true;
-        cancel.textContent = 'Cancelling…';
-        const done = await confirmAndCancel(job);
+        cancel.disabled = true; // one dialog at a time
+        const done = await confirmAndCancel(job, () => {
+          cancel.textContent = 'Cancelling…';
+        });
         if (!done) {
           cancel.disabled = false;
           cancel.textContent = 'Cancel job';
@@ -445,7 +466,7 @@ export class BurstPanel extends Widget {
       this.errorNode.hidden = true;
       this.lastUpdate = Date.now();
       const omitted = reply.omitted ? ` · ${reply.omitted} older jobs not shown` : '';
-      this.status.textContent = `${reply.jobs.length} jobs${omitted}`;
+      this.status.textContent = `${reply.jobs.length} job${reply.jobs.length === 1 ? '' : 's'}${omitted}`;
     } catch (error) {
       this.errorNode.hidden = false;
       this.errorNode.textContent = `Could not load burst jobs: ${(error as Error).message}`;

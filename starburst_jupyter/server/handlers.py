@@ -124,7 +124,7 @@ class WorkerLogHandler(BurstHandler):
         start = cursor if cursor is not None else 0
         if cursor is None and tail is not None:
             lines = text[:end].splitlines(keepends=True)
-            start = end - sum(len(line) for line in lines[len(lines) - tail:]) if tail else end
+            start = end - sum(len(line) for line in lines[max(0, len(lines) - tail):]) if tail else end
         start = min(start, end)
         chunk = text[start:end]
         truncated = False

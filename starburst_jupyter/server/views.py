@@ -70,6 +70,9 @@ def summary(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     """One row of the jobs list."""
     now = time.time() if now is None else now
     total, done, failed = _int(record.get("total")), _int(record.get("done")), _int(record.get("failed"))
+    # The core counts items a cancel stopped ("C" outcomes) among the failed; they are not failures.
+    cancelled = _text(record.get("outcomes"), 10_000_000).count("C")
+    failed = max(0, failed - cancelled)
     workers = _workers(record)
     state = record.get("state") if record.get("state") in STATES else "unknown"
     return {
@@ -77,7 +80,7 @@ def summary(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         "state": state, "active": state in ACTIVE_STATES, "message": _text(record.get("message"), 2000),
         "created": _number(record.get("created")), "started": _number(record.get("started")),
         "finished": _number(record.get("finished")), "elapsed": elapsed(record, now),
-        "total": total, "done": done, "failed": failed,
+        "total": total, "done": done, "failed": failed, "cancelled": cancelled,
         "progress": (done + failed) / total if total else (1.0 if state in TERMINAL_STATES else 0.0),
         "workers": {"count": len(workers), "running": sum(1 for w in workers.values()
                                                           if isinstance(w, dict) and worker_running(w))},

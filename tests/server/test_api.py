@@ -172,6 +172,9 @@ def test_worker_log_lines_since_a_cursor(server_env):
     assert code == 200 and len(body["lines"]) == 2 and body["next_cursor"] == end
     code, middle, _ = server_env.api("GET", f"{path}?cursor={body['cursor']}")
     assert middle["lines"] == body["lines"]
+    every = server_env.api("GET", path)[1]["lines"]
+    code, body, _ = server_env.api("GET", f"{path}?tail={len(every) + 1}")  # more than there are: all
+    assert code == 200 and body["cursor"] == 0 and body["lines"] == every
 
     assert_json_error(server_env.api("GET", f"{path}?cursor={end + 1000}"), 400, "past the end")
     assert_json_error(server_env.api("GET", f"{path}?cursor=abc"), 400, "cursor")
@@ -214,6 +217,8 @@ def test_cancel_a_job_whose_kernel_is_gone_then_again(server_env, tmp_path):
         assert code == 200, body
         assert body["cancelled"] and body["was"] == "running" and not body["already_finished"]
         assert body["job"]["state"] == "cancelled" and "stopped in a test" in body["job"]["message"]
+        job = body["job"]  # items the cancel stopped are counted as cancelled, not failed
+        assert job["failed"] == 0 and job["cancelled"] > 0 and job["done"] + job["cancelled"] <= 40
         wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=15)
         assert store.read(record["id"])["state"] == "cancelled"
 
