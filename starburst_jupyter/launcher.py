@@ -218,6 +218,40 @@ class Launcher:
             monitor.start()
         return handle
 
+    def attach(self, job_id: str, subscribers: Iterable[Callable[[ev.Event], None]] = (),
+               start: bool = True) -> JobHandle:
+        """Take over a job whose launching kernel is gone: its workers kept going (on Fargate, tasks run on
+        without us), its results wait in the store; a new monitor collects them and finishes the job."""
+        record = self.store.find(job_id)
+        if record["state"] in TERMINAL_STATES:
+            raise BurstError(f"Job {record['id']} already ended ({record['state']}) in the kernel that launched it; "
+                             f"its results were delivered there. %burst_status {record['id']} shows what happened.",
+                             job_id=record["id"])
+        if _owner_alive(record):
+            owner = record.get("owner", {})
+            raise BurstError(f"Job {record['id']} is still followed by its kernel (pid {owner.get('pid')} on "
+                             f"{owner.get('host')}); attach works once that kernel is gone. %burst_cancel "
+                             f"{record['id']} stops it from here.", job_id=record["id"])
+        backend = self.backend(record["backend"])
+        if not hasattr(backend, "adopt"):
+            raise BurstError(f"Job {record['id']} ran on the {record['backend']} backend, whose workers cannot be "
+                             f"taken over by another kernel; %burst_cancel {record['id']} ends it.", job_id=record["id"])
+        data = dict(record["spec"])
+        spec = JobSpec(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()
+                          if k in JobSpec.__dataclass_fields__})
+        handle = JobHandle(record["id"], spec, ev.EventBus())
+        for subscriber in subscribers:
+            handle.events.subscribe(subscriber)
+        waves = record.get("waves", {})
+        plan = Plan([], int(waves.get("workers", 1)), int(waves.get("concurrency", 1)), 0)
+        rate = pricing.rate_for(spec.region, spec.arch, spot=spec.spot)
+        monitor = _Monitor(self, handle, backend, plan, [], [], False, rate)
+        handle._monitor = monitor
+        monitor.resume(record)
+        if start:
+            monitor.start()
+        return handle
+
     def job_logs(self, job_id: str, worker: int | None = None) -> dict[int, str]:
         """Worker logs of any job in the store: {worker index: text}."""
         record = self.store.find(job_id)
@@ -347,6 +381,29 @@ class _Monitor(threading.Thread):
                     self.items[i].block = block_id
         self.initial_items = None
         self._set_state("queued")
+
+    def resume(self, record: dict[str, Any]) -> None:
+        """Rebuild the job's state from its store and record (the attach path): blocks and which items they
+        hold, the workers the record names; results and claims come with the first (full) scan."""
+        spec = self.files.read_spec()
+        plan = spec.get("plan", {})
+        self.plan = Plan([], int(plan.get("workers", self.plan.workers)), self.plan.concurrency, int(plan.get("budget", 0)))
+        self.deadline, self.created, self.started = float(spec["deadline"]), record["created"], record["started"]
+        self.items = [_Item() for _ in range(int(record["total"]))]
+        for block in self.files.list_blocks():  # later blocks (retries) supersede earlier ones
+            self.blocks[block] = [index for index, _ in self.files.read_block(block)]
+            for index in self.blocks[block]:
+                self.items[index].block = block
+        for key, info in record.get("workers", {}).items():
+            ref = self.backend.adopt(int(key), info)
+            self.workers[ref.index] = ref
+        self.next_worker = max(self.workers, default=-1) + 1
+        waves = record.get("waves", {})
+        self.waves_started = set(range(1, int(waves.get("started", 0)) + 1))
+        self.waves_finished = set(range(1, int(waves.get("finished", 0)) + 1))
+        self.chunks = self.initial_items = None
+        self.message = f"attached from pid {os.getpid()}"
+        self._set_state("running")
 
     def _add_block(self, pairs: list[tuple[int, Any]]) -> int:
         block = len(self.blocks)

@@ -307,6 +307,33 @@ class BurstMagics(Magics):
         print(f"job {record['id']}: {record['state']}")
 
     @magic_arguments()
+    @argument("job", help="job id or unique prefix (see %%burst_status)")
+    @argument("--out", default="burst_results", help="name of the list that receives a map's results")
+    @line_magic
+    def burst_attach(self, line: str) -> Any:
+        """%burst_attach JOB [--out NAME]: follow a job whose kernel died (it kept running) and collect its results."""
+        from types import SimpleNamespace
+
+        args = parse_argstring(self.burst_attach, line)
+        try:
+            record = JobStore().find(args.job)
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
+        handle = Launcher().attach(record["id"], start=False)
+        single = handle.spec.mode == "single"
+        print(f"attached to burst job {handle.id} ({record['done']}/{record['total']} items done when its kernel left)",
+              flush=True)
+        self._show_progress(handle, int(record["total"]))
+        handle.start()
+        try:
+            result = handle.wait()
+        except KeyboardInterrupt:
+            handle.cancel("interrupted (stop button / Ctrl-C)")
+            self._keep_partial(handle.wait(), SimpleNamespace(out=args.out), single)
+            raise
+        return self._conclude(result, SimpleNamespace(out=args.out), single, handle.spec.on_error)
+
+    @magic_arguments()
     @argument("--dry-run", action="store_true", help="print the plan, change nothing")
     @line_magic
     def burst_setup(self, line: str) -> None:

@@ -258,3 +258,40 @@ def test_spot_runs_on_fargate_spot_and_an_interruption_is_retried(fargate, moto_
     record = latest_record()
     assert "Spot interruption" in record["workers"]["0"]["reason"]
     assert "Spot" in record["cost"]["label"]
+
+
+KERNEL_THAT_DIES = """
+import os, signal, time
+from starburst_jupyter.config import load_config
+from starburst_jupyter.launcher import Launcher
+from starburst_jupyter.spec import build_spec
+
+def tenfold(x):
+    time.sleep(1.0)
+    return x * 10
+
+config = load_config()
+from starburst_jupyter.programs import CallProgram
+handle = Launcher(config).submit(build_spec(config, mode="map", workers=2), CallProgram(tenfold), list(range(8)))
+print(handle.id, flush=True)
+while handle._monitor.items and not any(item.final for item in handle._monitor.items):
+    time.sleep(0.1)
+os.kill(os.getpid(), signal.SIGKILL)  # the kernel dies mid-job; its Fargate tasks run on
+"""
+
+
+def test_attach_collects_a_job_whose_kernel_died(fargate, ip, tmp_path):
+    import subprocess
+
+    script = tmp_path / "kernel.py"
+    script.write_text(KERNEL_THAT_DIES)
+    kernel = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert kernel.returncode == -9, kernel.stderr
+    job_id = kernel.stdout.split()[0]
+    assert JobStore().read(job_id)["state"] == "running"  # as the dead kernel left it
+    ip.run_line_magic("burst_attach", f"{job_id} --out collected")
+    assert ip.user_ns["collected"] == [x * 10 for x in range(8)]
+    record = JobStore().read(job_id)
+    assert record["state"] == "done" and record["done"] == 8
+    with pytest.raises(BurstError, match="already ended"):
+        Launcher().attach(job_id)

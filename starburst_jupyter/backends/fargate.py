@@ -205,6 +205,13 @@ class FargateBackend:
                 failures.append(LaunchFailure(index, wave, f"RunTask: {detail}", _retryable(detail)))
         return refs, failures
 
+    def adopt(self, index: int, info: dict[str, Any]) -> WorkerRef:
+        """A worker of a job another kernel launched, from its record (the task goes on regardless)."""
+        keep = {k: v for k, v in info.items() if k not in ("wave", "started", "ended", "exit_code", "reason")}
+        return WorkerRef(index, int(info.get("wave", 1)), float(info.get("started") or time.time()),
+                         handle=info["task_arn"], info=keep, exit_code=info.get("exit_code"),
+                         ended=info.get("ended"), reason=info.get("reason", ""))
+
     def _describe(self, arns: list[str]) -> dict[str, dict]:
         ecs = self._client("ecs")
         found: dict[str, dict] = {}
