@@ -11,7 +11,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from . import serialize
+from . import pricing, serialize
 from .capture import analyze_cell, check_picklable, notebook_sources, refuse_open_files, select_namespace
 from .config import KEYS, load_config, parse_assignments, save_values
 from .errors import BurstCancelled, BurstError, BurstTimeout, BurstValidationError
@@ -175,8 +175,12 @@ class BurstMagics(Magics):
         handle = Launcher(config).submit(spec, program, items, program_chunks=chunks, start=False)
         plan = handle.plan
         waves = f" in {plan.waves} waves" if plan.waves > 1 else ""
+        hourly = plan.concurrency * 3600 * pricing.per_second(
+            pricing.rate_for(spec.region, spec.arch, spot=spec.spot), spec.cpu_units, spec.memory_mib)
+        where = "what Fargate would charge" if spec.backend == "local" else f"Fargate{' Spot' if spec.spot else ''}"
         print(f"burst job {handle.id}: {_plural(tasks, 'task')} on {_plural(plan.workers, 'worker')}{waves} "
-              f"({spec.backend}, {spec.describe_size()} each)", flush=True)
+              f"({spec.backend}, {spec.describe_size()} each; ${hourly:.2f}/hour while {plan.concurrency} run, "
+              f"{where})", flush=True)
         self._show_progress(handle, tasks)
         handle.start()
         return handle, args, items is None

@@ -205,11 +205,13 @@ def test_no_credential_in_any_request_to_ecs_or_in_logs(fargate):
     assert SECRET not in str(record)
 
 
-def test_magic_on_fargate(fargate, ip):
+def test_magic_on_fargate(fargate, ip, capsys):
     ip.run_cell("def cube(x):\n    return x ** 3")
     result = ip.run_cell("%%burst --backend fargate --workers 2 --map n in range(6) --out cubes\ncube(n)")
     result.raise_error()
     assert ip.user_ns["cubes"] == [n ** 3 for n in range(6)]
+    # the estimate before launch: 2 workers of 1 vCPU / 2 GB in us-east-1 on-demand
+    assert "1 vCPU / 2GB each; $0.10/hour while 2 run, Fargate)" in capsys.readouterr().out  # 2 x (0.04048 + 2 x 0.004445)
 
 
 def test_s3_throttling_and_ecs_throttling_are_survived_with_nothing_lost(fargate, moto_server):
