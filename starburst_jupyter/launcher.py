@@ -339,6 +339,7 @@ class _Monitor(threading.Thread):
         self.pending_launch: dict[int, tuple[int, int, int, float, str]] = {}  # index -> wave, budget, attempts, due, why
         self.log_cursor: Any = None
         self.last_log_poll = 0.0
+        self.kept_warm: dict[int, str] = {}  # worker index -> task kept running for the next job
         self.polls = 0  # poll cycles so far: API calls per cycle is what a cloud backend must keep flat
         self.wake = threading.Event()
         self.waves_started: set[int] = set()
@@ -368,6 +369,7 @@ class _Monitor(threading.Thread):
         self.files.write_spec({
             **self.spec.to_json(), **self.backend.timing, "job_id": self.job_id, "deadline": self.deadline,
             "plan": {"workers": self.plan.workers, "budget": self.plan.budget},
+            **(self.backend.spec_extras(self.spec) if hasattr(self.backend, "spec_extras") else {}),
             "open": self.open_job, "idle_seconds": 30.0 if self.open_job else 0.0,
         })
         self.files.write_program(self.chunks)
@@ -740,7 +742,8 @@ class _Monitor(threading.Thread):
         self.pending_launch.clear()
         alive = self._alive()
         if alive or self.workers:  # (a cloud backend also looks for tasks of the job it has no ref of)
-            self.backend.stop_job(self.job_id, alive, self.cancel_reason or "job ended")
+            keep = {"keep": set(self.kept_warm.values())} if self.kept_warm else {}
+            self.backend.stop_job(self.job_id, alive, self.cancel_reason or "job ended", **keep)
             ended = {r.index for r in self.backend.poll_workers(alive)} if alive else set()
         for ref in alive:
             if ref.index not in ended:
@@ -749,13 +752,26 @@ class _Monitor(threading.Thread):
 
     def _finish(self) -> None:
         self._set_state("collecting")
-        deadline = time.monotonic() + 1.0
-        while self._alive() and time.monotonic() < deadline:  # idle workers exit on their own
+        keep_warm = self.spec.keep_warm > 0 and hasattr(self.backend, "warm_workers")
+        deadline = time.monotonic() + (10.0 if keep_warm else 1.0)
+        while self._alive() and time.monotonic() < deadline:  # idle workers exit (or turn warm) on their own
             self._poll_workers()
+            if keep_warm:
+                self._keep_warm()
             time.sleep(max(0.01, self.backend.poll_seconds[0]))
         self._stop_all()
         failed = any(i.failed for i in self.items)
         self._end("failed" if failed else "done", "")
+
+    def _keep_warm(self) -> None:
+        """Workers that registered in the warm pool end their part in this job but keep running (billed)."""
+        now = time.time()
+        for ref in self.backend.warm_workers(self.files, self._alive()):
+            self.kept_warm[ref.index] = ref.handle
+            ref.exit_code, ref.ended = 0, now
+            ref.reason = f"kept warm for the next job of this spec (up to {self.spec.keep_warm:g} min, billed)"
+            ref.info["warm_until"] = now + self.spec.keep_warm * 60
+            self.bus.publish(ev.WorkerExited(self.job_id, worker=ref.index, exit_code=0, reason=ref.reason))
 
     def _cancel(self) -> None:
         reason = self.cancel_reason or "cancelled from another process"
@@ -852,6 +868,7 @@ class _Monitor(threading.Thread):
                                         "started": r.started, "ended": r.ended, "exit_code": r.exit_code,
                                         "reason": r.reason} for r in self.workers.values()},
             "cost": {"accrued": self.cost, "projected": self.projected, "cap": self.spec.max_cost,
+                     "warm_at_most": len(self.kept_warm) * self.spec.keep_warm * 60 * self.per_second,
                      "label": self._cost_label(), "prices_as_of": pricing.PRICES_AS_OF},
             "store": {"url": self.files.store.url, "prefix": self.files.prefix},
             "owner": {"pid": os.getpid(), "host": socket.gethostname()},

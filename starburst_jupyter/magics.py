@@ -108,6 +108,8 @@ class BurstMagics(Magics):
     @argument("--max-cost", type=float, metavar="USD", help="cancel the job before its cost passes this many USD")
     @argument("--spot", action="store_true", default=None,
               help="fargate: run on Fargate Spot (about 70%% cheaper; interrupted work is retried)")
+    @argument("--keep-warm", type=float, metavar="MINUTES",
+              help="fargate: finished workers wait this long for the next job of the same size (no cold start; billed)")
     @cell_magic
     def burst(self, line: str, cell: str) -> Any:
         """Run this cell on burst workers. Without --map: once, and the names it assigns come back."""
@@ -149,7 +151,7 @@ class BurstMagics(Magics):
         config = load_config()
         options = dict(backend=args.backend, workers=args.workers, cpu=args.cpu, memory=args.memory,
                        timeout=args.timeout, on_error=args.on_error, name=args.name, max_cost=args.max_cost,
-                       spot=args.spot)
+                       spot=args.spot, keep_warm=args.keep_warm)
         if args.map:
             target, names, expr = parse_map(" ".join(args.map))
             spec = build_spec(config, mode="map", source=cell, map_expr=expr, **options)

@@ -34,6 +34,7 @@ class JobSpec:
     arch: str
     name: str = ""
     spot: bool = False  # Fargate Spot: about 70% cheaper, may be interrupted (work is retried)
+    keep_warm: float = 0.0  # minutes a finished worker waits for the next job of the same spec (fargate)
     source: str = ""  # the cell or function, for display; never holds captured values
     map_expr: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -51,7 +52,7 @@ def build_spec(config: Config, *, mode: str, source: str = "", map_expr: str = "
     """Merge options over config and refuse anything Fargate or the config would refuse."""
     unknown = set(options) - {
         "backend", "workers", "cpu", "memory", "timeout", "on_error", "max_result_bytes",
-        "max_cost", "retries", "name", "spot",
+        "max_cost", "retries", "name", "spot", "keep_warm",
     }
     if unknown:
         raise BurstValidationError(f"Unknown job option(s): {', '.join(sorted(unknown))}.")
@@ -104,5 +105,15 @@ def build_spec(config: Config, *, mode: str, source: str = "", map_expr: str = "
         timeout=timeout, on_error=on_error, max_result_bytes=max_result_bytes,
         max_cost=float(max_cost) if max_cost is not None else None, retries=int(pick("retries")),
         region=config.region, arch=config.arch, name=name, source=source, map_expr=map_expr,
-        spot=bool(pick("spot")),
+        spot=bool(pick("spot")), keep_warm=_keep_warm(pick("keep_warm")),
     )
+
+
+def _keep_warm(value: Any) -> float:
+    try:
+        minutes = float(value)
+    except (TypeError, ValueError):
+        raise BurstValidationError(f"--keep-warm {value!r} is not a number of minutes.") from None
+    if not 0 <= minutes <= 60:
+        raise BurstValidationError(f"--keep-warm {minutes:g} must be between 0 and 60 minutes (warm workers are billed).")
+    return minutes

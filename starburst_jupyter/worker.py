@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import socket
 import sys
@@ -55,6 +56,7 @@ class Control(threading.Thread):
         self.poll = float(spec.get("control_poll_seconds", 0.25))
         self.beat_every = float(spec.get("heartbeat_seconds", 2.0))
         self.status: dict[str, Any] = {"block": None, "done": 0}
+        self.active = True  # False once the worker has left this job (to wait warm for the next one)
 
     def check(self) -> None:
         if self.files.cancel_requested():
@@ -66,7 +68,7 @@ class Control(threading.Thread):
 
     def run(self) -> None:
         last_beat = 0.0
-        while True:
+        while self.active:
             try:
                 self.check()
             except OSError as exc:  # the store is unreachable for now: keep beating, check again soon
@@ -206,6 +208,68 @@ def budget_for(spec: dict, index: int) -> int:
     return int(plan.get("budget", 0)) if index < int(plan.get("workers", 0)) - 1 else 0
 
 
+def wait_warm(files: JobFiles, worker: int, spec: dict) -> tuple[JobFiles, int] | None:
+    """Keep-warm: register in the job's warm pool and wait up to keep_warm_seconds for a launcher to assign
+    this worker to a new job of the same spec (no cold start for it). The assignment key is created
+    exclusively, by the launcher or, on expiry, by the worker itself, so a worker is never both."""
+    pool, seconds = spec.get("warm_pool"), float(spec.get("keep_warm_seconds", 0))
+    if not pool or seconds <= 0 or files.cancel_requested():
+        return None
+    store, name = files.store, f"{files.job_id}-{worker:04d}"
+    until = time.time() + seconds
+    store.put(f"{pool}{name}.json", [json.dumps({"job": files.job_id, "worker": worker, "until": until,
+                                                 "task_arn": _own_task_arn()}).encode()])
+    log(f"worker {worker}: job {files.job_id} done; kept warm for the next job for {seconds:g} s")
+    try:
+        while True:
+            if time.time() >= until and store.create_exclusive(f"{pool}{name}.assign", b'{"expired": true}'):
+                log(f"worker {worker}: no new job within {seconds:g} s, exiting")
+                return None
+            try:
+                assignment = json.loads(store.get(f"{pool}{name}.assign"))
+            except FileNotFoundError:
+                time.sleep(1.0)
+                continue
+            if assignment.get("expired"):
+                return None
+            log(f"worker {worker}: taken warm by job {assignment['job']} as its worker {assignment['worker']}")
+            return JobFiles(open_store(assignment["store"]), assignment["job"], assignment["prefix"]), int(assignment["worker"])
+    finally:
+        for key in (f"{pool}{name}.json", f"{pool}{name}.assign"):
+            with contextlib.suppress(OSError):
+                store.delete(key)
+
+
+def _own_task_arn() -> str | None:
+    """This task's ARN from the ECS task metadata endpoint (Fargate sets the variable), else None."""
+    base = os.environ.get("ECS_CONTAINER_METADATA_URI_V4")
+    if not base:
+        return None
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{base}/task", timeout=2) as reply:
+            return json.loads(reply.read()).get("TaskARN")
+    except (OSError, ValueError):
+        return None
+
+
+def run_job(files: JobFiles, index: int, budget: int | None = None) -> int:
+    worker = Worker(files, index, 0)
+    worker.budget = budget if budget is not None else budget_for(worker.spec, index)
+    log(f"worker {index} of job {files.job_id} started (pid {os.getpid()} on {socket.gethostname()})")
+    control = Control(files, index, worker.spec)
+    control.check()
+    control.start()
+    code = worker.run(control)
+    control.active = False
+    if code == EXIT_OK:
+        taken = wait_warm(files, index, worker.spec)
+        if taken is not None:
+            return run_job(*taken)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Arguments, or (on Fargate, where a task gets only environment overrides) STARBURST_* variables."""
     env = os.environ.get
@@ -219,14 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [name for name in ("store", "job", "worker") if getattr(args, name) in (None, "")]
     if missing:
         parser.error(f"give --{' --'.join(missing)} (or STARBURST_STORE, STARBURST_JOB, STARBURST_WORKER)")
-    files = JobFiles(open_store(args.store), args.job, args.prefix)
-    worker = Worker(files, args.worker, 0)
-    worker.budget = args.budget if args.budget is not None else budget_for(worker.spec, args.worker)
-    log(f"worker {args.worker} of job {args.job} started (pid {os.getpid()} on {socket.gethostname()})")
-    control = Control(files, args.worker, worker.spec)
-    control.check()
-    control.start()
-    return worker.run(control)
+    return run_job(JobFiles(open_store(args.store), args.job, args.prefix), args.worker, args.budget)
 
 
 if __name__ == "__main__":

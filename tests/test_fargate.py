@@ -297,3 +297,31 @@ def test_attach_collects_a_job_whose_kernel_died(fargate, ip, tmp_path):
     assert record["state"] == "done" and record["done"] == 8
     with pytest.raises(BurstError, match="already ended"):
         Launcher().attach(job_id)
+
+
+def test_keep_warm_hands_finished_workers_to_the_next_job(fargate, moto_server):
+    config = load_config()
+    launcher = Launcher(config)
+    first = launcher.submit(build_spec(config, mode="map", workers=2, keep_warm=1), _Square(), list(range(4)))
+    assert first.wait(timeout=120).values == [0, 1, 4, 9]
+    record = JobStore().read(first.id)
+    assert all("kept warm" in w["reason"] for w in record["workers"].values())
+    assert record["cost"]["warm_at_most"] > 0
+    assert len(fargate.running()) == 2  # billed, waiting for the next job
+    second = launcher.submit(build_spec(config, mode="map", workers=2), _Square(), list(range(4, 8)))
+    assert second.wait(timeout=120).values == [16, 25, 36, 49]
+    record = JobStore().read(second.id)
+    assert "ecs.RunTask" not in record["api_calls"]  # no cold start: no task launched
+    assert {w["warm_from"] for w in record["workers"].values()} == {first.id}
+    assert "taken warm by job " + second.id in "".join(Launcher().job_logs(second.id).values())
+    wait_for(lambda: not fargate.running(), timeout=30)  # the second job keeps none warm: they end
+    assert ecs_tasks(moto_server, desiredStatus="RUNNING") == []
+
+
+def test_a_warm_worker_leaves_when_no_job_comes(fargate, moto_server):
+    config = load_config()
+    handle = Launcher(config).submit(build_spec(config, mode="map", workers=1, keep_warm=0.05), _Square(), [1, 2])
+    assert handle.wait(timeout=120).values == [1, 4]
+    assert len(fargate.running()) == 1
+    wait_for(lambda: not fargate.running(), timeout=30)  # 3 s of keep-warm, then it exits on its own
+    assert ecs_tasks(moto_server, startedBy=handle.id, desiredStatus="RUNNING") == []

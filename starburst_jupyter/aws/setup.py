@@ -199,7 +199,7 @@ class Setup:
                 "Version": "2012-10-17", "Statement": [
                     {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"},
                     {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                     "Resource": f"arn:aws:s3:::{bucket}/jobs/*"}]}))
+                     "Resource": [f"arn:aws:s3:::{bucket}/jobs/*", f"arn:aws:s3:::{bucket}/warm/*"]}]}))
 
     def _create_vpc(self, tags: dict) -> None:
         ec2, tag_spec = self.c("ec2"), [{"Key": k, "Value": v} for k, v in tags.items()]

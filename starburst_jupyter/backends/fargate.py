@@ -8,6 +8,7 @@ its credentials come from the task role, never from us.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 import warnings
@@ -151,9 +152,62 @@ class FargateBackend:
     def job_files(self, job_id: str) -> JobFiles:
         return JobFiles(self.store, job_id)
 
+    def _shape(self, spec) -> TaskShape:
+        return TaskShape(self._image(), spec.cpu_units, spec.memory_mib, self.config.execution_role_arn,
+                         self.config.task_role_arn, self.config.log_group, self.region, spec.arch)
+
+    def _warm_pool(self, spec) -> str:
+        """Workers wait for the next job in a pool per task shape (and Spot or not): any job of that shape fits."""
+        return f"warm/{self._shape(spec).fingerprint()}{'-spot' if spec.spot else ''}/"
+
+    def spec_extras(self, spec) -> dict[str, Any]:
+        if spec.keep_warm <= 0:
+            return {}
+        return {"warm_pool": self._warm_pool(spec), "keep_warm_seconds": spec.keep_warm * 60}
+
+    def warm_workers(self, files: JobFiles, refs: list[WorkerRef]) -> list[WorkerRef]:
+        """Of these workers, those that registered in the warm pool (they finished and wait for a job)."""
+        spec = files.read_spec()
+        pool = spec.get("warm_pool")
+        if not pool:
+            return []
+        names = {key.rsplit("/", 1)[-1] for key in self.store.list(pool)}
+        return [r for r in refs if f"{files.job_id}-{r.index:04d}.json" in names]
+
+    def _take_warm(self, files: JobFiles, spec, starts: list[tuple[int, int, int]]) -> list[WorkerRef]:
+        """Assign waiting warm workers of this shape to some of the starts (no RunTask, no cold start)."""
+        pool = self._warm_pool(spec)
+        entries = [k for k in self.store.list(pool) if k.endswith(".json")]
+        taken: list[WorkerRef] = []
+        for key in entries:
+            if len(taken) == len(starts):
+                break
+            try:
+                entry = json.loads(self.store.get(key))
+            except FileNotFoundError:
+                continue
+            if entry.get("until", 0) < time.time() + 5:
+                continue  # about to leave
+            arn = entry.get("task_arn") or self._recorded_task(entry["job"], int(entry["worker"]))
+            if not arn:
+                continue
+            index, wave, _ = starts[len(taken)]
+            assignment = {"store": files.store.url, "job": files.job_id, "prefix": files.prefix, "worker": index}
+            if not self.store.create_exclusive(key[:-len(".json")] + ".assign", json.dumps(assignment).encode()):
+                continue  # another launcher took it, or it expired
+            taken.append(WorkerRef(index, wave, time.time(), handle=arn, info={
+                "task_arn": arn, "task_id": arn.rsplit("/", 1)[-1], "job": files.job_id, "log_stream": log_stream(arn),
+                "warm_from": entry["job"]}))
+        return taken
+
+    def _recorded_task(self, job_id: str, worker: int) -> str | None:
+        try:
+            return JobStore(self.home).read(job_id)["workers"][str(worker)]["task_arn"]
+        except (KeyError, TypeError):
+            return None
+
     def _task_definition(self, spec) -> str:
-        shape = TaskShape(self._image(), spec.cpu_units, spec.memory_mib, self.config.execution_role_arn,
-                          self.config.task_role_arn, self.config.log_group, self.region, spec.arch)
+        shape = self._shape(spec)
         key = shape.fingerprint()
         if key not in self._taskdefs:
             self._taskdefs[key] = ensure_task_definition(self._client("ecs"), shape)
@@ -167,9 +221,9 @@ class FargateBackend:
         ecs = self._client("ecs")
         launch = ({"capacityProviderStrategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]} if spec.spot
                   else {"launchType": "FARGATE"})
-        refs: list[WorkerRef] = []
+        refs = self._take_warm(files, spec, starts)
         failures: list[LaunchFailure] = []
-        for index, wave, _budget in starts:
+        for index, wave, _budget in starts[len(refs):]:
             environment = [
                 {"name": "STARBURST_JOB", "value": files.job_id},
                 {"name": "STARBURST_WORKER", "value": str(index)},
@@ -235,7 +289,7 @@ class FargateBackend:
                 ended.append(ref)
                 continue
             started = task.get("pullStartedAt") or task.get("startedAt")
-            if started is not None:  # billing starts when the image pull does
+            if started is not None and "warm_from" not in ref.info:  # billing starts when the image pull does
                 ref.started = started.timestamp() if hasattr(started, "timestamp") else float(started)
             if task.get("lastStatus") == "STOPPED":
                 ref.exit_code, ref.reason = describe_stop(task)
@@ -267,21 +321,25 @@ class FargateBackend:
         for ref in refs:
             ref.reason = ref.reason or "stopped"
 
-    def stop_job(self, job_id: str, refs: list[WorkerRef], reason: str) -> int:
-        """StopTask every task the cluster lists for the job, then check that none is left running."""
-        arns = sorted(set(self._job_task_arns(job_id)) | {r.handle for r in refs if r.exit_code is None})
+    def stop_job(self, job_id: str, refs: list[WorkerRef], reason: str, keep: set[str] = frozenset()) -> int:
+        """StopTask every task the cluster lists for the job (but those kept warm), then check none is left."""
+        arns = sorted((set(self._job_task_arns(job_id)) | {r.handle for r in refs if r.exit_code is None}) - set(keep))
         self._stop_tasks(arns, f"starburst: {reason}")
-        left = self._job_task_arns(job_id)
+        left = set(self._job_task_arns(job_id)) - set(keep)
         if left:
             self._stop_tasks(left, f"starburst: {reason}")
         return len(arns)
 
     def stop_recorded(self, record: dict[str, Any]) -> int:
-        return self.stop_job(record["id"], [], "job cancelled (launching kernel gone)")
+        # (a worker taken warm from an earlier job carries that job's startedBy: the record names it)
+        refs = [self.adopt(int(i), w) for i, w in record.get("workers", {}).items()
+                if w.get("task_arn") and w.get("exit_code") is None]
+        return self.stop_job(record["id"], refs, "job cancelled (launching kernel gone)")
 
     def tail_logs(self, files: JobFiles, refs: list[WorkerRef], cursor: Any):
         """One FilterLogEvents per 100 workers per poll, from where the last read ended."""
-        cursor = cursor or {"since": 0, "seen": set()}
+        # from the job's first worker on: a stream of a worker taken warm also holds its earlier job's lines
+        cursor = cursor or {"since": int(min((r.started for r in refs), default=0) * 1000), "seen": set()}
         logs = self._client("logs")
         by_stream = {r.info["log_stream"]: r.index for r in refs if "log_stream" in r.info}
         streams = sorted(by_stream)
