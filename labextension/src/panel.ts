@@ -101,9 +101,9 @@ class JobRow {
   private readonly nameNode = el('span', 'jp-BurstJob-name');
   private readonly stateNode = el('span', 'jp-BurstJob-state');
   private readonly backendNode = el('span', 'jp-BurstJob-backend');
-  private readonly bar = el('div', 'jp-BurstJob-progress');
-  private readonly barDone = el('div', 'jp-BurstJob-progressDone');
-  private readonly barFailed = el('div', 'jp-BurstJob-progressFailed');
+  private readonly bar = el('span', 'jp-BurstJob-progress');
+  private readonly barDone = el('span', 'jp-BurstJob-progressDone');
+  private readonly barFailed = el('span', 'jp-BurstJob-progressFailed');
   private readonly countsNode = el('span', 'jp-BurstJob-counts');
   private readonly elapsedNode = el('span', 'jp-BurstJob-elapsed');
   private readonly costNode = el('span', 'jp-BurstJob-cost');

@@ -114,7 +114,12 @@ class WorkerLogHandler(BurstHandler):
                                 reason="No such worker")
         cursor = self.int_argument("cursor", None, 0, 2**62)
         tail = self.int_argument("tail", None, 0, MAX_LOG_LINES)
-        text = await asyncio.get_running_loop().run_in_executor(None, _read_log, record, int(worker))
+        try:
+            text = await asyncio.get_running_loop().run_in_executor(None, _read_log, record, int(worker))
+        except Exception as exc:  # noqa: BLE001 - e.g. a backend that is not available here
+            self.log.exception("starburst: reading log %s/%s failed", record["id"], worker)
+            raise web.HTTPError(500, f"could not read the log: {type(exc).__name__}: {exc}",
+                                reason="Log unavailable") from None
         ended = not views.worker_running(info)
         if cursor is not None and cursor > len(text):
             raise web.HTTPError(400, f"cursor {cursor} is past the end of the log ({len(text)} characters)",

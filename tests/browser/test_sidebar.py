@@ -110,6 +110,10 @@ def test_sidebar_shows_the_job_live_and_cancels_it(lab_page, jupyter_lab, start_
             "'.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')[1].textContent.trim())",
             timeout=60_000)
         assert row.locator(".jp-BurstJob-cancel").count() == 0  # nothing left to cancel
+        counts = row.locator(".jp-BurstJob-counts").inner_text()  # stopped items are not failures
+        page.wait_for_function(f"() => document.querySelector(\"{sel} .jp-BurstJob-counts\")"
+                               ".textContent.includes('cancelled')", timeout=30_000)
+        assert "failed" not in row.locator(".jp-BurstJob-counts").inner_text(), counts
         records = [json.loads(p.read_text()) for p in jupyter_lab.starburst_home.glob("jobs/*/record.json")]
         record = max((r for r in records if r["name"] == "sidebar-demo"), key=lambda r: r["created"])
         assert record["state"] == "cancelled" and record["done"] < 60
@@ -117,6 +121,9 @@ def test_sidebar_shows_the_job_live_and_cancels_it(lab_page, jupyter_lab, start_
         pids = [w["pid"] for w in record["workers"].values()]
         wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=15)  # every worker is gone
         screenshot(page, "dark-cancelled")
+        # Nothing changes any more: the panel polls less and less often (1 s, 2 s, 4 s, ...).
+        page.wait_for_function("() => +document.querySelector('.jp-BurstPanel').dataset.polling >= 4000",
+                               timeout=60_000)
         set_theme(page, "JupyterLab Light", light=True)
         screenshot(page, "light-cancelled")
     finally:  # the lab's settings and layout outlive this test: light theme, sidebar closed
