@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     quota = commands.add_parser("quota", help="show the Fargate vCPU quota, or request an increase")
     quota.add_argument("--spot", action="store_true", help="the Fargate Spot quota")
     quota.add_argument("--request", type=float, metavar="VCPUS", help="ask AWS to raise the quota to this many vCPUs")
+    image = commands.add_parser("image", help="the worker image of this environment (docker and fargate)")
+    image.add_argument("action", choices=["status", "build"])
+    image.add_argument("--push", action="store_true", default=None, help="build: also push to ECR")
     args = parser.parse_args(argv)
     try:
         if args.command == "status":
@@ -38,6 +41,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"job {record['id']}: {record['state']}")
         elif args.command in ("setup", "teardown", "quota"):
             return _aws_command(args)
+        elif args.command == "image":
+            from . import envimage
+
+            if args.action == "build":
+                print(envimage.rebuild(load_config(), push=args.push, on_progress=envimage.TextProgress()))
+            else:
+                for key, value in envimage.image_status(load_config()).items():
+                    print(f"{key}: {value}")
         else:
             if args.values:
                 print(f"saved to {save_values(parse_assignments(' '.join(args.values)))}")

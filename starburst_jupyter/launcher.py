@@ -7,6 +7,7 @@ job store's record current and publishes events. Faces only submit, wait, cancel
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import socket
@@ -199,6 +200,10 @@ class Launcher:
         handle = JobHandle(job_id, spec, ev.EventBus())
         for subscriber in subscribers:
             handle.events.subscribe(subscriber)
+        prepare = getattr(backend, "prepare", None)
+        if prepare is not None:  # e.g. the worker image: made or found before anything is launched
+            prepare(spec, on_progress=lambda event: handle.events.publish(dataclasses.replace(event, job_id=job_id)),
+                    job_id=job_id)
         monitor = _Monitor(self, handle, backend, plan, chunks, items, open_job, rate)
         handle._monitor = monitor
         try:

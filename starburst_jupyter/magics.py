@@ -65,6 +65,37 @@ def make_async_transformer(shell: Any, magics: "BurstMagics"):
     return transform
 
 
+PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "arm64"}
+
+
+def _with_image_options(config: Any, args: Any) -> Any:
+    """--requirements and --platform override the config for this job (or this build) only."""
+    values = {}
+    if getattr(args, "requirements", None):
+        values["requirements"] = args.requirements
+    if getattr(args, "platform", None):
+        values["arch"] = PLATFORMS[args.platform]
+    return config.with_values(values) if values else config
+
+
+def _image_progress() -> Any:
+    """Worker-image build lines ([image] Step 3/9 ...) in the cell's output while the image is made."""
+    from .events import ImageBuildProgress
+
+    printer = None
+
+    def show(event: Any) -> None:
+        nonlocal printer
+        if isinstance(event, ImageBuildProgress):
+            if printer is None:
+                from .envimage import TextProgress
+
+                printer = TextProgress(lambda text: print(text, flush=True))
+            printer(event)
+
+    return show
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
@@ -108,6 +139,10 @@ class BurstMagics(Magics):
     @argument("--max-cost", type=float, metavar="USD", help="cancel the job before its cost passes this many USD")
     @argument("--spot", action="store_true", default=None,
               help="fargate: run on Fargate Spot (about 70%% cheaper; interrupted work is retried)")
+    @argument("--requirements", metavar="FILE", help="docker/fargate: build the worker image from this requirements "
+              "file instead of the kernel's packages")
+    @argument("--platform", choices=sorted(PLATFORMS), help="docker/fargate: the worker image's platform (Fargate "
+              "architecture)")
     @argument("--keep-warm", type=float, metavar="MINUTES",
               help="fargate: finished workers wait this long for the next job of the same size (no cold start; billed)")
     @cell_magic
@@ -148,7 +183,7 @@ class BurstMagics(Magics):
         if not args.out.isidentifier() or keyword.iskeyword(args.out):
             raise UsageError(f"--out {args.out!r} is not a valid Python name.")
         user_ns = self.shell.user_ns
-        config = load_config()
+        config = _with_image_options(load_config(), args)
         options = dict(backend=args.backend, workers=args.workers, cpu=args.cpu, memory=args.memory,
                        timeout=args.timeout, on_error=args.on_error, name=args.name, max_cost=args.max_cost,
                        spot=args.spot, keep_warm=args.keep_warm)
@@ -174,7 +209,8 @@ class BurstMagics(Magics):
             print(f"--map {expr} has no items; {args.out} = []")
             return None
         tasks = len(items) if items is not None else 1
-        handle = Launcher(config).submit(spec, program, items, program_chunks=chunks, start=False)
+        handle = Launcher(config).submit(spec, program, items, program_chunks=chunks, start=False,
+                                         subscribers=[_image_progress()])
         plan = handle.plan
         waves = f" in {plan.waves} waves" if plan.waves > 1 else ""
         hourly = plan.concurrency * 3600 * pricing.per_second(
@@ -338,6 +374,19 @@ class BurstMagics(Magics):
             self._keep_partial(handle.wait(), SimpleNamespace(out=args.out), single)
             raise
         return self._conclude(result, SimpleNamespace(out=args.out), single, handle.spec.on_error)
+
+    @magic_arguments()
+    @argument("--push", action="store_true", default=None, help="also push to ECR (default: when backend is fargate)")
+    @argument("--requirements", metavar="FILE", help="build from this requirements file instead of the kernel's packages")
+    @argument("--platform", choices=sorted(PLATFORMS), help="the image's platform (the Fargate architecture)")
+    @line_magic
+    def burst_rebuild(self, line: str) -> None:
+        """%burst_rebuild [--push] [--requirements FILE] [--platform P]: build this environment's worker image now."""
+        from . import envimage
+
+        args = parse_argstring(self.burst_rebuild, line)
+        print(envimage.rebuild(_with_image_options(load_config(), args), push=args.push,
+                               on_progress=envimage.TextProgress()))
 
     @magic_arguments()
     @argument("--dry-run", action="store_true", help="print the plan, change nothing")

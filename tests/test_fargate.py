@@ -2,6 +2,7 @@
 Service Quotas through real HTTP, with tests/fargate_agent.py running each launched task's worker."""
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -325,3 +326,25 @@ def test_a_warm_worker_leaves_when_no_job_comes(fargate, moto_server):
     assert len(fargate.running()) == 1
     wait_for(lambda: not fargate.running(), timeout=30)  # 3 s of keep-warm, then it exits on its own
     assert ecs_tasks(moto_server, startedBy=handle.id, desiredStatus="RUNNING") == []
+
+
+def test_the_environment_image_is_found_in_ecr_by_its_tag_or_the_job_says_how_to_build_it(fargate, moto_server):
+    from starburst_jupyter import envimage
+
+    save_values({"image": "none"})  # no override: this kernel's environment image
+    config = load_config()
+    tag = envimage.capture(config).tag
+    with pytest.raises(envimage.BurstImageError, match=f"starburst-worker:{tag}.*%burst_rebuild.*auto_build"):
+        burst_map(slow_square, range(2), workers=1)
+    assert JobStore().list() == []  # nothing launched
+    ecr = moto_server.client("ecr")  # the image pushed earlier (by %burst_rebuild, on another day)
+    ecr.put_image(repositoryName="starburst-worker", imageTag=tag, imageManifest=json.dumps(
+        {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+         "config": {"digest": "sha256:" + "0" * 64, "size": 1, "mediaType": "application/vnd.docker.container.image.v1+json"},
+         "layers": []}))
+    assert burst_map(slow_square, range(2), workers=1) == [0, 1]
+    taskdef_arn = moto_server.client("ecs").describe_tasks(cluster="starburst", tasks=[
+        latest_record()["workers"]["0"]["task_arn"]])["tasks"][0]["taskDefinitionArn"]
+    image = moto_server.client("ecs").describe_task_definition(
+        taskDefinition=taskdef_arn)["taskDefinition"]["containerDefinitions"][0]["image"]
+    assert image == f"123456789012.dkr.ecr.us-east-1.amazonaws.com/starburst-worker:{tag}"

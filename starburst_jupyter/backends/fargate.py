@@ -95,6 +95,8 @@ class FargateBackend:
         self._clients: dict[str, Any] = {}
         self._store = None
         self._taskdefs: dict[str, str] = {}
+        self._images: dict[str, str] = {}  # environment tag -> image URI in ECR
+        self._image_ref: str | None = None
         self.quota: Quota | None = None
 
     # ----- AWS access -----------------------------------------------------------------------
@@ -112,12 +114,27 @@ class FargateBackend:
                 f"Run %burst_setup (or `starburst setup`) once; it creates the bucket, cluster, roles and "
                 f"networking and saves them.")
 
-    def _image(self) -> str:
+    def prepare(self, spec, *, on_progress: Any = None, job_id: str = "") -> str:
+        """The image Fargate runs: config `image`, else this kernel's environment image in ECR (found by its
+        content-hash tag; built and pushed first when auto_build is on, else a clear error saying how)."""
         if self.config.image:
             return self.config.image
-        raise BurstBackendUnavailable(
-            f"No worker image for the fargate backend in {self.region}: build and push this kernel's environment "
-            f"with %burst_rebuild (or `starburst image build`), or name an image with %burst_config image=URI.")
+        from .. import envimage
+        from ..envimage import registry
+
+        env = envimage.capture(self.config)
+        if env.tag not in self._images:
+            ecr = self._client("ecr")
+            if not self.config.auto_build and not registry.tag_exists(ecr, self.config.ecr_repository, env.tag):
+                raise envimage.BurstImageError(envimage.missing_image_message(
+                    f"{self.config.ecr_repository}:{env.tag}", f"in ECR ({self.region})"))
+            self._images[env.tag] = envimage.ensure_worker_image(
+                self.config, on_progress=on_progress, job_id=job_id, ecr=ecr, env=env)
+        self._image_ref = self._images[env.tag]
+        return self._image_ref
+
+    def _image(self) -> str:
+        return self.config.image or self._image_ref or self.prepare(None)
 
     @property
     def store(self):

@@ -20,9 +20,9 @@ REGISTRY_OVERRIDE = "STARBURST_ECR_REGISTRY"
 
 
 def ecr_client(region: str) -> Any:
-    import boto3
+    from ..aws.clients import client
 
-    return boto3.client("ecr", region_name=region)
+    return client("ecr", region)  # botocore's standard retries and timeouts, as every AWS call of ours
 
 
 class RegistryAuth:
