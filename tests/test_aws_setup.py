@@ -76,3 +76,13 @@ def test_burst_setup_magic_dry_run(moto_server, moto_env, ip, capsys):
     moto_server.reset()
     ip.run_line_magic("burst_setup", "--dry-run")
     assert "create  s3 bucket" in capsys.readouterr().out
+
+
+def test_cli_image_status_names_the_environment_tag(moto_server, moto_env, capsys):
+    from starburst_jupyter import envimage
+    from starburst_jupyter.cli import main
+
+    assert main(["image", "status"]) == 0
+    out = capsys.readouterr().out
+    assert f"tag: {envimage.capture(load_config()).tag}" in out
+    assert "ecr: " in out  # found or not (moto has no repository here), never a traceback
