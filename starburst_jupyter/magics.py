@@ -311,16 +311,25 @@ class BurstMagics(Magics):
 
     @line_magic
     def burst_status(self, line: str) -> None:
-        """%burst_status [JOB]: every job in the job store, or one job in detail."""
+        """%burst_status [JOB]: every job in the job store, or one job in detail.
+
+        In a kernel: a live table (running jobs first, Cancel and Details per row); elsewhere the text table."""
         store = JobStore()
-        job = line.strip()
-        if job:
+        record = None
+        if line.strip():
             try:
-                print(format_job(store.find(job)))
+                record = store.find(line.strip())
             except KeyError as exc:
                 raise UsageError(exc.args[0]) from None
-        else:
-            print(format_jobs(store.list(limit=50)))
+        if _in_kernel(self.shell):
+            try:
+                from .status_widget import show_status
+            except ImportError:  # no ipywidgets: the text table
+                pass
+            else:
+                show_status(record["id"] if record else None, store=store)
+                return
+        print(format_job(record) if record else format_jobs(store.list(limit=50)))
 
     @magic_arguments()
     @argument("job", help="job id or unique prefix (see %%burst_status)")
