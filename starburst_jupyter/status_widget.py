@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 CANCEL_REASON = "cancelled from %burst_status"
 MAX_ROWS = 50  # finished jobs listed at most (active ones are always listed)
 LOG_TAIL_LINES = 20
+DETAIL_SECONDS = 3.0  # an expanded row of an active job re-reads its logs at most this often (cloud logs cost calls)
 MAX_WORKER_LOGS = 16
 
 _INDEXES: dict[Path, Any] = {}
@@ -99,6 +100,7 @@ class _Row:
         self.expanded = False
         self.live: tuple[JobWidget, Callable[[], None]] | None = None  # (widget, unsubscribe) while live
         self.detail_of: dict[str, Any] | None = None  # the record the text detail shows
+        self.detail_at = 0.0  # when it was read (monotonic)
         self.label = widgets.HTML(layout=widgets.Layout(width="30%"))
         self.backend = widgets.HTML(layout=widgets.Layout(width="70px"))
         self.state = widgets.HTML(layout=widgets.Layout(width="110px"))
@@ -341,9 +343,10 @@ class StatusWidget:
                 self._go_live(row, handle)
             return
         self._drop_live(row)
-        if row.detail_of == row.record and row.detail.children:
-            return  # nothing changed since the last read (logs are re-read only when the record changes)
-        row.detail_of = row.record
+        now = time.monotonic()
+        if row.detail.children and (row.detail_of == row.record or (row.active and now - row.detail_at < DETAIL_SECONDS)):
+            return  # logs are re-read only when the record changed, and not too often while the job runs
+        row.detail_of, row.detail_at = row.record, now
         row.detail_text.value = self._detail_html(row.record)
         row.detail.children = [row.detail_text]
 
