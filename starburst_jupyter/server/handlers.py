@@ -120,7 +120,7 @@ class WorkerLogHandler(BurstHandler):
             self.log.exception("starburst: reading log %s/%s failed", record["id"], worker)
             raise web.HTTPError(500, f"could not read the log: {type(exc).__name__}: {exc}",
                                 reason="Log unavailable") from None
-        ended = not views.worker_running(info)
+        ended = not views.worker_running(info, record)
         if cursor is not None and cursor > len(text):
             raise web.HTTPError(400, f"cursor {cursor} is past the end of the log ({len(text)} characters)",
                                 reason="Bad cursor")

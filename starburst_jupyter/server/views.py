@@ -62,7 +62,11 @@ def _workers(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return workers if isinstance(workers, dict) else {}
 
 
-def worker_running(info: dict[str, Any]) -> bool:
+def worker_running(info: dict[str, Any], record: dict[str, Any] | None = None) -> bool:
+    """A worker without an exit is running, unless its job ended (a cancel whose kernel was gone
+    stops the workers but cannot record their exits)."""
+    if record is not None and record.get("state") in TERMINAL_STATES:
+        return False
     return info.get("exit_code") is None and not info.get("ended")
 
 
@@ -83,7 +87,7 @@ def summary(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         "total": total, "done": done, "failed": failed, "cancelled": cancelled,
         "progress": (done + failed) / total if total else (1.0 if state in TERMINAL_STATES else 0.0),
         "workers": {"count": len(workers), "running": sum(1 for w in workers.values()
-                                                          if isinstance(w, dict) and worker_running(w))},
+                                                          if isinstance(w, dict) and worker_running(w, record))},
         "waves": _waves(record), "cost": _cost(record),
     }
 
@@ -98,7 +102,11 @@ def detail(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         if not isinstance(info, dict) or not str(index).isdigit():
             continue
         row = {"index": int(index), **{k: info.get(k) for k in WORKER_FIELDS}}
-        row["state"] = "running" if worker_running(info) else (info.get("reason") or f"exit {info.get('exit_code')}")
+        if worker_running(info, record):
+            row["state"] = "running"
+        else:
+            row["state"] = info.get("reason") or (f"exit {info['exit_code']}" if info.get("exit_code") is not None
+                                                  else f"stopped (job {record.get('state')})")
         workers.append(row)
     view["workers"] = {**view["workers"], "list": workers}
     outcomes = _text(record.get("outcomes"), 10_000_000)

@@ -218,6 +218,8 @@ def test_cancel_a_job_whose_kernel_is_gone_then_again(server_env, tmp_path):
         assert body["cancelled"] and body["was"] == "running" and not body["already_finished"]
         assert body["job"]["state"] == "cancelled" and "stopped in a test" in body["job"]["message"]
         assert body["job"]["failed"] == 0 and body["job"]["done"] < 40
+        assert body["job"]["workers"]["running"] == 0  # no worker is shown running after the cancel
+        assert all(w["state"] != "running" for w in body["job"]["workers"]["list"])
         wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=15)
         assert store.read(record["id"])["state"] == "cancelled"
 
