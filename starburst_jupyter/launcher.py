@@ -285,8 +285,14 @@ class Launcher:
             return record
         stopped = backend.stop_recorded(record)
         if record["state"] not in TERMINAL_STATES:
+            now = time.time()
+            for info in record.get("workers", {}).values():  # the record says what became of them
+                if info.get("exit_code") is None:
+                    info.update(exit_code=-1, ended=now, reason="stopped: job cancelled (launching kernel gone)")
+            outcomes = record.get("outcomes", "")
             record.update(state="cancelled", message=f"{reason} ({stopped} workers stopped; launching kernel gone)",
-                          finished=time.time())
+                          finished=now, outcomes=outcomes.replace("R", "C").replace("P", "C"),
+                          cancelled=outcomes.count("C") + outcomes.count("R") + outcomes.count("P"))
             self.store.write(record)
         return record
 
@@ -846,15 +852,18 @@ class _Monitor(threading.Thread):
 
     def _write_record(self) -> None:
         self.last_record = time.time()
-        done = failed = 0
+        done = failed = cancelled = 0
         outcomes = []
         failures = []
         for n, item in enumerate(self.items):
             if not item.final:
                 outcomes.append("R" if self.claims.get(item.block, -1) >= 0 else "P")
+            elif isinstance(item.value, TaskCancelled):  # stopped by a cancel: not a failure of the item
+                cancelled += 1
+                outcomes.append("C")
             elif item.failed:
                 failed += 1
-                outcomes.append("C" if isinstance(item.value, TaskCancelled) else "F")
+                outcomes.append("F")
                 if len(failures) < MAX_RECORDED_FAILURES and not isinstance(item.value, TaskCancelled):
                     failures.append({"index": n, "error": f"{type(item.value).__name__}: {item.value}"[:500]})
             else:
@@ -865,6 +874,7 @@ class _Monitor(threading.Thread):
             "message": self.message, "created": self.created, "started": self.started,
             "finished": time.time() if self.state in ("done", "failed", "cancelled") else None,
             "spec": self.spec.to_json(), "total": len(self.items), "done": done, "failed": failed,
+            "cancelled": cancelled,
             "outcomes": "".join(outcomes), "failures": failures,
             "busy_seconds": sum(i.result.duration for i in self.items if i.result is not None),
             "waves": {"count": self.plan.waves, "started": len(self.waves_started), "finished": len(self.waves_finished),

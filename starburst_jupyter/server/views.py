@@ -74,9 +74,11 @@ def summary(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     """One row of the jobs list."""
     now = time.time() if now is None else now
     total, done, failed = _int(record.get("total")), _int(record.get("done")), _int(record.get("failed"))
-    # The core counts items a cancel stopped ("C" outcomes) among the failed; they are not failures.
-    cancelled = _text(record.get("outcomes"), 10_000_000).count("C")
-    failed = max(0, failed - cancelled)
+    if "cancelled" in record:  # items a cancel stopped: counted apart from failures
+        cancelled = _int(record.get("cancelled"))
+    else:  # records written before the core counted them counted them among the failed
+        cancelled = _text(record.get("outcomes"), 10_000_000).count("C")
+        failed = max(0, failed - cancelled)
     workers = _workers(record)
     state = record.get("state") if record.get("state") in STATES else "unknown"
     return {
