@@ -148,7 +148,12 @@ def test_palette_commands(lab_page):
     labels = items.all_inner_texts()
     assert any("Burst: refresh" in label for label in labels), labels
     assert any("Burst: cancel job" in label for label in labels), labels
-    palette.locator(".lm-CommandPalette-item", has_text="Burst: cancel job").click()
+    # narrow the list to the one command and run it from the keyboard: clicking an item races the
+    # palette re-rendering its list as the search settles (seen in CI: "element was detached from the DOM")
+    search.fill("Burst: cancel job")
+    page.wait_for_function("() => document.querySelectorAll('.jp-ModalCommandPalette .lm-CommandPalette-item')"
+                           ".length === 1")
+    page.keyboard.press("Enter")
     dialog = page.locator(".jp-Dialog")  # no job is running now
     dialog.wait_for(state="visible")
     assert "No running burst job" in dialog.inner_text()
