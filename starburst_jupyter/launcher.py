@@ -180,6 +180,14 @@ class Launcher:
         `subscribers` see every event from the first; with start=False the caller calls handle.start()."""
         backend = self.backend(spec.backend)
         items = [None] if items is None else list(items)
+        job_id = new_job_id()
+        handle = JobHandle(job_id, spec, ev.EventBus())
+        for subscriber in subscribers:
+            handle.events.subscribe(subscriber)
+        prepare = getattr(backend, "prepare", None)
+        if prepare is not None:  # e.g. the worker image: made or found (with progress events) before anything else
+            prepare(spec, on_progress=lambda event: handle.events.publish(dataclasses.replace(event, job_id=job_id)),
+                    job_id=job_id)
         concurrency = backend.concurrency(spec)
         workers = spec.workers or concurrency
         if open_job:
@@ -196,14 +204,6 @@ class Launcher:
                     f"the cap or lower --workers."
                 )
         chunks = program_chunks if program_chunks is not None else serialize.dumps_chunks(program)
-        job_id = new_job_id()
-        handle = JobHandle(job_id, spec, ev.EventBus())
-        for subscriber in subscribers:
-            handle.events.subscribe(subscriber)
-        prepare = getattr(backend, "prepare", None)
-        if prepare is not None:  # e.g. the worker image: made or found before anything is launched
-            prepare(spec, on_progress=lambda event: handle.events.publish(dataclasses.replace(event, job_id=job_id)),
-                    job_id=job_id)
         monitor = _Monitor(self, handle, backend, plan, chunks, items, open_job, rate)
         handle._monitor = monitor
         try:

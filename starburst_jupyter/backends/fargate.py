@@ -117,6 +117,7 @@ class FargateBackend:
     def prepare(self, spec, *, on_progress: Any = None, job_id: str = "") -> str:
         """The image Fargate runs: config `image`, else this kernel's environment image in ECR (found by its
         content-hash tag; built and pushed first when auto_build is on, else a clear error saying how)."""
+        self._require_setup()
         if self.config.image:
             return self.config.image
         from .. import envimage
