@@ -33,7 +33,7 @@ from .spec import JobSpec
 MAX_RECORDED_FAILURES = 50
 MAX_LAUNCH_ATTEMPTS = 6  # per worker, with back-off 2, 4, 8, 16, 30 s between them
 LAUNCH_BACKOFF_SECONDS = (2.0, 30.0)  # first delay (doubling) and the longest
-RESULT_WINDOW_SECONDS = 60.0  # a quick result listing covers objects written this recently (clock skew, slow uploads)
+RESULT_WINDOW_SECONDS = 20.0  # a quick result listing covers objects written this recently (clock skew, uploads)
 SWEEP_SECONDS = 60.0  # ... and a full listing runs this often, and whenever a worker ends
 _LIVE: "weakref.WeakSet[_Monitor]" = weakref.WeakSet()
 
@@ -502,7 +502,10 @@ class _Monitor(threading.Thread):
                 self.backend.stop([ref])
                 ref.reason = "stopped by user"
         exited = self._poll_workers()
-        full = bool(exited) or now - self.last_sweep >= SWEEP_SECONDS  # nothing a dead worker wrote is missed
+        # a worker that died may have written results a quick listing misses: sweep before retrying its work
+        # (one that ended cleanly flushed its last results just now, well inside the quick listing's window)
+        died = any(r.exit_code not in (0, EXIT_CANCELLED, EXIT_DEADLINE) for r in exited)
+        full = died or now - self.last_sweep >= SWEEP_SECONDS
         changed = self._scan_claims(full)
         changed |= self._collect_results(full)
         for ref in exited:
@@ -529,9 +532,12 @@ class _Monitor(threading.Thread):
 
     def _launch_workers(self) -> None:
         now = time.time()
-        starts = [(i, wave, budget) for i, (wave, budget, _, due, _) in self.pending_launch.items() if due <= now]
-        waiting = len(self.pending_launch) - len(starts)  # slots kept for workers retried later
         unclaimed = sum(1 for b, idx in self.blocks.items() if b not in self.claims)
+        due = [(i, wave, budget) for i, (wave, budget, _, at, _) in self.pending_launch.items() if at <= now]
+        for index, _, _ in due[unclaimed:]:  # no work left for them: a cold start for nothing
+            self.pending_launch.pop(index)
+        starts = due[:unclaimed]
+        waiting = len(self.pending_launch) - len(starts)  # slots kept for workers retried later
         alive = len(self._alive()) + waiting
         while alive + len(starts) < self.plan.concurrency and unclaimed > len(starts):
             planned = self.next_worker < self.plan.workers
@@ -751,6 +757,8 @@ class _Monitor(threading.Thread):
     # ----- endings --------------------------------------------------------------------------
     def _stop_all(self) -> None:
         self.pending_launch.clear()
+        if self.spec.keep_warm > 0 and hasattr(self.backend, "warm_workers"):
+            self._keep_warm()  # (also on a cancel: a worker another job took is that job's now)
         alive = self._alive()
         if alive or self.workers:  # (a cloud backend also looks for tasks of the job it has no ref of)
             keep = {"keep": set(self.kept_warm.values())} if self.kept_warm else {}
@@ -759,6 +767,7 @@ class _Monitor(threading.Thread):
         for ref in alive:
             if ref.index not in ended:
                 ref.exit_code, ref.ended = -1, time.time()
+                ref.reason = ref.reason or "stopped at the end of the job"
             self.bus.publish(ev.WorkerExited(self.job_id, worker=ref.index, exit_code=ref.exit_code, reason=ref.reason))
 
     def _finish(self) -> None:

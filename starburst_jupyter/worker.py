@@ -142,6 +142,7 @@ class Worker:
         self.newest = -1  # the highest block id listed so far
         self.cursor = 0
         self.done = 0
+        self.drained = False  # True once no work was left (not merely this worker's budget spent)
 
     def next_block(self) -> int | None:
         waited, pause = 0.0, 0.005
@@ -176,6 +177,7 @@ class Worker:
             control.check()
             block = self.next_block()
             if block is None:
+                self.drained = True
                 break
             control.status["block"] = block
             self.run_block(program, block, control)
@@ -233,11 +235,11 @@ def wait_warm(files: JobFiles, worker: int, spec: dict) -> tuple[JobFiles, int] 
             if assignment.get("expired"):
                 return None
             log(f"worker {worker}: taken warm by job {assignment['job']} as its worker {assignment['worker']}")
+            # (the assignment stays: it tells this job's launcher the worker left for another job, not to stop it)
             return JobFiles(open_store(assignment["store"]), assignment["job"], assignment["prefix"]), int(assignment["worker"])
     finally:
-        for key in (f"{pool}{name}.json", f"{pool}{name}.assign"):
-            with contextlib.suppress(OSError):
-                store.delete(key)
+        with contextlib.suppress(OSError):
+            store.delete(f"{pool}{name}.json")
 
 
 def _own_task_arn() -> str | None:
@@ -263,7 +265,7 @@ def run_job(files: JobFiles, index: int, budget: int | None = None) -> int:
     control.start()
     code = worker.run(control)
     control.active = False
-    if code == EXIT_OK:
+    if code == EXIT_OK and worker.drained:  # a worker that only spent its budget frees its slot for the next wave
         taken = wait_warm(files, index, worker.spec)
         if taken is not None:
             return run_job(*taken)

@@ -74,6 +74,7 @@ class FargateAgent(threading.Thread):
         self.launched_env: list[dict[str, str]] = []  # every environment a worker was given
         self.stop_event = threading.Event()
         self.errors: list[BaseException] = []
+        self.finished.update(self._tasks())  # tasks of an earlier agent are not this one's to run
 
     # ----- moto's records -------------------------------------------------------------------
     def _tasks(self) -> dict[str, Any]:
@@ -170,12 +171,16 @@ class FargateAgent(threading.Thread):
         os.killpg(self.procs[arn].pid, signal.SIGKILL)
 
     def stop(self) -> None:
+        """The agent goes, and its tasks with it (recorded STOPPED, as a lost host's tasks are)."""
         self.stop_event.set()
         self.join(timeout=5)
-        for proc in self.procs.values():
+        tasks = self._tasks()
+        for arn, proc in self.procs.items():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+            if arn not in self.finished and arn in tasks:
+                self._stopped(arn, tasks[arn], proc.returncode)
 
 
 class RunTaskFailures:

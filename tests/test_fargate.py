@@ -61,7 +61,15 @@ def fargate(account, moto_server, moto_env, monkeypatch):
     agent.start()
     yield agent
     agent.stop()
+    _empty_warm_pool(moto_server, account["bucket"])  # warm workers of this test are gone with its agent
     assert not agent.errors, agent.errors
+
+
+def _empty_warm_pool(moto_server, bucket: str) -> None:
+    s3 = moto_server.client("s3")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="warm/"):
+        for obj in page.get("Contents", ()):
+            s3.delete_object(Bucket=bucket, Key=obj["Key"])
 
 
 def ecs_tasks(moto_server, **filters) -> list[str]:
@@ -348,3 +356,27 @@ def test_the_environment_image_is_found_in_ecr_by_its_tag_or_the_job_says_how_to
     image = moto_server.client("ecs").describe_task_definition(
         taskDefinition=taskdef_arn)["taskDefinition"]["containerDefinitions"][0]["image"]
     assert image == f"123456789012.dkr.ecr.us-east-1.amazonaws.com/starburst-worker:{tag}"
+
+
+def test_a_worker_that_spent_its_budget_frees_its_slot_instead_of_waiting_warm(fargate):
+    """Waves with --keep-warm: wave-1 workers stop after their share, so wave 2 starts at once; only
+    workers that found no work left wait warm."""
+    config = load_config()
+    handle = Launcher(config).submit(build_spec(config, mode="map", workers=8, keep_warm=1), _Square(), list(range(16)))
+    assert handle.wait(timeout=50).values == [x * x for x in range(16)]  # held back, it would take a minute
+    record = JobStore().read(handle.id)
+    assert record["waves"]["started"] == 2
+    wave_one = [w for w in record["workers"].values() if w["wave"] == 1]
+    assert wave_one and all(w["reason"] == "finished" for w in wave_one)
+
+
+def test_warm_workers_do_not_count_against_the_quota_of_the_job_that_takes_them(fargate):
+    config = load_config()
+    launcher = Launcher(config)
+    launcher.submit(build_spec(config, mode="map", workers=4, keep_warm=1), _Square(), list(range(4))).wait(timeout=120)
+    assert len(fargate.running()) == 4  # all warm, the whole quota of 4 vCPUs
+    second = launcher.submit(build_spec(config, mode="map", workers=4), _Square(), list(range(8)))
+    assert second.plan.concurrency == 4
+    assert second.wait(timeout=120).values == [x * x for x in range(8)]
+    assert "ecs.RunTask" not in JobStore().read(second.id)["api_calls"]
+    wait_for(lambda: not fargate.running(), timeout=30)

@@ -158,7 +158,9 @@ class Setup:
             "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}))
         s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": [
             {"ID": "expire-old-jobs", "Status": "Enabled", "Filter": {"Prefix": "jobs/"},
-             "Expiration": {"Days": JOB_EXPIRY_DAYS}, "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}}]})
+             "Expiration": {"Days": JOB_EXPIRY_DAYS}, "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
+            {"ID": "expire-warm-pool-leftovers", "Status": "Enabled", "Filter": {"Prefix": "warm/"},
+             "Expiration": {"Days": 1}}]})
         s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
 
     def _create_ecr_repository(self, tags: dict) -> None:

@@ -8,8 +8,10 @@ its credentials come from the task role, never from us.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+import uuid
 import time
 import warnings
 from pathlib import Path
@@ -160,6 +162,13 @@ class FargateBackend:
                 warnings.warn(quota.note, QuotaNote, stacklevel=2)
         try:
             running = running_vcpus(self._client("ecs"), self.config.cluster)
+            # warm workers of this shape run, but they are there to be taken by this very job
+            now = time.time()
+            for key in self.store.list(self._warm_pool(spec)) if self.config.image or self._image_ref else ():
+                if key.endswith(".json"):
+                    with contextlib.suppress(FileNotFoundError, ValueError):
+                        if json.loads(self.store.get(key)).get("until", 0) > now + 5:
+                            running -= vcpus_per_worker
         except Exception as exc:  # noqa: BLE001 - the cluster missing is a set-up problem, said plainly
             raise BurstBackendUnavailable(
                 f"Could not list the tasks of ECS cluster {self.config.cluster!r} in {self.region}: "
@@ -190,7 +199,8 @@ class FargateBackend:
         if not pool:
             return []
         names = {key.rsplit("/", 1)[-1] for key in self.store.list(pool)}
-        return [r for r in refs if f"{files.job_id}-{r.index:04d}.json" in names]
+        # waiting in the pool (.json), or already taken by another job (.assign): either way not ours to stop
+        return [r for r in refs if {f"{files.job_id}-{r.index:04d}.json", f"{files.job_id}-{r.index:04d}.assign"} & names]
 
     def _take_warm(self, files: JobFiles, spec, starts: list[tuple[int, int, int]]) -> list[WorkerRef]:
         """Assign waiting warm workers of this shape to some of the starts (no RunTask, no cold start)."""
@@ -258,6 +268,7 @@ class FargateBackend:
                         "assignPublicIp": "ENABLED" if self.config.assign_public_ip else "DISABLED"}},
                     overrides={"containerOverrides": [{"name": CONTAINER, "environment": environment}]},
                     tags=[MANAGED_TAG, {"key": "starburst:job", "value": files.job_id}],
+                    clientToken=uuid.uuid4().hex,  # a RunTask botocore re-sends (timeout, 5xx) starts no second task
                     propagateTags="TASK_DEFINITION", **launch,
                 )
             except Exception as exc:  # noqa: BLE001 - botocore has already retried throttling and 5xx
@@ -280,9 +291,10 @@ class FargateBackend:
     def adopt(self, index: int, info: dict[str, Any]) -> WorkerRef:
         """A worker of a job another kernel launched, from its record (the task goes on regardless)."""
         keep = {k: v for k, v in info.items() if k not in ("wave", "started", "ended", "exit_code", "reason")}
+        arn = info.get("task_arn")  # none for a worker whose launch was given up
         return WorkerRef(index, int(info.get("wave", 1)), float(info.get("started") or time.time()),
-                         handle=info["task_arn"], info=keep, exit_code=info.get("exit_code"),
-                         ended=info.get("ended"), reason=info.get("reason", ""))
+                         handle=arn, info=keep, exit_code=info.get("exit_code", -1 if not arn else None),
+                         ended=info.get("ended") or (None if arn else time.time()), reason=info.get("reason", ""))
 
     def _describe(self, arns: list[str]) -> dict[str, dict]:
         ecs = self._client("ecs")
@@ -309,7 +321,10 @@ class FargateBackend:
             started = task.get("pullStartedAt") or task.get("startedAt")
             if started is not None and "warm_from" not in ref.info:  # billing starts when the image pull does
                 ref.started = started.timestamp() if hasattr(started, "timestamp") else float(started)
-            if task.get("lastStatus") == "STOPPED":
+            container = next((c for c in task.get("containers", ()) if c.get("name") == CONTAINER), {})
+            # the worker's container ends some 10-40 s before the task reports STOPPED: its exit code counts
+            if task.get("lastStatus") == "STOPPED" or (
+                    container.get("lastStatus") == "STOPPED" and container.get("exitCode") is not None):
                 ref.exit_code, ref.reason = describe_stop(task)
                 stopped = task.get("stoppedAt")
                 ref.ended = stopped.timestamp() if hasattr(stopped, "timestamp") else now
