@@ -307,10 +307,17 @@ def _unpicklable_item(items: list[Any]) -> str | None:
     return None
 
 
+OWNER_SILENT_SECONDS = 60.0  # a live monitor rewrites its record every few seconds at most
+
+
 def _owner_alive(record: dict[str, Any]) -> bool:
+    """Is the kernel that launched the job still following it? A record nobody rewrote for a minute says
+    no, wherever its owner was (another host, a replaced container, a pid now used by something else)."""
+    if time.time() - float(record.get("updated", time.time())) > OWNER_SILENT_SECONDS:
+        return False
     owner = record.get("owner", {})
     if owner.get("host") != socket.gethostname():
-        return True  # cannot tell from here; assume it is alive
+        return True  # cannot tell from here, and it wrote recently
     try:
         os.kill(int(owner.get("pid", 0)), 0)
     except (ProcessLookupError, ValueError):
@@ -896,6 +903,7 @@ class _Monitor(threading.Thread):
                      "label": self._cost_label(), "prices_as_of": pricing.PRICES_AS_OF},
             "store": {"url": self.files.store.url, "prefix": self.files.prefix},
             "owner": {"pid": os.getpid(), "host": socket.gethostname()},
+            "updated": time.time(),
         }
         calls = getattr(self.backend, "api_calls", None)
         if calls is not None:

@@ -115,3 +115,14 @@ def test_incremental_listings_return_only_recent_results_and_later_claims(tmp_pa
     assert files.list_claimed(after=1) == {2, 7}
     assert files.list_claimed() == {0, 1, 2, 7}
     assert files.list_blocks(after=0) == []  # no task blocks written
+
+
+def test_a_job_whose_record_went_silent_has_no_live_owner():
+    """Another host's kernel cannot be asked; a record it stopped rewriting says it is gone (attach, cancel)."""
+    import time as _time
+
+    from starburst_jupyter.launcher import _owner_alive
+
+    elsewhere = {"host": "some-other-host", "pid": 1}
+    assert _owner_alive({"owner": elsewhere, "updated": _time.time()})
+    assert not _owner_alive({"owner": elsewhere, "updated": _time.time() - 120})

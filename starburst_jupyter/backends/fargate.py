@@ -29,6 +29,7 @@ from . import LaunchFailure, WorkerRef
 
 DESCRIBE_BATCH = 100  # DescribeTasks takes up to 100 tasks
 LOG_STREAMS_BATCH = 100  # FilterLogEvents takes up to 100 stream names
+LOG_LAG_MS = 10_000  # how late CloudWatch may deliver a line: each read looks back this far
 #: RunTask failure reasons worth another try later (capacity comes and goes; quotas free up).
 RETRYABLE = ("RESOURCE", "CAPACITY", "CAPACITY IS UNAVAILABLE", "THROTTL", "AGENT", "LIMIT", "QUOTA")
 
@@ -371,30 +372,30 @@ class FargateBackend:
 
     def tail_logs(self, files: JobFiles, refs: list[WorkerRef], cursor: Any):
         """One FilterLogEvents per 100 workers per poll, from where the last read ended."""
-        # from the job's first worker on: a stream of a worker taken warm also holds its earlier job's lines
-        cursor = cursor or {"since": int(min((r.started for r in refs), default=0) * 1000), "seen": set()}
+        # from the job's first worker on: a stream of a worker taken warm also holds its earlier job's lines;
+        # each read goes back LOG_LAG_MS (CloudWatch delivers late, in batches) and skips events already seen
+        cursor = cursor or {"since": int(min((r.started for r in refs), default=0) * 1000), "seen": {}}
         logs = self._client("logs")
         by_stream = {r.info["log_stream"]: r.index for r in refs if "log_stream" in r.info}
         streams = sorted(by_stream)
         lines: list[tuple[int, str]] = []
-        newest, seen_at_newest = cursor["since"], set(cursor["seen"])
+        newest, seen = cursor["since"], dict(cursor["seen"])
         for start in range(0, len(streams), LOG_STREAMS_BATCH):
             kwargs = {"logGroupName": self.config.log_group, "logStreamNames": streams[start:start + LOG_STREAMS_BATCH],
-                      "startTime": cursor["since"]}
+                      "startTime": max(0, cursor["since"] - LOG_LAG_MS)}
             try:
                 for page in logs.get_paginator("filter_log_events").paginate(**kwargs):
                     for event in page.get("events", ()):
-                        if event["timestamp"] == cursor["since"] and event["eventId"] in cursor["seen"]:
+                        if event["eventId"] in seen:
                             continue
+                        seen[event["eventId"]] = event["timestamp"]
                         lines.append((by_stream[event["logStreamName"]], event["message"].rstrip("\n")))
-                        if event["timestamp"] > newest:
-                            newest, seen_at_newest = event["timestamp"], set()
-                        if event["timestamp"] == newest:
-                            seen_at_newest.add(event["eventId"])
+                        newest = max(newest, event["timestamp"])
             except Exception as exc:  # noqa: BLE001 - no stream yet (task still starting) is normal
                 if error_code(exc) != "ResourceNotFoundException":
                     raise
-        return lines, {"since": newest, "seen": seen_at_newest}
+        horizon = newest - LOG_LAG_MS
+        return lines, {"since": newest, "seen": {k: t for k, t in seen.items() if t >= horizon}}
 
     def read_log(self, files: JobFiles, worker: int) -> str:
         try:
