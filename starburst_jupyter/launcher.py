@@ -257,8 +257,10 @@ class Launcher:
             monitor.start()
         return handle
 
-    def job_logs(self, job_id: str, worker: int | None = None) -> dict[int, str]:
-        """Worker logs of any job in the store: {worker index: text}."""
+    def job_logs(self, job_id: str, worker: int | None = None, *, tail_lines: int | None = None,
+                 first: int | None = None) -> dict[int, str]:
+        """Worker logs of any job in the store: {worker index: text}; with tail_lines only each log's last lines
+        (one CloudWatch call per worker on Fargate, not the whole stream), with `first` only that many workers."""
         record = self.store.find(job_id)
         indices = sorted(int(i) for i in record.get("workers", {}))
         if worker is not None:
@@ -267,7 +269,16 @@ class Launcher:
             indices = [worker]
         backend = self.backend(record["backend"])
         files = backend.job_files(record["id"])
-        return {i: backend.read_log(files, i) for i in indices}
+        reader = getattr(backend, "read_log_tail", None)
+        logs = {}
+        for index in indices[:first]:
+            if tail_lines is None:
+                logs[index] = backend.read_log(files, index)
+            elif reader is not None:
+                logs[index] = reader(files, index, tail_lines)
+            else:
+                logs[index] = "".join(backend.read_log(files, index).splitlines(keepends=True)[-tail_lines:])
+        return logs
 
     def cancel_job(self, job_id: str, reason: str = "cancelled") -> dict[str, Any]:
         """Cancel any job in the store, also when the kernel that launched it is gone. Idempotent."""

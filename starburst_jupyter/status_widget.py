@@ -374,15 +374,15 @@ class StatusWidget:
         parts = [f"<pre class='starburst-detail' style='margin:0'>{_esc(format_job(record))}</pre>"]
         if record.get("workers"):
             try:
-                logs = self.launcher().job_logs(record["id"])
+                logs = self.launcher().job_logs(record["id"], tail_lines=LOG_TAIL_LINES, first=MAX_WORKER_LOGS + 1)
             except Exception as exc:  # noqa: BLE001 - e.g. a cloud backend without credentials here
                 parts.append(f"<div>worker logs unavailable: {_esc(type(exc).__name__)}: {_esc(exc)}</div>")
             else:
                 for index in sorted(logs)[:MAX_WORKER_LOGS]:
                     parts.append(f"<div><b>worker {index}</b> (last {LOG_TAIL_LINES} lines)</div>"
                                  f"<pre class='starburst-logs' style='margin:0'>{_esc(_tail(logs[index], LOG_TAIL_LINES))}</pre>")
-                if len(logs) > MAX_WORKER_LOGS:
-                    parts.append(f"<div>... {len(logs) - MAX_WORKER_LOGS} more workers</div>")
+                if len(record["workers"]) > MAX_WORKER_LOGS:
+                    parts.append(f"<div>... {len(record['workers']) - MAX_WORKER_LOGS} more workers</div>")
             parts.append(f"<small>full logs: <code>%burst_logs {_esc(record['id'])} [--worker N]</code></small>")
         return "".join(parts)
 

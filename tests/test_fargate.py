@@ -380,3 +380,12 @@ def test_warm_workers_do_not_count_against_the_quota_of_the_job_that_takes_them(
     assert second.wait(timeout=120).values == [x * x for x in range(8)]
     assert "ecs.RunTask" not in JobStore().read(second.id)["api_calls"]
     wait_for(lambda: not fargate.running(), timeout=30)
+
+
+def test_log_previews_read_only_the_last_lines(fargate):
+    burst_map(slow_square, range(6), workers=2)
+    record = latest_record()
+    full = Launcher().job_logs(record["id"])
+    tails = Launcher().job_logs(record["id"], tail_lines=2, first=1)
+    assert list(tails) == [0]
+    assert tails[0].splitlines() == full[0].splitlines()[-2:]

@@ -397,12 +397,28 @@ class FargateBackend:
         horizon = newest - LOG_LAG_MS
         return lines, {"since": newest, "seen": {k: t for k, t in seen.items() if t >= horizon}}
 
-    def read_log(self, files: JobFiles, worker: int) -> str:
+    def _stream_of(self, files: JobFiles, worker: int) -> str | None:
         try:
-            info = JobStore(self.home).read(files.job_id).get("workers", {}).get(str(worker), {})
+            return JobStore(self.home).read(files.job_id).get("workers", {}).get(str(worker), {}).get("log_stream")
         except KeyError:
-            info = {}
-        stream = info.get("log_stream")
+            return None
+
+    def read_log_tail(self, files: JobFiles, worker: int, lines: int) -> str:
+        """The last lines of a worker's log in one GetLogEvents call (a status view's preview)."""
+        stream = self._stream_of(files, worker)
+        if not stream:
+            return ""
+        try:
+            reply = self._client("logs").get_log_events(logGroupName=self.config.log_group, logStreamName=stream,
+                                                        startFromHead=False, limit=max(1, min(lines, 10_000)))
+        except Exception as exc:  # noqa: BLE001
+            if error_code(exc) == "ResourceNotFoundException":
+                return ""
+            raise
+        return "".join(event["message"].rstrip("\n") + "\n" for event in reply.get("events", ()))
+
+    def read_log(self, files: JobFiles, worker: int) -> str:
+        stream = self._stream_of(files, worker)
         if not stream:
             return ""
         logs = self._client("logs")

@@ -185,10 +185,17 @@ class NotFoundHandler(BurstHandler):
     post = put = delete = patch = get
 
 
+_LAUNCHER: Any = None
+
+
 def _read_log(record: dict[str, Any], worker: int) -> str:
+    """(One launcher per server process: its backends keep their AWS clients between requests.)"""
+    global _LAUNCHER
     from ..launcher import Launcher
 
-    backend = Launcher().backend(record["backend"])
+    if _LAUNCHER is None:
+        _LAUNCHER = Launcher()
+    backend = _LAUNCHER.backend(record["backend"])
     return backend.read_log(backend.job_files(record["id"]), worker)
 
 
