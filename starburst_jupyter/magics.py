@@ -5,7 +5,7 @@ import asyncio
 import keyword
 import re
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -78,22 +78,37 @@ def _with_image_options(config: Any, args: Any) -> Any:
     return config.with_values(values) if values else config
 
 
-def _image_progress() -> Any:
-    """Worker-image build lines ([image] Step 3/9 ...) in the cell's output while the image is made."""
+def _image_progress(shell: Any) -> Any:
+    """Making the worker image, shown as it goes: one live line and bar in a notebook, [image] lines elsewhere."""
     from .events import ImageBuildProgress
 
-    printer = None
+    shown: list[Any] = []
 
     def show(event: Any) -> None:
-        nonlocal printer
-        if isinstance(event, ImageBuildProgress):
-            if printer is None:
-                from .envimage import TextProgress
-
-                printer = TextProgress(lambda text: print(text, flush=True))
-            printer(event)
+        if not isinstance(event, ImageBuildProgress):
+            return
+        if not shown:
+            shown.append(_image_display(shell))
+        shown[0](event)
 
     return show
+
+
+def _image_display(shell: Any) -> Callable[[Any], None]:
+    if _in_kernel(shell):
+        try:
+            from IPython.display import display
+
+            from .widget import ImageProgressWidget
+        except ImportError:
+            pass
+        else:
+            widget = ImageProgressWidget()
+            display(widget.root)
+            return widget.update
+    from .envimage import TextProgress
+
+    return TextProgress(lambda text: print(text, flush=True))
 
 
 def _plural(count: int, noun: str) -> str:
@@ -210,7 +225,7 @@ class BurstMagics(Magics):
             return None
         tasks = len(items) if items is not None else 1
         handle = Launcher(config).submit(spec, program, items, program_chunks=chunks, start=False,
-                                         subscribers=[_image_progress()])
+                                         subscribers=[_image_progress(self.shell)])
         plan = handle.plan
         waves = f" in {plan.waves} waves" if plan.waves > 1 else ""
         hourly = plan.concurrency * 3600 * pricing.per_second(

@@ -139,3 +139,36 @@ class JobWidget:
             f"{view.failed} failed, {view.elapsed():.1f}s, ${view.accrued:.4f}"
             f"{' (Fargate estimate)' if view.backend == 'local' else ''}"
             f"{' &middot; ' + _esc(view.message) if view.message else ''}</div>"), self.failures]
+
+
+class ImageProgressWidget:
+    """One line and a bar for making the worker image (a first build takes minutes and must never look
+    frozen, nor flood the cell): build steps and pushed bytes as the bar, the latest step as the line."""
+
+    def __init__(self, min_interval: float = 0.25):
+        self.line = widgets.HTML(value="worker image: checking")
+        self.bar = widgets.IntProgress(min=0, max=1, value=0, layout=widgets.Layout(width="60%", visibility="hidden"))
+        self.root = widgets.VBox([self.line, self.bar])
+        self.root.add_class("starburst-image")
+        self.min_interval, self._last = min_interval, 0.0
+        self.lines = 0  # pip and Dockerfile output lines, counted rather than shown
+
+    def update(self, event) -> None:
+        final = event.phase in ("done", "reuse")
+        if event.phase == "context" or (event.phase == "build" and event.current is None
+                                        and not event.message.startswith("building ")):
+            self.lines += 1
+            if not final and time.monotonic() - self._last < self.min_interval:
+                return
+        elif not final and event.phase == "push" and time.monotonic() - self._last < self.min_interval:
+            return
+        self._last = time.monotonic()
+        if event.total:
+            self.bar.max, self.bar.value = max(1, event.total), min(event.current or 0, event.total)
+            self.bar.layout.visibility = "visible"
+            self.bar.description = "pushed" if event.phase == "push" else "step"
+        if final:
+            self.bar.layout.visibility = "hidden"
+        message = event.message if event.phase in ("check", "reuse", "done", "push") or event.current is not None \
+            else f"{event.phase}: {self.lines} lines of output"
+        self.line.value = f"<b>worker image</b> ({_esc(event.phase)}): {_esc(message)}"

@@ -47,3 +47,21 @@ def test_log_viewer_is_capped():
     widget = JobWidget(view, lambda: None, lambda i: None)
     widget.render(view)
     assert widget.logs.value.count("\n") < 250 and "line 4999" in widget.logs.value
+
+
+def test_image_progress_shows_steps_and_pushed_bytes_and_counts_chatter():
+    from starburst_jupyter.widget import ImageProgressWidget
+
+    widget = ImageProgressWidget(min_interval=0.0)
+    progress = lambda phase, message, current=None, total=None: ev.ImageBuildProgress(  # noqa: E731
+        "j", phase=phase, message=message, current=current, total=total)
+    widget.update(progress("context", "Collecting cloudpickle"))
+    widget.update(progress("context", "Building wheel for mylib"))
+    assert "2 lines of output" in widget.line.value
+    widget.update(progress("build", "Step 3/9 : RUN pip install", 3, 9))
+    assert (widget.bar.value, widget.bar.max, widget.bar.layout.visibility) == (3, 9, "visible")
+    assert "Step 3/9" in widget.line.value
+    widget.update(progress("push", "pushing", 50 * 2**20, 100 * 2**20))
+    assert widget.bar.description == "pushed" and widget.bar.value == 50 * 2**20
+    widget.update(progress("done", "built starburst-worker:abc in 42 s (139 MB)"))
+    assert "built starburst-worker:abc" in widget.line.value and widget.bar.layout.visibility == "hidden"
