@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from helpers import file_tail, free_port
 
 START_TIMEOUT = 90.0
 
@@ -58,16 +59,7 @@ class Server:
         return status, parsed, ctype
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return file_tail(self.log_path, lines)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +69,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     dirs = {name: base / name for name in ("root", "home", "config", "data", "runtime")}
     for d in dirs.values():
         d.mkdir()
-    token, port = secrets.token_hex(24), _free_port()
+    token, port = secrets.token_hex(24), free_port()
     env = {**os.environ, "STARBURST_HOME": str(dirs["home"]), "JUPYTER_CONFIG_DIR": str(dirs["config"]),
            "JUPYTER_DATA_DIR": str(dirs["data"]), "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
            "PYTHONUNBUFFERED": "1"}
