@@ -34,7 +34,7 @@ MAX_RECORDED_FAILURES = 50
 MAX_LAUNCH_ATTEMPTS = 6  # per worker, with back-off 2, 4, 8, 16, 30 s between them
 LAUNCH_BACKOFF_SECONDS = (2.0, 30.0)  # first delay (doubling) and the longest
 RESULT_WINDOW_SECONDS = 20.0  # a quick result listing covers objects written this recently (clock skew, uploads)
-SWEEP_SECONDS = 60.0  # ... and a full listing runs this often, and whenever a worker ends
+SWEEP_SECONDS = 60.0  # ... and a full listing runs this often, and whenever a worker dies
 _LIVE: "weakref.WeakSet[_Monitor]" = weakref.WeakSet()
 
 
