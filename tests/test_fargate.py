@@ -323,8 +323,8 @@ def test_keep_warm_hands_finished_workers_to_the_next_job(fargate, moto_server):
     assert "ecs.RunTask" not in record["api_calls"]  # no cold start: no task launched
     assert {w["warm_from"] for w in record["workers"].values()} == {first.id}
     assert "taken warm by job " + second.id in "".join(Launcher().job_logs(second.id).values())
-    wait_for(lambda: not fargate.running(), timeout=30)  # the second job keeps none warm: they end
-    assert ecs_tasks(moto_server, desiredStatus="RUNNING") == []
+    # the second job keeps none warm: they end, and the agent then records their tasks stopped
+    wait_for(lambda: not fargate.running() and not ecs_tasks(moto_server, desiredStatus="RUNNING"), timeout=30)
 
 
 def test_a_warm_worker_leaves_when_no_job_comes(fargate, moto_server):
@@ -332,8 +332,9 @@ def test_a_warm_worker_leaves_when_no_job_comes(fargate, moto_server):
     handle = Launcher(config).submit(build_spec(config, mode="map", workers=1, keep_warm=0.05), _Square(), [1, 2])
     assert handle.wait(timeout=120).values == [1, 4]
     assert len(fargate.running()) == 1
-    wait_for(lambda: not fargate.running(), timeout=30)  # 3 s of keep-warm, then it exits on its own
-    assert ecs_tasks(moto_server, startedBy=handle.id, desiredStatus="RUNNING") == []
+    # 3 s of keep-warm, then it exits on its own, and the agent records its task stopped
+    wait_for(lambda: not fargate.running() and not ecs_tasks(moto_server, startedBy=handle.id,
+                                                             desiredStatus="RUNNING"), timeout=30)
 
 
 def test_the_environment_image_is_found_in_ecr_by_its_tag_or_the_job_says_how_to_build_it(fargate, moto_server):
