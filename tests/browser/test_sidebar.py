@@ -133,6 +133,7 @@ def test_sidebar_shows_the_job_live_and_cancels_it(lab_page, jupyter_lab, start_
             page.locator(TAB).click()
 
 
+@pytest.mark.flaky(reruns=2)  # JupyterLab focus handling under a loaded CI machine
 def test_palette_commands(lab_page):
     page = lab_page
     page.bring_to_front()  # the modal palette closes at once in a page without focus
@@ -141,7 +142,7 @@ def test_palette_commands(lab_page):
     palette = page.locator(".jp-ModalCommandPalette")
     search = palette.locator("input.lm-CommandPalette-input")
     search.wait_for(state="visible")
-    page.keyboard.type("Burst:")
+    search.fill("Burst:")  # into the palette's own input: typed keys went astray when focus moved (seen in CI)
     items = palette.locator(".lm-CommandPalette-item")
     page.wait_for_function("() => document.querySelectorAll('.jp-ModalCommandPalette .lm-CommandPalette-item')"
                            ".length >= 2")
