@@ -85,11 +85,6 @@ def s3_bucket(moto_server, moto_env) -> str:
     client = moto_server.client("s3")
     client.create_bucket(Bucket=name)
     yield name
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-        objects = [{"Key": o["Key"]} for o in page.get("Contents", ())]
-        if objects:
-            client.delete_objects(Bucket=name, Delete={"Objects": objects, "Quiet": True})
-    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=name):
-        for upload in page.get("Uploads", ()):
-            client.abort_multipart_upload(Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"])
-    client.delete_bucket(Bucket=name)
+    from starburst_jupyter.aws.setup import empty_and_delete_bucket
+
+    empty_and_delete_bucket(client, name)

@@ -261,7 +261,7 @@ class Setup:
         s3, bucket = self.c("s3"), self.bucket_name()
         present = self._bucket_exists()
         act("s3 bucket", bucket, present, present and _has_tag(_bucket_tags(s3, bucket), "Key", "Value"),
-            lambda: _empty_and_delete_bucket(s3, bucket))
+            lambda: empty_and_delete_bucket(s3, bucket))
 
         ecr = self.c("ecr")
         present = self._repo_exists()
@@ -306,7 +306,7 @@ def _bucket_tags(s3: Any, bucket: str) -> list[dict]:
         raise
 
 
-def _empty_and_delete_bucket(s3: Any, bucket: str) -> None:
+def empty_and_delete_bucket(s3: Any, bucket: str) -> None:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         objects = [{"Key": o["Key"]} for o in page.get("Contents", ())]
         if objects:

@@ -98,7 +98,8 @@ class FargateBackend:
         self._clients: dict[str, Any] = {}
         self._store = None
         self._taskdefs: dict[str, str] = {}
-        self._images: dict[str, str] = {}  # environment tag -> image URI in ECR
+        self._images: dict[str, str] = {}
+        self._pools: dict[str, str | None] = {}  # job id -> its warm pool (None: keeps none warm)  # environment tag -> image URI in ECR
         self._image_ref: str | None = None
         self.quota: Quota | None = None
 
@@ -195,8 +196,9 @@ class FargateBackend:
 
     def warm_workers(self, files: JobFiles, refs: list[WorkerRef]) -> list[WorkerRef]:
         """Of these workers, those that registered in the warm pool (they finished and wait for a job)."""
-        spec = files.read_spec()
-        pool = spec.get("warm_pool")
+        if files.job_id not in self._pools:  # (asked on every poll while a job ends: read its spec once)
+            self._pools[files.job_id] = files.read_spec().get("warm_pool")
+        pool = self._pools[files.job_id]
         if not pool:
             return []
         names = {key.rsplit("/", 1)[-1] for key in self.store.list(pool)}
