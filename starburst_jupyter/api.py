@@ -6,8 +6,8 @@ from concurrent.futures import Executor, Future
 from typing import Any, Callable, Iterable
 
 from . import events as ev
-from . import serialize
-from .capture import check_picklable, notebook_sources
+from . import serialize, sourcemap
+from .capture import cell_label, check_picklable
 from .config import Config, load_config
 from .errors import BurstError
 from .launcher import JobHandle, Launcher
@@ -32,7 +32,7 @@ def burst_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | 
     config = config or load_config()
     spec = build_spec(config, mode="map", source=_describe(fn), backend=backend, workers=workers, cpu=cpu,
                       memory=memory, timeout=timeout, on_error=on_error, name=name, max_cost=max_cost)
-    program = CallProgram(fn, notebook_sources([fn]))
+    program = CallProgram(fn, sourcemap.collect([fn], cell_label))
     try:
         chunks = serialize.dumps_chunks(program)  # pickled once; only a failure pickles again, to name it
     except Exception:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import ast
 import io
-import linecache
-import os
 import re
 import socket
+import sys
 import threading
 import types
 from dataclasses import dataclass
@@ -188,30 +187,26 @@ def _hint(value: Any) -> str:
     return "Create it inside the cell, or pass the plain data it holds instead."
 
 
-def notebook_sources(values: list[Any]) -> dict[str, list[str]]:
-    """Source lines of notebook cells that defined these functions/classes (and the functions they call),
-    so a remote traceback shows the failing line, not just '/tmp/ipykernel_123/456.py, line 3'."""
-    sources: dict[str, list[str]] = {}
-    seen: set[int] = set()
-    todo = list(values)
-    while todo:
-        value = todo.pop()
-        if id(value) in seen:
-            continue
-        seen.add(id(value))
-        if isinstance(value, type):
-            todo.extend(v for v in vars(value).values() if isinstance(v, (types.FunctionType, classmethod, staticmethod)))
-            continue
-        value = getattr(value, "__func__", value)
-        code = getattr(value, "__code__", None)
-        if code is None:
-            continue
-        name = code.co_filename
-        if name not in sources and not os.path.exists(name) and linecache.getlines(name):
-            sources[name] = linecache.getlines(name)
-        todo.extend(v for n, v in getattr(value, "__globals__", {}).items()
-                    if n in code.co_names and isinstance(v, (types.FunctionType, type)))
-    return sources
+def cell_label(filename: str) -> str | None:
+    """How IPython names the cell that a filename belongs to ("Cell In[7]"), if IPython is running."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    try:
+        named = shell.compile.format_code_name(filename) if shell is not None else None
+    except Exception:  # noqa: BLE001 - an older or stand-in shell: the filename is all we have
+        return None
+    return f"{named[0]} {named[1]}" if named else None
+
+
+def calling_cell_label() -> str | None:
+    """The label of the notebook cell whose code is running this call (the %%burst cell itself)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        label = cell_label(frame.f_code.co_filename)
+        if label:
+            return label
+        frame = frame.f_back
+    return None
 
 
 def refuse_open_files(namespace: dict[str, Any]) -> None:

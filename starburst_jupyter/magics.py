@@ -11,8 +11,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from . import pricing, serialize
-from .capture import analyze_cell, check_picklable, notebook_sources, refuse_open_files, select_namespace
+from . import pricing, serialize, sourcemap
+from .capture import analyze_cell, calling_cell_label, cell_label, check_picklable, refuse_open_files, select_namespace
 from .config import KEYS, load_config, parse_assignments, save_values
 from .errors import BurstCancelled, BurstError, BurstTimeout, BurstValidationError
 from .jobstore import JobStore
@@ -213,7 +213,8 @@ class BurstMagics(Magics):
         namespace = select_namespace(analysis.needed, user_ns)
         refuse_open_files(namespace)
         program = CellProgram(cell, namespace, target, analysis.assigned,
-                              sources=notebook_sources(list(namespace.values())))
+                              sources=sourcemap.collect(namespace.values(), cell_label),
+                              label=calling_cell_label() or "", header=f"%%burst {line}\n")
         try:
             chunks = serialize.dumps_chunks(program)
         except Exception:

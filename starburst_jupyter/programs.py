@@ -2,19 +2,14 @@
 from __future__ import annotations
 
 import ast
-import linecache
 from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
 
+from .sourcemap import SourceMap
+
 CELL_FILENAME = "<burst cell>"
-
-
-def register_sources(sources: dict[str, list[str]]) -> None:
-    """Make notebook cells' lines known to tracebacks on this worker (mtime None: never invalidated)."""
-    for name, lines in sources.items():
-        linecache.cache[name] = (sum(map(len, lines)), None, lines, name)
 
 
 @dataclass
@@ -27,9 +22,9 @@ class CellValues:
     dropped: dict[str, str] = field(default_factory=dict)
 
 
-def split_trailing_expression(source: str, filename: str = CELL_FILENAME):
+def split_trailing_expression(source: str, filename: str = CELL_FILENAME, first_line: int = 1):
     """Compile a cell as IPython would run it: statements, then the last expression's value."""
-    tree = ast.parse(source, filename=filename)
+    tree = ast.increment_lineno(ast.parse(source, filename=filename), first_line - 1)
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = ast.Expression(tree.body.pop().value)
@@ -44,7 +39,13 @@ class CellProgram:
     map_target: str | None = None  # "seed" or "a, b": bound to each item
     assigned: tuple[str, ...] = ()  # single mode: names to bring back
     filename: str = CELL_FILENAME
-    sources: dict[str, list[str]] = field(default_factory=dict)  # notebook cells, for tracebacks
+    sources: SourceMap = field(default_factory=SourceMap)  # notebook cells, for tracebacks
+    label: str = ""  # how the user knows this cell ("Cell In[7]"), for tracebacks
+    header: str = ""  # the cell's "%%burst ..." line: line numbers count it, as the notebook does
+
+    def __post_init__(self) -> None:
+        lines = ([self.header] if self.header else []) + self.source.splitlines(True)
+        self.sources.add_file(self.filename, lines, self.label or None)
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -54,8 +55,7 @@ class CellProgram:
     def _code(self):
         compiled = self.__dict__.get("_compiled")
         if compiled is None:
-            register_sources({**self.sources, self.filename: self.source.splitlines(True)})
-            body, last = split_trailing_expression(self.source, self.filename)
+            body, last = split_trailing_expression(self.source, self.filename, 2 if self.header else 1)
             bind = compile(f"{self.map_target} = __starburst_item__", "<burst map>", "exec") if self.map_target else None
             compiled = self.__dict__["_compiled"] = (body, last, bind)
         return compiled
@@ -94,11 +94,7 @@ class CallProgram:
     """burst_map(fn, items): fn(item) per item."""
 
     fn: Any
-    sources: dict[str, list[str]] = field(default_factory=dict)
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        register_sources(self.sources)
+    sources: SourceMap = field(default_factory=SourceMap)
 
     def run(self, item: Any) -> Any:
         return self.fn(item)
@@ -106,6 +102,8 @@ class CallProgram:
 
 class SubmitProgram:
     """BurstExecutor.submit: each item is (fn, args, kwargs)."""
+
+    sources = SourceMap()  # functions come with the items, not with the program
 
     def run(self, item: Any) -> Any:
         fn, args, kwargs = item

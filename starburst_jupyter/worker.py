@@ -18,9 +18,10 @@ import time
 import traceback
 from typing import Any
 
-from . import serialize
+from . import serialize, sourcemap
 from .errors import RemoteTraceback, ResultTooLarge
 from .protocol import ItemResult, JobFiles
+from .sourcemap import SourceMap
 from .store import open_store
 
 EXIT_OK, EXIT_CRASH, EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM = 0, 1, 3, 4, 5
@@ -85,13 +86,9 @@ class Control(threading.Thread):
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def format_remote_traceback(exc: BaseException) -> str:
-    """The user's frames only: starburst's own frames are noise in a task's traceback."""
-    te = traceback.TracebackException.from_exception(exc)
-    te.stack = traceback.StackSummary.from_list(
-        [f for f in te.stack if not os.path.abspath(f.filename).startswith(_PACKAGE_DIR)]
-    )
-    return "".join(te.format())
+def format_remote_traceback(exc: BaseException, sources: SourceMap | None = None) -> str:
+    """The user's frames only (starburst's own are noise), with the notebook's lines and cell names."""
+    return sourcemap.format_exception(exc, sources or SourceMap(), skip_dir=_PACKAGE_DIR)
 
 
 def run_item(program: Any, index: int, item: Any, worker: int, max_result_bytes: int) -> ItemResult:
@@ -104,9 +101,9 @@ def run_item(program: Any, index: int, item: Any, worker: int, max_result_bytes:
         ok, tb = True, ""
     except BaseException as exc:  # noqa: BLE001 - the item's failure is its result
         value, ok = exc, False
-        tb = format_remote_traceback(exc)
+        tb = format_remote_traceback(exc, getattr(program, "sources", None))
     duration = time.perf_counter() - t0
-    encoded = _encode(value, ok, tb, index)
+    encoded, ok = _encode(value, ok, tb, index)
     if ok and encoded.size > max_result_bytes:  # too large to bring back
         ok, tb = False, ""
         encoded = serialize.encode(ResultTooLarge(
@@ -117,18 +114,19 @@ def run_item(program: Any, index: int, item: Any, worker: int, max_result_bytes:
     return ItemResult(index, ok, encoded, tb, out.getvalue(), err.getvalue(), started, duration, worker)
 
 
-def _encode(value: Any, ok: bool, tb: str, index: int) -> serialize.Encoded:
+def _encode(value: Any, ok: bool, tb: str, index: int) -> tuple[serialize.Encoded, bool]:
+    """The value ready to travel, and whether the item succeeded: a value that cannot travel is a failure."""
     try:
-        encoded = serialize.encode(value)
+        return serialize.encode(value), ok
     except Exception as exc:  # noqa: BLE001
         if ok:
-            value = TypeError(f"Item {index} returned a {type(value).__qualname__} that cannot be pickled: {exc}")
+            value = TypeError(f"Item {index} returned a {type(value).__qualname__} that cannot be pickled: {exc}. "
+                              f"Return plain data (numbers, strings, lists, dicts, arrays) instead.")
         else:
             summary = "".join(traceback.format_exception_only(type(value), value)).strip()
             value = RuntimeError(f"{summary} (the original exception could not be pickled: {exc})")
         value.__cause__ = RemoteTraceback(tb) if tb else None
-        encoded = serialize.encode(value)
-    return encoded
+        return serialize.encode(value), False
 
 
 class Worker:

@@ -22,17 +22,18 @@ from starburst_jupyter.errors import (BurstBackendUnavailable, BurstCaptureError
 
 # ----- helpers ---------------------------------------------------------------------------------
 
-def run(ip, source: str) -> SimpleNamespace:
-    """Run one cell as a notebook would; returns the ExecutionResult plus what it printed."""
+def run(ip, source: str, numbered: bool = False) -> SimpleNamespace:
+    """Run one cell as a notebook would (numbered: as In[N], N counting up); returns the ExecutionResult
+    plus what it printed."""
     with capture_output() as captured:
-        result = ip.run_cell(source)
+        result = ip.run_cell(source, store_history=numbered)
     return SimpleNamespace(result=result, ok=result.success, error=result.error_in_exec,
                            value=result.result, out=captured.stdout, err=captured.stderr,
                            text=captured.stdout + captured.stderr)
 
 
-def ok(ip, source: str) -> SimpleNamespace:
-    outcome = run(ip, source)
+def ok(ip, source: str, numbered: bool = False) -> SimpleNamespace:
+    outcome = run(ip, source, numbered)
     assert outcome.ok, f"cell failed: {outcome.error!r}\n--- stdout ---\n{outcome.out}\n--- stderr ---\n{outcome.err}"
     return outcome
 
@@ -604,6 +605,37 @@ def test_burst_logs_shows_each_workers_log(ip, starburst_home):
 
 
 def test_remote_traceback_shows_the_notebook_functions_line(ip):
-    ok(ip, "def risky(x):\n    if x == 2:\n        raise ValueError('cursed ' + str(x))\n    return x")
-    outcome = run(ip, "%%burst --map x in range(3) --out r\nrisky(x)")
-    assert "raise ValueError('cursed ' + str(x))" in str(outcome.error)  # the notebook cell's own line
+    defined_in = ip.execution_count
+    ok(ip, "def risky(x):\n    if x == 2:\n        raise ValueError('cursed ' + str(x))\n    return x", numbered=True)
+    outcome = run(ip, "%%burst --map x in range(3) --out r\nrisky(x)", numbered=True)
+    text = str(outcome.error)
+    assert "raise ValueError('cursed ' + str(x))" in text  # the notebook cell's own line
+    assert f"Cell In[{defined_in}], line 3, in risky" in text  # named as IPython names it locally
+    assert "<dynamic-code>" not in text
+
+
+def test_remote_traceback_lines_for_lambdas_methods_classes_and_the_burst_cell(ip):
+    meter_cell = ip.execution_count
+    ok(ip, "halve = lambda v: 1 / (v - v)\n"
+           "class Meter:\n"
+           "    def __init__(self, scale):\n"
+           "        self.scale = scale\n"
+           "    def read(self, x):\n"
+           "        return {'k': 1}[x * self.scale]\n"
+           "    @property\n"
+           "    def broken(self):\n"
+           "        return self.missing_attribute\n", numbered=True)
+    ok(ip, "meter = Meter(2)", numbered=True)
+    burst_cell = ip.execution_count
+    run(ip, "%%burst --map x in range(4) --out r --on-error keep\n"
+                      "def inner(v):\n"
+                      "    return [halve, meter.read, lambda _: meter.broken, lambda _: 1 + 'a'][v](v)\n"
+                      "inner(x)", numbered=True)
+    errors = ip.user_ns["r"]
+    tracebacks = [e.__cause__.tb for e in errors]
+    assert "halve = lambda v: 1 / (v - v)" in tracebacks[0] and f"Cell In[{meter_cell}], line 1" in tracebacks[0]
+    assert "return {'k': 1}[x * self.scale]" in tracebacks[1] and "in read" in tracebacks[1]
+    assert "return self.missing_attribute" in tracebacks[2] and f"Cell In[{meter_cell}], line 9" in tracebacks[2]
+    assert "lambda _: 1 + 'a'" in tracebacks[3] and f"Cell In[{burst_cell}], line 3, in inner" in tracebacks[3]
+    for tb in tracebacks:
+        assert "<dynamic-code>" not in tb and "starburst_jupyter" not in tb
