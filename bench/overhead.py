@@ -144,7 +144,7 @@ def quiet() -> Iterator[None]:
 def bench_starburst(workloads: list[Workload], workers: int, reps: int) -> list[Row]:
     """starburst burst_map on the local backend, concurrency = workers."""
     from starburst_jupyter import burst_map
-    from starburst_jupyter.config import Config
+    from starburst_jupyter.core.config import Config
 
     config = Config(local_concurrency=workers)
 

@@ -42,11 +42,11 @@ class _Nap:
 
 
 def run_job(tasks: int, workers: int, seconds: float, full_sweeps: bool) -> dict:
-    import starburst_jupyter.launcher as launcher_module
-    from starburst_jupyter.config import load_config
-    from starburst_jupyter.jobstore import JobStore
-    from starburst_jupyter.launcher import Launcher
-    from starburst_jupyter.spec import build_spec
+    import starburst_jupyter.core.launcher as launcher_module
+    from starburst_jupyter.core.config import load_config
+    from starburst_jupyter.stores.records import JobStore
+    from starburst_jupyter.core.launcher import Launcher
+    from starburst_jupyter.core.spec import build_spec
 
     saved = launcher_module.SWEEP_SECONDS
     launcher_module.SWEEP_SECONDS = 0.0 if full_sweeps else saved
@@ -81,8 +81,8 @@ def main() -> None:
 
     from fargate_agent import FargateAgent
     from moto_server import MotoServer
-    from starburst_jupyter.aws.setup import set_up
-    from starburst_jupyter.config import load_config, save_values
+    from starburst_jupyter.backends.fargate.setup import set_up
+    from starburst_jupyter.core.config import load_config, save_values
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     server = MotoServer().start()

@@ -5,8 +5,16 @@
 """
 from __future__ import annotations
 
-from .errors import (BurstCancelled, BurstCaptureError, BurstConfigError, BurstError, BurstTimeout,
-                     BurstValidationError, ResultTooLarge, WorkerLost)
+from starburst_jupyter.errors import (
+    BurstCancelled,
+    BurstCaptureError,
+    BurstConfigError,
+    BurstError,
+    BurstTimeout,
+    BurstValidationError,
+    ResultTooLarge,
+    WorkerLost,
+)
 
 __version__ = "0.1.0"
 __all__ = [
@@ -19,14 +27,14 @@ __all__ = [
 def __getattr__(name: str):
     # Lazy, so `python -m starburst_jupyter.worker` starts without loading the launcher.
     if name in ("burst_map", "BurstExecutor"):
-        from . import api
+        from starburst_jupyter import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'starburst_jupyter' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython) -> None:  # noqa: ANN001 - IPython's shell
-    from .magics import BurstMagics, make_async_transformer
+    from starburst_jupyter.magics import BurstMagics, make_async_transformer
 
     magics = BurstMagics(ipython)
     ipython.register_magics(magics)

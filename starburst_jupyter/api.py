@@ -5,14 +5,15 @@ import threading
 from concurrent.futures import Executor, Future
 from typing import Any, Callable, Iterable
 
-from . import events as ev
-from . import serialize, sourcemap
-from .capture import cell_label, check_picklable
-from .config import Config, load_config
-from .errors import BurstError
-from .launcher import JobHandle, Launcher
-from .programs import CallProgram, SubmitProgram
-from .spec import build_spec
+from starburst_jupyter.core import events as ev
+from starburst_jupyter.protocol import serialize
+from starburst_jupyter.protocol import sourcemap
+from starburst_jupyter.core.capture import cell_label, check_picklable
+from starburst_jupyter.core.config import Config, load_config
+from starburst_jupyter.errors import BurstError
+from starburst_jupyter.core.launcher import JobHandle, Launcher
+from starburst_jupyter.protocol.programs import CallProgram, SubmitProgram
+from starburst_jupyter.core.spec import build_spec
 
 
 def _describe(fn: Callable) -> str:

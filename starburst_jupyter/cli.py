@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import KEYS, load_config, parse_assignments, save_values
-from .errors import BurstError
-from .jobstore import JobStore
-from .launcher import Launcher
-from .status import format_job, format_jobs
+from starburst_jupyter.core.config import KEYS, load_config, parse_assignments, save_values
+from starburst_jupyter.errors import BurstError
+from starburst_jupyter.stores.records import JobStore
+from starburst_jupyter.core.launcher import Launcher
+from starburst_jupyter.display.status import format_job, format_jobs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command in ("setup", "teardown", "quota"):
             return _aws_command(args)
         elif args.command == "image":
-            from . import envimage
+            from starburst_jupyter import envimage
 
             if args.action == "build":
                 print(envimage.rebuild(load_config(), push=args.push, on_progress=envimage.TextProgress()))
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"starburst: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - AWS errors: one line naming the call, not a traceback
-        from .aws.clients import error_code, error_message
+        from starburst_jupyter.backends.fargate.clients import error_code, error_message
 
         if not hasattr(exc, "response") and not type(exc).__module__.startswith("botocore"):
             raise
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _aws_command(args: argparse.Namespace) -> int:
-    from .aws.quota import describe_quota, request_increase
-    from .aws.setup import set_up, tear_down
+    from starburst_jupyter.backends.fargate.quota import describe_quota, request_increase
+    from starburst_jupyter.backends.fargate.setup import set_up, tear_down
 
     config = load_config()
     if args.command == "setup":
@@ -89,7 +89,7 @@ def _aws_command(args: argparse.Namespace) -> int:
         print("deleted")
     else:
         if args.request:
-            from .aws.clients import client
+            from starburst_jupyter.backends.fargate.clients import client
 
             requested = request_increase(client("service-quotas", config.region), args.request, spot=args.spot)
             print(f"requested {args.request:g} vCPUs: {requested.get('Status', 'submitted')}")

@@ -11,16 +11,25 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from . import pricing, serialize, sourcemap
-from .capture import analyze_cell, calling_cell_label, cell_label, check_picklable, refuse_open_files, select_namespace
-from .config import KEYS, load_config, parse_assignments, save_values
-from .errors import BurstCancelled, BurstError, BurstTimeout, BurstValidationError
-from .jobstore import JobStore
-from .launcher import JobResult, Launcher
-from .programs import CellProgram
-from .progress import PROGRESS_EVENTS, JobView, TextProgress, Throttled
-from .spec import build_spec
-from .status import format_job, format_jobs
+from starburst_jupyter.core import pricing
+from starburst_jupyter.protocol import serialize
+from starburst_jupyter.protocol import sourcemap
+from starburst_jupyter.core.capture import (
+    analyze_cell,
+    calling_cell_label,
+    cell_label,
+    check_picklable,
+    refuse_open_files,
+    select_namespace,
+)
+from starburst_jupyter.core.config import KEYS, load_config, parse_assignments, save_values
+from starburst_jupyter.errors import BurstCancelled, BurstError, BurstTimeout, BurstValidationError
+from starburst_jupyter.stores.records import JobStore
+from starburst_jupyter.core.launcher import JobResult, Launcher
+from starburst_jupyter.protocol.programs import CellProgram
+from starburst_jupyter.display.progress import PROGRESS_EVENTS, JobView, TextProgress, Throttled
+from starburst_jupyter.core.spec import build_spec
+from starburst_jupyter.display.status import format_job, format_jobs
 
 _MAP_RE = re.compile(r"^\s*\(?\s*(?P<target>[A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*,?\s*\)?\s+in\s+(?P<expr>\S.*)$", re.S)
 
@@ -80,7 +89,7 @@ def _with_image_options(config: Any, args: Any) -> Any:
 
 def _image_progress(shell: Any) -> Any:
     """Making the worker image, shown as it goes: one live line and bar in a notebook, [image] lines elsewhere."""
-    from .events import ImageBuildProgress
+    from starburst_jupyter.core.events import ImageBuildProgress
 
     shown: list[Any] = []
 
@@ -99,14 +108,14 @@ def _image_display(shell: Any) -> Callable[[Any], None]:
         try:
             from IPython.display import display
 
-            from .widget import ImageProgressWidget
+            from starburst_jupyter.display.widget import ImageProgressWidget
         except ImportError:
             pass
         else:
             widget = ImageProgressWidget()
             display(widget.root)
             return widget.update
-    from .envimage import TextProgress
+    from starburst_jupyter.envimage import TextProgress
 
     return TextProgress(lambda text: print(text, flush=True))
 
@@ -248,7 +257,7 @@ class BurstMagics(Magics):
             try:
                 from IPython.display import display
 
-                from .widget import JobWidget
+                from starburst_jupyter.display.widget import JobWidget
             except ImportError:
                 pass
             else:
@@ -339,7 +348,7 @@ class BurstMagics(Magics):
                 raise UsageError(exc.args[0]) from None
         if _in_kernel(self.shell):
             try:
-                from .status_widget import show_status
+                from starburst_jupyter.display.status_widget import show_status
             except ImportError:  # no ipywidgets: the text table
                 pass
             else:
@@ -407,7 +416,7 @@ class BurstMagics(Magics):
     @line_magic
     def burst_rebuild(self, line: str) -> None:
         """%burst_rebuild [--push] [--requirements FILE] [--platform P]: build this environment's worker image now."""
-        from . import envimage
+        from starburst_jupyter import envimage
 
         args = parse_argstring(self.burst_rebuild, line)
         print(envimage.rebuild(_with_image_options(load_config(), args), push=args.push,
@@ -418,7 +427,7 @@ class BurstMagics(Magics):
     @line_magic
     def burst_setup(self, line: str) -> None:
         """%burst_setup [--dry-run]: create (once) what the fargate backend needs in AWS and save it to the config."""
-        from .aws.setup import set_up
+        from starburst_jupyter.backends.fargate.setup import set_up
 
         args = parse_argstring(self.burst_setup, line)
         steps, settings = set_up(load_config(), dry_run=args.dry_run)

@@ -85,6 +85,6 @@ def s3_bucket(moto_server, moto_env) -> str:
     client = moto_server.client("s3")
     client.create_bucket(Bucket=name)
     yield name
-    from starburst_jupyter.aws.setup import empty_and_delete_bucket
+    from starburst_jupyter.backends.fargate.setup import empty_and_delete_bucket
 
     empty_and_delete_bucket(client, name)

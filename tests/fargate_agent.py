@@ -134,7 +134,7 @@ class FargateAgent(threading.Thread):
         command = [sys.executable if part == "python" else part for part in container["command"]]
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 env=env, cwd=os.getcwd(), start_new_session=True)
-        from starburst_jupyter.aws.taskdef import log_stream
+        from starburst_jupyter.backends.fargate.taskdef import log_stream
 
         shipper = _LogShipper(self.logs, self.log_group, log_stream(arn), proc.stdout)
         shipper.start()

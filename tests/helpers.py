@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 
-from starburst_jupyter.jobstore import JobStore
+from starburst_jupyter.stores.records import JobStore
 
 
 def pid_alive(pid: int) -> bool:

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from starburst_jupyter.aws.setup import set_up
-from starburst_jupyter.config import load_config
+from starburst_jupyter.backends.fargate.setup import set_up
+from starburst_jupyter.core.config import load_config
 
 pytestmark = pytest.mark.slow
 
 
 def test_setup_twice_changes_nothing_and_teardown_leaves_nothing_tagged(moto_server, moto_env):
-    from starburst_jupyter.aws.setup import tear_down
+    from starburst_jupyter.backends.fargate.setup import tear_down
 
     moto_server.reset()
     config = load_config()
@@ -43,7 +43,7 @@ def test_setup_twice_changes_nothing_and_teardown_leaves_nothing_tagged(moto_ser
 
 
 def test_teardown_keeps_a_same_named_resource_that_is_not_ours(moto_server, moto_env):
-    from starburst_jupyter.aws.setup import tear_down
+    from starburst_jupyter.backends.fargate.setup import tear_down
 
     moto_server.reset()
     moto_server.client("logs").create_log_group(logGroupName="/starburst/workers")  # someone else's, untagged

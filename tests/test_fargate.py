@@ -12,12 +12,12 @@ import pytest
 from fargate_agent import FargateAgent, RunTaskFailures
 from helpers import latest_record, wait_for
 from starburst_jupyter import burst_map
-from starburst_jupyter.aws.setup import set_up
-from starburst_jupyter.config import load_config, save_values
+from starburst_jupyter.backends.fargate.setup import set_up
+from starburst_jupyter.core.config import load_config, save_values
 from starburst_jupyter.errors import BurstError
-from starburst_jupyter.jobstore import JobStore
-from starburst_jupyter.launcher import Launcher
-from starburst_jupyter.spec import build_spec
+from starburst_jupyter.stores.records import JobStore
+from starburst_jupyter.core.launcher import Launcher
+from starburst_jupyter.core.spec import build_spec
 
 pytestmark = pytest.mark.slow
 # The worker image has starburst installed, not this test module: its functions travel by value,
@@ -51,7 +51,7 @@ def fargate(account, moto_server, moto_env, monkeypatch):
     """This test's config points at the set-up account with a quota of 4 vCPUs; the agent runs tasks."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setattr("starburst_jupyter.launcher.LAUNCH_BACKOFF_SECONDS", (0.05, 0.2))
+    monkeypatch.setattr("starburst_jupyter.core.launcher.LAUNCH_BACKOFF_SECONDS", (0.05, 0.2))
     save_values(account)
     save_values({"image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/starburst-worker:test",
                  "fargate_vcpu_quota": 4, "backend": "fargate"})
@@ -109,7 +109,7 @@ def test_map_runs_on_fargate_tasks_with_logs_and_cost(fargate, moto_server):
 def test_quota_shapes_waves_in_order(fargate):
     """4 vCPUs of quota, 1-vCPU workers, 8 workers: two waves of four."""
     waves = []
-    from starburst_jupyter import events as ev
+    from starburst_jupyter.core import events as ev
 
     config = load_config()
     spec = build_spec(config, mode="map", workers=8, cpu=1, memory="2GB")
@@ -273,16 +273,16 @@ def test_spot_runs_on_fargate_spot_and_an_interruption_is_retried(fargate, moto_
 
 KERNEL_THAT_DIES = """
 import os, signal, time
-from starburst_jupyter.config import load_config
-from starburst_jupyter.launcher import Launcher
-from starburst_jupyter.spec import build_spec
+from starburst_jupyter.core.config import load_config
+from starburst_jupyter.core.launcher import Launcher
+from starburst_jupyter.core.spec import build_spec
 
 def tenfold(x):
     time.sleep(1.0)
     return x * 10
 
 config = load_config()
-from starburst_jupyter.programs import CallProgram
+from starburst_jupyter.protocol.programs import CallProgram
 handle = Launcher(config).submit(build_spec(config, mode="map", workers=2), CallProgram(tenfold), list(range(8)))
 print(handle.id, flush=True)
 while handle._monitor.items and not any(item.final for item in handle._monitor.items):

@@ -11,14 +11,22 @@ from concurrent.futures import wait as wait_futures
 
 import pytest
 
-from starburst_jupyter import (BurstCancelled, BurstCaptureError, BurstError, BurstExecutor, BurstTimeout,
-                               BurstValidationError, WorkerLost, burst_map)
-from starburst_jupyter import events as ev
-from starburst_jupyter.config import Config
-from starburst_jupyter.jobstore import JobStore
-from starburst_jupyter.launcher import Launcher
-from starburst_jupyter.programs import CallProgram
-from starburst_jupyter.spec import build_spec
+from starburst_jupyter import (
+    BurstCancelled,
+    BurstCaptureError,
+    BurstError,
+    BurstExecutor,
+    BurstTimeout,
+    BurstValidationError,
+    WorkerLost,
+    burst_map,
+)
+from starburst_jupyter.core import events as ev
+from starburst_jupyter.core.config import Config
+from starburst_jupyter.stores.records import JobStore
+from starburst_jupyter.core.launcher import Launcher
+from starburst_jupyter.protocol.programs import CallProgram
+from starburst_jupyter.core.spec import build_spec
 
 from helpers import latest_record, pid_alive, wait_for, worker_pids
 

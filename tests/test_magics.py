@@ -470,7 +470,7 @@ def test_burst_status_lists_jobs_and_shows_one(ip, starburst_home):
 
 
 def test_burst_status_lists_newest_first_within_the_same_second(ip, starburst_home, monkeypatch):
-    from starburst_jupyter import jobstore
+    from starburst_jupyter.stores import records as jobstore
 
     fixed = jobstore.time.gmtime()
     suffixes = iter(["ffffff", "000000"])  # the random parts of two ids made in the same second

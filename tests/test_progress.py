@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import io
 
-from starburst_jupyter import events as ev
-from starburst_jupyter.config import Config
-from starburst_jupyter.launcher import Launcher
-from starburst_jupyter.programs import CallProgram
-from starburst_jupyter.progress import JobView, TextProgress, Throttled
-from starburst_jupyter.spec import build_spec
+from starburst_jupyter.core import events as ev
+from starburst_jupyter.core.config import Config
+from starburst_jupyter.core.launcher import Launcher
+from starburst_jupyter.protocol.programs import CallProgram
+from starburst_jupyter.display.progress import JobView, TextProgress, Throttled
+from starburst_jupyter.core.spec import build_spec
 
 
 def feed(view: JobView, *events: ev.Event) -> JobView:

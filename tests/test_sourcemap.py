@@ -6,7 +6,7 @@ import pickle
 
 import cloudpickle
 
-from starburst_jupyter import sourcemap
+from starburst_jupyter.protocol import sourcemap
 
 CELL = "/tmp/ipykernel_1/cell-7.py"
 SOURCE = "def outer(x):\n    inner = lambda y: {'a': 1}[y]\n    return inner(x)\n"

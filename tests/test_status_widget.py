@@ -13,12 +13,12 @@ from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from ipywidgets.widgets.widget import _instances
 
-from starburst_jupyter.config import Config
-from starburst_jupyter.jobstore import JobStore
-from starburst_jupyter.launcher import Launcher
-from starburst_jupyter.programs import CallProgram
-from starburst_jupyter.spec import build_spec
-from starburst_jupyter.status_widget import CANCEL_REASON, StatusWidget
+from starburst_jupyter.core.config import Config
+from starburst_jupyter.stores.records import JobStore
+from starburst_jupyter.core.launcher import Launcher
+from starburst_jupyter.protocol.programs import CallProgram
+from starburst_jupyter.core.spec import build_spec
+from starburst_jupyter.display.status_widget import CANCEL_REASON, StatusWidget
 
 from helpers import pid_alive, wait_for, worker_pids
 

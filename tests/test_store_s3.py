@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from starburst_jupyter import serialize
-from starburst_jupyter.programs import CallProgram
-from starburst_jupyter.protocol import ItemResult, JobFiles
-from starburst_jupyter.store import LocalFolderStore, open_store
+from starburst_jupyter.protocol import serialize
+from starburst_jupyter.protocol.programs import CallProgram
+from starburst_jupyter.protocol.jobfiles import ItemResult, JobFiles
+from starburst_jupyter.stores.objects import LocalFolderStore, open_store
 
 MiB = 1024 * 1024
 
@@ -25,7 +25,7 @@ MiB = 1024 * 1024
 def store(request, tmp_path: Path):
     if request.param == "local":
         return LocalFolderStore(tmp_path / "store")
-    from starburst_jupyter.store_s3 import S3ObjectStore
+    from starburst_jupyter.stores.s3 import S3ObjectStore
 
     bucket = request.getfixturevalue("s3_bucket")
     return S3ObjectStore(bucket, prefix="team/a")  # keys live under a prefix, as a shared bucket would have
@@ -138,7 +138,7 @@ def test_delete_prefix(store):
 
 # ----- S3 only ------------------------------------------------------------------------------------
 def test_open_store_urls(s3_bucket):
-    from starburst_jupyter.store_s3 import S3ObjectStore
+    from starburst_jupyter.stores.s3 import S3ObjectStore
 
     plain = open_store(f"s3://{s3_bucket}")
     nested = open_store(f"s3://{s3_bucket}/team/a/")
@@ -151,7 +151,7 @@ def test_open_store_urls(s3_bucket):
 
 def test_pagination_and_batched_deletes(s3_bucket):
     from moto_server import S3Faults
-    from starburst_jupyter.store_s3 import S3ObjectStore
+    from starburst_jupyter.stores.s3 import S3ObjectStore
 
     store = S3ObjectStore(s3_bucket, list_page_size=3)
     keys = [f"jobs/j/results/{n:06d}-0000.pkl" for n in range(8)]
@@ -293,7 +293,7 @@ def test_worker_survives_throttling_and_5xx(s3_bucket, conditional_writes_atomic
 # ----- retries and errors in this process -------------------------------------------------------------
 def test_store_operations_survive_injected_faults(s3_bucket):
     from moto_server import S3Faults
-    from starburst_jupyter.store_s3 import S3ObjectStore
+    from starburst_jupyter.stores.s3 import S3ObjectStore
 
     store = S3ObjectStore(s3_bucket, list_page_size=2)
     array = np.arange(10 * MiB // 8, dtype=np.float64)  # multipart: 2 parts
@@ -317,7 +317,7 @@ def test_store_operations_survive_injected_faults(s3_bucket):
 def test_lost_reply_of_a_conditional_put(s3_bucket):
     """The creator whose reply was lost still wins (and only it), instead of orphaning its claim."""
     from moto_server import S3Faults
-    from starburst_jupyter.store_s3 import S3ObjectStore
+    from starburst_jupyter.stores.s3 import S3ObjectStore
 
     store = S3ObjectStore(s3_bucket)
     with S3Faults() as faults:
@@ -334,7 +334,7 @@ def test_lost_reply_of_a_conditional_put(s3_bucket):
 
 
 def test_errors_name_the_object_and_the_next_step(moto_env):
-    from starburst_jupyter.store_s3 import S3ObjectStore, S3StoreError
+    from starburst_jupyter.stores.s3 import S3ObjectStore, S3StoreError
 
     store = S3ObjectStore("sb-test-no-such-bucket", prefix="p")
     with pytest.raises(S3StoreError) as caught:
@@ -353,13 +353,13 @@ def test_errors_name_the_object_and_the_next_step(moto_env):
 def test_unreachable_endpoint_is_named(moto_env, monkeypatch):
     import socket
 
-    from starburst_jupyter.store_s3 import S3ObjectStore, S3StoreError
+    from starburst_jupyter.stores.s3 import S3ObjectStore, S3StoreError
 
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    from starburst_jupyter import store_s3
+    from starburst_jupyter.stores import s3 as store_s3
 
     monkeypatch.setitem(store_s3.CLIENT_CONFIG, "retries", {"mode": "standard", "max_attempts": 1})  # quick
     store = S3ObjectStore("bucket-x")

@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from starburst_jupyter import serialize
-from starburst_jupyter.capture import analyze_cell
-from starburst_jupyter.config import Config, load_config, save_values
+from starburst_jupyter.protocol import serialize
+from starburst_jupyter.core.capture import analyze_cell
+from starburst_jupyter.core.config import Config, load_config, save_values
 from starburst_jupyter.errors import BurstConfigError, BurstValidationError
-from starburst_jupyter.plan import guided_blocks, make_plan
-from starburst_jupyter.sizes import parse_cpu, parse_memory, validate_size
+from starburst_jupyter.core.plan import guided_blocks, make_plan
+from starburst_jupyter.core.sizes import parse_cpu, parse_memory, validate_size
 
 
 @pytest.mark.parametrize("n,workers", [(1, 1), (7, 3), (200, 2), (1000, 8), (5, 20)])
@@ -100,8 +100,8 @@ def test_incremental_listings_return_only_recent_results_and_later_claims(tmp_pa
     """The monitor's quick scans: results written since a time, claims from a block on."""
     import time as _time
 
-    from starburst_jupyter.protocol import JobFiles
-    from starburst_jupyter.store import LocalFolderStore
+    from starburst_jupyter.protocol.jobfiles import JobFiles
+    from starburst_jupyter.stores.objects import LocalFolderStore
 
     files = JobFiles(LocalFolderStore(tmp_path), "j1")
     files.write_results(0, 0, [])
@@ -121,7 +121,7 @@ def test_a_job_whose_record_went_silent_has_no_live_owner():
     """Another host's kernel cannot be asked; a record it stopped rewriting says it is gone (attach, cancel)."""
     import time as _time
 
-    from starburst_jupyter.launcher import _owner_alive
+    from starburst_jupyter.core.launcher import _owner_alive
 
     elsewhere = {"host": "some-other-host", "pid": 1}
     assert _owner_alive({"owner": elsewhere, "updated": _time.time()})

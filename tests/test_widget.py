@@ -1,9 +1,9 @@
 """The widget face: a JobView rendered into ipywidgets, buttons wired to the job's handle."""
 from __future__ import annotations
 
-from starburst_jupyter import events as ev
-from starburst_jupyter.progress import JobView
-from starburst_jupyter.widget import JobWidget
+from starburst_jupyter.core import events as ev
+from starburst_jupyter.display.progress import JobView
+from starburst_jupyter.display.widget import JobWidget
 
 
 def test_widget_renders_progress_workers_logs_failures_and_cost():
@@ -50,7 +50,7 @@ def test_log_viewer_is_capped():
 
 
 def test_image_progress_shows_steps_and_pushed_bytes_and_counts_chatter():
-    from starburst_jupyter.widget import ImageProgressWidget
+    from starburst_jupyter.display.widget import ImageProgressWidget
 
     widget = ImageProgressWidget(min_interval=0.0)
     progress = lambda phase, message, current=None, total=None: ev.ImageBuildProgress(  # noqa: E731

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..protocol import JobFiles
+from starburst_jupyter.protocol.jobfiles import JobFiles
 
 if TYPE_CHECKING:
-    from ..spec import JobSpec
+    from starburst_jupyter.core.spec import JobSpec
 
 
 @dataclass
@@ -129,15 +129,15 @@ class OneByOneBackend:
 
 def get_backend(name: str, **kwargs: Any) -> Backend:
     if name == "local":
-        from .local import LocalBackend
+        from starburst_jupyter.backends.local import LocalBackend
 
         return LocalBackend(**kwargs)
     if name == "docker":
-        from .docker import DockerBackend
+        from starburst_jupyter.backends.docker import DockerBackend
 
         return DockerBackend(**kwargs)
     if name == "fargate":
-        from .fargate import FargateBackend
+        from starburst_jupyter.backends.fargate.backend import FargateBackend
 
         return FargateBackend(**kwargs)
     raise ValueError(f"No backend named {name!r}; choose local, docker or fargate.")

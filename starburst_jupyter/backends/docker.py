@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, starburst_home
-from ..protocol import JobFiles
-from ..store import LocalFolderStore
-from . import OneByOneBackend, WorkerRef
-from .local import describe_exit
+from starburst_jupyter.core.config import Config, starburst_home
+from starburst_jupyter.protocol.jobfiles import JobFiles
+from starburst_jupyter.stores.objects import LocalFolderStore
+from starburst_jupyter.backends import OneByOneBackend, WorkerRef
+from starburst_jupyter.backends.local import describe_exit
 
 LABEL_JOB = "starburst.job"
 LABEL_WORKER = "starburst.worker"
@@ -43,7 +43,7 @@ class DockerBackend(OneByOneBackend):
     @property
     def client(self) -> Any:
         if self._client is None:
-            from ..envimage import docker_client
+            from starburst_jupyter.envimage import docker_client
 
             self._client = docker_client()
         return self._client
@@ -53,7 +53,7 @@ class DockerBackend(OneByOneBackend):
         """Resolve the worker image before anything is launched: this environment's image (built first when
         config auto_build is on, else a clear error saying how to build it), or config `image`; either way
         refused when it differs from this kernel in Python, cloudpickle or starburst-jupyter (or `matters`)."""
-        from .. import envimage
+        from starburst_jupyter import envimage
 
         with self._lock:
             if self._image is None or on_progress is not None:
@@ -66,7 +66,7 @@ class DockerBackend(OneByOneBackend):
     def _image_env(self, ref: str) -> dict | None:
         import docker
 
-        from ..envimage import BurstImageError, image_env_of
+        from starburst_jupyter.envimage import BurstImageError, image_env_of
 
         try:
             return image_env_of(self.client, ref)

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config import starburst_home
-from ..protocol import JobFiles
-from ..store import LocalFolderStore
-from ..worker import EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM, EXIT_OK
-from . import OneByOneBackend, WorkerRef
+from starburst_jupyter.core.config import starburst_home
+from starburst_jupyter.protocol.jobfiles import JobFiles
+from starburst_jupyter.stores.objects import LocalFolderStore
+from starburst_jupyter.worker.runner import EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM, EXIT_OK
+from starburst_jupyter.backends import OneByOneBackend, WorkerRef
 
 _SIGNAL_NAMES = {-s.value: s.name for s in signal.Signals}
 

@@ -14,10 +14,16 @@ import dataclasses
 import time
 from typing import Any
 
-from .build import LABEL_ENV, LABEL_HASH, Progress, Reporter, build, check_disk
-from .capture import EnvSpec, capture, capture_kernel, capture_requirements, platform_for
-from .errors import BurstImageError, BurstSkewError
-from .skew import check_skew, ensure_no_skew, image_env_of
+from starburst_jupyter.envimage.build import LABEL_ENV, LABEL_HASH, Progress, Reporter, build, check_disk
+from starburst_jupyter.envimage.snapshot import (
+    EnvSpec,
+    capture,
+    capture_kernel,
+    capture_requirements,
+    platform_for,
+)
+from starburst_jupyter.envimage.errors import BurstImageError, BurstSkewError
+from starburst_jupyter.envimage.skew import check_skew, ensure_no_skew, image_env_of
 
 __all__ = [
     "BurstImageError", "BurstSkewError", "EnvSpec", "LABEL_ENV", "LABEL_HASH", "capture", "capture_kernel",
@@ -95,7 +101,7 @@ def ensure_worker_image(config: Any, *, on_progress: Progress | None = None, for
                         env: EnvSpec | None = None) -> str:
     """The worker image for config's environment in ECR: reused when the tag is there (DescribeImages),
     otherwise built (or taken from the local engine) and pushed. Returns the image URI Fargate runs."""
-    from . import registry
+    from starburst_jupyter.envimage import registry
 
     if config.image and not force:
         return config.image
@@ -145,7 +151,7 @@ def image_status(config: Any, *, client: Any = None, ecr: Any = None, remote: bo
     except BurstImageError as exc:
         status["local"] = f"unknown: {exc}"
     if remote:
-        from . import registry
+        from starburst_jupyter.envimage import registry
 
         try:
             ecr = ecr or registry.ecr_client(config.region)

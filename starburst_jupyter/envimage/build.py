@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..events import ImageBuildProgress
-from .capture import SELF, EnvSpec, canonical, host_arch
-from .errors import BurstImageError
-from .template import render
+from starburst_jupyter.core.events import ImageBuildProgress
+from starburst_jupyter.envimage.snapshot import SELF, EnvSpec, canonical, host_arch
+from starburst_jupyter.envimage.errors import BurstImageError
+from starburst_jupyter.envimage.template import render
 
 Progress = Callable[[ImageBuildProgress], None]
 

@@ -1,7 +1,7 @@
 """Errors of the worker image (all BurstErrors, so every face shows them as such)."""
 from __future__ import annotations
 
-from ..errors import BurstError
+from starburst_jupyter.errors import BurstError
 
 
 class BurstImageError(BurstError):

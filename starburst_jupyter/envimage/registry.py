@@ -12,15 +12,15 @@ import time
 from typing import Any
 from urllib.parse import urlparse
 
-from .build import Reporter
-from .errors import BurstImageError
+from starburst_jupyter.envimage.build import Reporter
+from starburst_jupyter.envimage.errors import BurstImageError
 
 #: host[:port] that stands in for the account's ECR registry endpoint (a mirror, or a local registry in tests).
 REGISTRY_OVERRIDE = "STARBURST_ECR_REGISTRY"
 
 
 def ecr_client(region: str) -> Any:
-    from ..aws.clients import client
+    from starburst_jupyter.backends.fargate.clients import client
 
     return client("ecr", region)  # botocore's standard retries and timeouts, as every AWS call of ours
 

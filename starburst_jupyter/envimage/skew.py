@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from .build import LABEL_ENV
-from .capture import SELF, canonical, kernel_versions, python_xy
-from .errors import BurstSkewError
+from starburst_jupyter.envimage.build import LABEL_ENV
+from starburst_jupyter.envimage.snapshot import SELF, canonical, kernel_versions, python_xy
+from starburst_jupyter.envimage.errors import BurstSkewError
 
 #: What always matters: the pickle format of every job, and the job protocol.
 ALWAYS = ("cloudpickle", SELF)

@@ -14,7 +14,7 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
 
 
 def _load_jupyter_server_extension(serverapp: Any) -> None:
-    from .handlers import setup_handlers
+    from starburst_jupyter.server.handlers import setup_handlers
 
     setup_handlers(serverapp.web_app)
     serverapp.log.info("starburst_jupyter.server: job API at %sstarburst/api/jobs",

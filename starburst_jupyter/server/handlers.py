@@ -21,8 +21,8 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from ..jobstore import TERMINAL_STATES, JobIndex, JobStore
-from . import views
+from starburst_jupyter.stores.records import TERMINAL_STATES, JobIndex, JobStore
+from starburst_jupyter.server import views
 
 API = "starburst/api"
 JOB_ID = r"(?P<job_id>[^/]+)"
@@ -191,7 +191,7 @@ _LAUNCHER: Any = None
 def _read_log(record: dict[str, Any], worker: int) -> str:
     """(One launcher per server process: its backends keep their AWS clients between requests.)"""
     global _LAUNCHER
-    from ..launcher import Launcher
+    from starburst_jupyter.core.launcher import Launcher
 
     if _LAUNCHER is None:
         _LAUNCHER = Launcher()
@@ -200,7 +200,7 @@ def _read_log(record: dict[str, Any], worker: int) -> str:
 
 
 def _cancel(job_id: str, reason: str) -> dict[str, Any]:
-    from ..launcher import Launcher
+    from starburst_jupyter.core.launcher import Launcher
 
     return Launcher().cancel_job(job_id, reason)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..jobstore import ACTIVE_STATES, TERMINAL_STATES
+from starburst_jupyter.stores.records import ACTIVE_STATES, TERMINAL_STATES
 
 STATES = ACTIVE_STATES + TERMINAL_STATES
 # Filter words besides the states themselves.

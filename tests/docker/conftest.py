@@ -244,7 +244,7 @@ def worker_env(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def worker_config(base_image, worker_env):
-    from starburst_jupyter.config import Config
+    from starburst_jupyter.core.config import Config
 
     return Config().with_values({"base_image": base_image, "requirements": str(worker_env["requirements"]),
                                  "ecr_repository": "starburst-test-worker"})

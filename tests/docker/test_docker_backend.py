@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from IPython.utils.capture import capture_output
 
-from starburst_jupyter import events as ev
-from starburst_jupyter.config import Config
+from starburst_jupyter.core import events as ev
+from starburst_jupyter.core.config import Config
 from starburst_jupyter.errors import BurstCancelled
-from starburst_jupyter.launcher import Launcher
-from starburst_jupyter.programs import CallProgram
-from starburst_jupyter.spec import build_spec
+from starburst_jupyter.core.launcher import Launcher
+from starburst_jupyter.protocol.programs import CallProgram
+from starburst_jupyter.core.spec import build_spec
 
 from dockerkit import make_mylib
 

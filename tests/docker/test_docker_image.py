@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from starburst_jupyter import envimage
-from starburst_jupyter.events import ImageBuildProgress
+from starburst_jupyter.core.events import ImageBuildProgress
 from starburst_jupyter.envimage.template import USER_ID
 
 from dockerkit import python_in_image
@@ -48,9 +48,9 @@ def test_a_second_ensure_reuses_the_image_without_building(docker_client, worker
 
 def test_the_image_holds_the_editable_worker_and_the_local_project(docker_client, worker_image):
     ref = worker_image["ref"]
-    here = hashlib.sha256((REPO / "starburst_jupyter" / "worker.py").read_bytes()).hexdigest()
+    here = hashlib.sha256((REPO / "starburst_jupyter" / "worker" / "runner.py").read_bytes()).hexdigest()
     there = python_in_image(docker_client, ref, (
-        "import hashlib, importlib.resources as r, mylib, cloudpickle, starburst_jupyter.worker as w;"
+        "import hashlib, importlib.resources as r, mylib, cloudpickle, starburst_jupyter.worker.runner as w;"
         "print(hashlib.sha256(open(w.__file__, 'rb').read()).hexdigest(), mylib.MARKER, mylib.triple(5),"
         " cloudpickle.__version__)"))
     worker_hash, marker, tripled, cloudpickle_version = there.split()

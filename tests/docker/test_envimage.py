@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from starburst_jupyter import envimage
-from starburst_jupyter.config import Config
+from starburst_jupyter.core.config import Config
 from starburst_jupyter.envimage import BurstImageError, capture_kernel, capture_requirements, check_skew
 from starburst_jupyter.envimage.build import check_disk
 
@@ -121,7 +121,7 @@ def test_disk_check_says_what_is_needed(tmp_path):
 
 
 def test_text_progress_shows_steps_and_pushes_but_not_pip_chatter():
-    from starburst_jupyter.events import ImageBuildProgress as P
+    from starburst_jupyter.core.events import ImageBuildProgress as P
 
     lines: list[str] = []
     show = envimage.TextProgress(lines.append)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helpers import pid_alive, wait_for
-from starburst_jupyter.jobstore import JobStore
+from starburst_jupyter.stores.records import JobStore
 
 pytestmark = pytest.mark.timeout(240)
 

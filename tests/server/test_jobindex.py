@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from starburst_jupyter.jobstore import JobIndex, JobStore
+from starburst_jupyter.stores.records import JobIndex, JobStore
 
 
 def _record(job_id: str, created: float, state: str = "done", done: int = 1) -> dict:

@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
-from . import events as ev
+from starburst_jupyter.core import events as ev
 
 MAX_LOG_LINES_PER_WORKER = 200
 #: What a progress line needs: everything but log lines (subscribing to those makes the core tail logs).

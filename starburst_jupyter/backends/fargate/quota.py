@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .clients import error_code
+from starburst_jupyter.backends.fargate.clients import error_code
 
 ON_DEMAND_QUOTA = "L-3032A538"  # Fargate On-Demand vCPU resource count
 SPOT_QUOTA = "L-36FBB829"  # Fargate Spot vCPU resource count
@@ -55,7 +55,7 @@ def request_increase(quotas: Any, vcpus: float, spot: bool = False) -> dict:
 
 def describe_quota(config, spot: bool = False) -> str:
     """What `starburst quota` prints: the quota, what runs, and how many workers of the default size fit."""
-    from .clients import client
+    from starburst_jupyter.backends.fargate.clients import client
 
     quotas = client("service-quotas", config.region)
     quota = (Quota(float(config.fargate_vcpu_quota), "config") if config.fargate_vcpu_quota

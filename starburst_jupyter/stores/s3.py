@@ -37,7 +37,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
-from .errors import BurstError
+from starburst_jupyter.errors import BurstError
 
 MiB = 1024 * 1024
 # botocore's "max_attempts" here counts retries: 8 retries, 9 attempts in all.

@@ -19,13 +19,13 @@ from typing import Any, Callable
 
 import ipywidgets as widgets
 
-from .jobstore import TERMINAL_STATES, JobStore
-from .progress import JobView, Throttled, WorkerView
-from .status import format_job, format_jobs, job_row
-from .widget import _STATE_COLOURS, JobWidget, _esc
+from starburst_jupyter.stores.records import TERMINAL_STATES, JobStore
+from starburst_jupyter.display.progress import JobView, Throttled, WorkerView
+from starburst_jupyter.display.status import format_job, format_jobs, job_row
+from starburst_jupyter.display.widget import _STATE_COLOURS, JobWidget, _esc
 
 try:  # the cached index of the job store (shared with the server extension)
-    from .jobstore import JobIndex
+    from starburst_jupyter.stores.records import JobIndex
 except ImportError:  # pragma: no cover - an older core without it: read the store each time
     JobIndex = None  # type: ignore[assignment,misc]
 
@@ -54,7 +54,7 @@ def _index(store: JobStore) -> Any:
 
 def _live_handle(job_id: str) -> Any:
     """The JobHandle of a job running in this kernel (its monitor is in launcher._LIVE), else None."""
-    from . import launcher
+    from starburst_jupyter.core import launcher
 
     for monitor in list(getattr(launcher, "_LIVE", ())):
         if getattr(monitor, "job_id", None) == job_id:
@@ -295,7 +295,7 @@ class StatusWidget:
             if self._launcher_factory is not None:
                 self._launcher = self._launcher_factory()
             else:
-                from .launcher import Launcher
+                from starburst_jupyter.core.launcher import Launcher
 
                 self._launcher = Launcher(home=self.store.home)
         return self._launcher

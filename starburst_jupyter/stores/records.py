@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from .config import starburst_home
+from starburst_jupyter.core.config import starburst_home
 
 TERMINAL_STATES = ("done", "failed", "cancelled")
 ACTIVE_STATES = ("queued", "launching", "running", "collecting")

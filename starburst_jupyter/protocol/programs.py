@@ -7,7 +7,7 @@ from typing import Any
 
 import cloudpickle
 
-from .sourcemap import SourceMap
+from starburst_jupyter.protocol.sourcemap import SourceMap
 
 CELL_FILENAME = "<burst cell>"
 

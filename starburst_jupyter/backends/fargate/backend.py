@@ -17,15 +17,21 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..aws.clients import ApiCalls, client, error_code, error_message
-from ..aws.quota import Quota, read_quota, running_vcpus
-from ..aws.taskdef import CONTAINER, MANAGED_TAG, TaskShape, ensure_task_definition, log_stream
-from ..config import Config, load_config, starburst_home
-from ..errors import BurstBackendUnavailable
-from ..jobstore import JobStore
-from ..protocol import JobFiles
-from ..worker import EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM, EXIT_OK
-from . import LaunchFailure, WorkerRef
+from starburst_jupyter.backends.fargate.clients import ApiCalls, client, error_code, error_message
+from starburst_jupyter.backends.fargate.quota import Quota, read_quota, running_vcpus
+from starburst_jupyter.backends.fargate.taskdef import (
+    CONTAINER,
+    MANAGED_TAG,
+    TaskShape,
+    ensure_task_definition,
+    log_stream,
+)
+from starburst_jupyter.core.config import Config, load_config, starburst_home
+from starburst_jupyter.errors import BurstBackendUnavailable
+from starburst_jupyter.stores.records import JobStore
+from starburst_jupyter.protocol.jobfiles import JobFiles
+from starburst_jupyter.worker.runner import EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM, EXIT_OK
+from starburst_jupyter.backends import LaunchFailure, WorkerRef
 
 DESCRIBE_BATCH = 100  # DescribeTasks takes up to 100 tasks
 LOG_STREAMS_BATCH = 100  # FilterLogEvents takes up to 100 stream names
@@ -124,8 +130,8 @@ class FargateBackend:
         self._require_setup()
         if self.config.image:
             return self.config.image
-        from .. import envimage
-        from ..envimage import registry
+        from starburst_jupyter import envimage
+        from starburst_jupyter.envimage import registry
 
         env = envimage.capture(self.config)
         if env.tag not in self._images:
@@ -144,7 +150,7 @@ class FargateBackend:
     @property
     def store(self):
         if self._store is None:
-            from ..store_s3 import S3ObjectStore
+            from starburst_jupyter.stores.s3 import S3ObjectStore
 
             self._require_setup()
             self._store = S3ObjectStore(self.config.bucket)

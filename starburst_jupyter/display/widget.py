@@ -11,7 +11,7 @@ from typing import Callable
 
 import ipywidgets as widgets
 
-from .progress import JobView
+from starburst_jupyter.display.progress import JobView
 
 MAX_LOG_LINES_SHOWN = 200
 _STATE_COLOURS = {"done": "#2e7d32", "failed": "#c62828", "cancelled": "#8d6e63", "running": "#1565c0"}

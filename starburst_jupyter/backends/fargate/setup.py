@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .clients import client, error_code
+from starburst_jupyter.backends.fargate.clients import client, error_code
 
 TAG_KEY, TAG_VALUE = "starburst:managed", "true"
 EXECUTION_ROLE, TASK_ROLE = "starburst-execution", "starburst-task"
@@ -341,7 +341,7 @@ def _delete_vpc(ec2: Any, vpc: str) -> None:
 
 def set_up(config: Any, dry_run: bool = False) -> tuple[list[Step], dict[str, Any]]:
     """What `starburst setup` and %burst_setup do: plan, or create what is missing and save it to the config."""
-    from ..config import save_values
+    from starburst_jupyter.core.config import save_values
 
     setup = Setup(config.region, cluster=config.cluster, log_group=config.log_group,
                   ecr_repository=config.ecr_repository, bucket=config.bucket)
@@ -353,7 +353,7 @@ def set_up(config: Any, dry_run: bool = False) -> tuple[list[Step], dict[str, An
 
 
 def tear_down(config: Any, dry_run: bool = False) -> list[Step]:
-    from ..config import save_values
+    from starburst_jupyter.core.config import save_values
 
     setup = Setup(config.region, cluster=config.cluster, log_group=config.log_group,
                   ecr_repository=config.ecr_repository, bucket=config.bucket)

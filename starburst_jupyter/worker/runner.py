@@ -18,11 +18,12 @@ import time
 import traceback
 from typing import Any
 
-from . import serialize, sourcemap
-from .errors import RemoteTraceback, ResultTooLarge
-from .protocol import ItemResult, JobFiles
-from .sourcemap import SourceMap
-from .store import open_store
+from starburst_jupyter.protocol import serialize
+from starburst_jupyter.protocol import sourcemap
+from starburst_jupyter.errors import RemoteTraceback, ResultTooLarge
+from starburst_jupyter.protocol.jobfiles import ItemResult, JobFiles
+from starburst_jupyter.protocol.sourcemap import SourceMap
+from starburst_jupyter.stores.objects import open_store
 
 EXIT_OK, EXIT_CRASH, EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM = 0, 1, 3, 4, 5
 
@@ -83,7 +84,7 @@ class Control(threading.Thread):
             time.sleep(self.poll)
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # starburst_jupyter/
 
 
 def format_remote_traceback(exc: BaseException, sources: SourceMap | None = None) -> str:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from .errors import BurstImageError
-from .template import TEMPLATE_DIGEST
+from starburst_jupyter.envimage.errors import BurstImageError
+from starburst_jupyter.envimage.template import TEMPLATE_DIGEST
 
 #: Bumped when the Dockerfile template or the way an image is assembled changes (part of the hash).
 FORMAT = 1
@@ -231,7 +231,7 @@ def _self_entry(dists: dict[str, md.Distribution]) -> tuple[str | None, LocalPro
         if not (root / "pyproject.toml").exists():
             raise BurstImageError("starburst-jupyter is not installed as a distribution and its source tree has no "
                                   "pyproject.toml, so the worker cannot be put in an image. pip install it first.")
-        from .. import __version__
+        from starburst_jupyter import __version__
         return None, LocalProject(SELF, __version__, str(root), True, tree_digest(root))
     return _pin_or_local(SELF, dist)
 

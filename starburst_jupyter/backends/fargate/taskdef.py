@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .clients import error_code
+from starburst_jupyter.backends.fargate.clients import error_code
 
 CONTAINER = "worker"
 STREAM_PREFIX = "starburst"

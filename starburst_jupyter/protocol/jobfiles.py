@@ -18,8 +18,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import serialize
-from .store import ObjectStore
+from starburst_jupyter.protocol import serialize
+from starburst_jupyter.stores.objects import ObjectStore
 
 
 def worker_name(index: int) -> str:

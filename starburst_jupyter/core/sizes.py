@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import BurstValidationError
+from starburst_jupyter.errors import BurstValidationError
 
 GIB = 1024
 

@@ -6,9 +6,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .config import BACKENDS, ON_ERROR, Config
-from .errors import BurstBackendUnavailable, BurstValidationError
-from .sizes import format_memory, format_vcpu, parse_cpu, parse_memory, validate_size
+from starburst_jupyter.core.config import BACKENDS, ON_ERROR, Config
+from starburst_jupyter.errors import BurstBackendUnavailable, BurstValidationError
+from starburst_jupyter.core.sizes import format_memory, format_vcpu, parse_cpu, parse_memory, validate_size
 
 
 

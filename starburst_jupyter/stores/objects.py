@@ -99,7 +99,7 @@ def open_store(url: str) -> ObjectStore:
     if parsed.scheme == "file":
         return LocalFolderStore(parsed.path)
     if parsed.scheme == "s3":
-        from .store_s3 import from_url  # boto3 is imported only by jobs that use S3
+        from starburst_jupyter.stores.s3 import from_url# boto3 is imported only by jobs that use S3
 
         return from_url(url)
     raise ValueError(f"No object store for {url!r}: use file:///path or s3://bucket[/prefix].")

@@ -18,17 +18,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from . import events as ev
-from . import pricing, serialize
-from .backends import Backend, LaunchFailure, WorkerRef, get_backend
-from .config import Config, load_config
-from .errors import (BurstCancelled, BurstCaptureError, BurstError, BurstTimeout, BurstValidationError, RemoteTraceback,
-                     TaskCancelled, WorkerLost)
-from .jobstore import TERMINAL_STATES, JobStore, new_job_id
-from .worker import EXIT_CANCELLED, EXIT_DEADLINE
-from .plan import Plan, make_plan
-from .protocol import ItemResult
-from .spec import JobSpec
+from starburst_jupyter.core import events as ev
+from starburst_jupyter.core import pricing
+from starburst_jupyter.protocol import serialize
+from starburst_jupyter.backends import Backend, LaunchFailure, WorkerRef, get_backend
+from starburst_jupyter.core.config import Config, load_config
+from starburst_jupyter.errors import (
+    BurstCancelled,
+    BurstCaptureError,
+    BurstError,
+    BurstTimeout,
+    BurstValidationError,
+    RemoteTraceback,
+    TaskCancelled,
+    WorkerLost,
+)
+from starburst_jupyter.stores.records import TERMINAL_STATES, JobStore, new_job_id
+from starburst_jupyter.worker.runner import EXIT_CANCELLED, EXIT_DEADLINE
+from starburst_jupyter.core.plan import Plan, make_plan
+from starburst_jupyter.protocol.jobfiles import ItemResult
+from starburst_jupyter.core.spec import JobSpec
 
 MAX_RECORDED_FAILURES = 50
 MAX_LAUNCH_ATTEMPTS = 6  # per worker, with back-off 2, 4, 8, 16, 30 s between them

@@ -17,8 +17,8 @@ from typing import Any
 
 import cloudpickle
 
-from .errors import BurstCaptureError, BurstValidationError
-from .programs import CELL_FILENAME
+from starburst_jupyter.errors import BurstCaptureError, BurstValidationError
+from starburst_jupyter.protocol.programs import CELL_FILENAME
 
 # IPython's own names in the user namespace: history (_, __, ___, _i, _ii, _iii, _i7, _7), In/Out, ...
 _IPYTHON_INTERNAL = re.compile(r"^(In|Out|get_ipython|exit|quit|_{1,3}|_i{1,3}|_i\d+|_\d+|_oh|_ih|_dh|__\w+__)$")

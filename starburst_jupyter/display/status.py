@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .jobstore import TERMINAL_STATES
+from starburst_jupyter.stores.records import TERMINAL_STATES
 
 
 def _duration(seconds: float | None) -> str:

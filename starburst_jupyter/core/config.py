@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import tomli_w
 
-from .errors import BurstConfigError, BurstValidationError
-from .sizes import parse_cpu, parse_memory, validate_size
+from starburst_jupyter.errors import BurstConfigError, BurstValidationError
+from starburst_jupyter.core.sizes import parse_cpu, parse_memory, validate_size
 
 BACKENDS = ("local", "docker", "fargate")
 ON_ERROR = ("raise", "keep")

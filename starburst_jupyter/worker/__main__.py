@@ -1,0 +1,5 @@
+import sys
+
+from starburst_jupyter.worker.runner import main
+
+sys.exit(main())
