@@ -15,6 +15,7 @@ A tool that cannot be imported or run gets a "not available" row; the table alwa
 
     python bench/overhead.py [--workers 2] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 NOOP_TASKS = 1000
 UNEVEN_TASKS = 200
@@ -67,7 +69,7 @@ class Workload:
     items: list[Any]
     busy: float  # seconds of task work (0 for no-ops)
 
-    def head(self, count: int) -> "Workload":
+    def head(self, count: int) -> Workload:
         """The first `count` tasks of this workload."""
         items = self.items[:count]
         return Workload(self.name, self.fn, items, sum(items) if self.busy else 0.0)
@@ -77,8 +79,10 @@ def make_workloads() -> list[Workload]:
     """The no-op and the uneven-sleep workload (durations from a seeded generator)."""
     rng = random.Random(0)
     durations = [rng.uniform(*UNEVEN_SECONDS) for _ in range(UNEVEN_TASKS)]
-    return [Workload("noop", noop, list(range(NOOP_TASKS)), 0.0),
-            Workload("uneven", sleep_task, durations, sum(durations))]
+    return [
+        Workload("noop", noop, list(range(NOOP_TASKS)), 0.0),
+        Workload("uneven", sleep_task, durations, sum(durations)),
+    ]
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,7 @@ def bench_starburst(workloads: list[Workload], workers: int, reps: int) -> list[
 
 def bench_process_pool(workloads: list[Workload], workers: int, reps: int) -> list[Row]:
     """ProcessPoolExecutor.map, creating and shutting down the pool inside the timed region."""
+
     def run(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             return list(pool.map(fn, items, timeout=CALL_TIMEOUT))
@@ -168,7 +173,7 @@ def bench_simple(tool: str, run: Runner, workload: Workload, reps: int) -> Row:
     row = Row(workload.name, tool, len(workload.items), workload.busy)
     try:
         row.samples = [measure(run, workload) for _ in range(reps)]
-    except Exception as exc:  # noqa: BLE001 - the table must always print
+    except Exception as exc:  # the table must always print
         return unavailable(tool, [workload], exc)[0]
     return row
 
@@ -177,7 +182,7 @@ def bench_ipyparallel(workloads: list[Workload], workers: int, reps: int) -> lis
     """ipyparallel map_sync on a DirectView and a LoadBalancedView; one fresh cluster per repetition."""
     try:
         import ipyparallel as ipp
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return unavailable("ipyparallel", workloads, exc)
     start_row = Row("cluster start", "ipyparallel", workers)
     views = ("DirectView", "LoadBalancedView")
@@ -197,13 +202,14 @@ def bench_ipyparallel(workloads: list[Workload], workers: int, reps: int) -> lis
             finally:
                 with quiet(), contextlib.suppress(Exception):
                     cluster.stop_cluster_sync()
-    except Exception as exc:  # noqa: BLE001 - the table must always print
+    except Exception as exc:  # the table must always print
         return unavailable("ipyparallel", workloads, exc)
     return [start_row, *rows.values()]
 
 
 def _ipp_runner(view: Any) -> Runner:
     """A runner calling `view.map_sync` (a DirectView splits items evenly, a LoadBalancedView one per task)."""
+
     def run(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         return view.map_sync(fn, items)
 
@@ -224,7 +230,7 @@ def bench_lithops(workloads: list[Workload], workers: int, reps: int, tasks: int
     """Lithops FunctionExecutor map + get_result, executor made inside the timed region."""
     try:
         import lithops
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return unavailable("lithops", workloads, exc)
 
     def run(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
@@ -309,8 +315,16 @@ def format_table(rows: list[Row], workers: int) -> list[str]:
             ratio = format_ratio(row.rate() / ppe[row.workload]) if row.workload in ppe else ""
             efficiency = f"{row.busy / (workers * row.wall()):.2f}" if row.busy else ""
             first = row.first_task()
-            cells = [row.workload, row.tool, str(row.tasks), f"{row.wall():.3f}", f"{row.rate():,.0f}", ratio,
-                     efficiency, f"{first:.3f}" if first is not None else ""]
+            cells = [
+                row.workload,
+                row.tool,
+                str(row.tasks),
+                f"{row.wall():.3f}",
+                f"{row.rate():,.0f}",
+                ratio,
+                efficiency,
+                f"{first:.3f}" if first is not None else "",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -331,8 +345,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2, help="workers for every tool (default 2)")
     parser.add_argument("--quick", action="store_true", help="one repetition instead of three (CI smoke)")
-    parser.add_argument("--lithops-tasks", type=int, default=LITHOPS_TASKS,
-                        help=f"tasks per workload for Lithops (default {LITHOPS_TASKS}; it spawns one process per task)")
+    parser.add_argument(
+        "--lithops-tasks",
+        type=int,
+        default=LITHOPS_TASKS,
+        help=f"tasks per workload for Lithops (default {LITHOPS_TASKS}; it spawns one process per task)",
+    )
     args = parser.parse_args(argv)
     if args.workers < 1 or args.lithops_tasks < 1:
         parser.error("--workers and --lithops-tasks must be 1 or more")
@@ -356,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         leftovers = stop_leftovers()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print("\n".join(header(args.workers, reps, args.lithops_tasks) + format_table(order(rows, workloads), args.workers)))
+    print(
+        "\n".join(header(args.workers, reps, args.lithops_tasks) + format_table(order(rows, workloads), args.workers))
+    )
     print(f"\nleftover processes: {'; '.join(leftovers) if leftovers else 'none'}")
     print(f"total benchmark time: {time.perf_counter() - started:.0f} s")
     return 0

@@ -15,6 +15,7 @@ Goal (issue 3): launcher calls per cycle do not grow with task count beyond ceil
 
     python bench/poll_cost.py [--workers 10] [--tasks 100,1000,5000] [--seconds 15]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,9 +45,9 @@ class _Nap:
 def run_job(tasks: int, workers: int, seconds: float, full_sweeps: bool) -> dict:
     import starburst_jupyter.core.launcher as launcher_module
     from starburst_jupyter.core.config import load_config
-    from starburst_jupyter.stores.records import JobStore
     from starburst_jupyter.core.launcher import Launcher
     from starburst_jupyter.core.spec import build_spec
+    from starburst_jupyter.stores.records import JobStore
 
     saved = launcher_module.SWEEP_SECONDS
     launcher_module.SWEEP_SECONDS = 0.0 if full_sweeps else saved
@@ -77,10 +78,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import cloudpickle
-    from moto.moto_api import state_manager
-
     from fargate_agent import FargateAgent
+    from moto.moto_api import state_manager
     from moto_server import MotoServer
+
     from starburst_jupyter.backends.fargate.setup import set_up
     from starburst_jupyter.core.config import load_config, save_values
 
@@ -101,26 +102,65 @@ def main() -> None:
             for label, full in (("starburst", False), ("full listing each cycle", True)):
                 out = run_job(tasks, args.workers, args.seconds, full)
                 calls, polls = out["calls"], max(1, out["polls"])
-                polling = sum(n for name, n in calls.items() if name.startswith(
-                    ("s3.ListObjectsV2", "ecs.DescribeTasks", "logs.FilterLogEvents", "s3.GetObject:cancel",
-                     "s3.HeadObject:cancel")))
-                data = sum(n for name, n in calls.items() if name.startswith("s3.GetObject:") and not name.endswith("cancel"))
-                rows.append((tasks, label, polls, polling / polls, calls.get("ecs.DescribeTasks", 0) / polls,
-                             data, calls.get("ecs.RunTask", 0), sum(calls.values()), out["wall"]))
+                polling = sum(
+                    n
+                    for name, n in calls.items()
+                    if name.startswith(
+                        (
+                            "s3.ListObjectsV2",
+                            "ecs.DescribeTasks",
+                            "logs.FilterLogEvents",
+                            "s3.GetObject:cancel",
+                            "s3.HeadObject:cancel",
+                        )
+                    )
+                )
+                data = sum(
+                    n for name, n in calls.items() if name.startswith("s3.GetObject:") and not name.endswith("cancel")
+                )
+                rows.append(
+                    (
+                        tasks,
+                        label,
+                        polls,
+                        polling / polls,
+                        calls.get("ecs.DescribeTasks", 0) / polls,
+                        data,
+                        calls.get("ecs.RunTask", 0),
+                        sum(calls.values()),
+                        out["wall"],
+                    )
+                )
     finally:
         agent.stop()
         server.stop()
-    print(f"\nworkers: {args.workers} (ceil(workers/100) = {math.ceil(args.workers / 100)}); jobs of about "
-          f"{args.seconds:g} s; moto {__import__('moto').__version__} on 127.0.0.1\n")
-    header = ("tasks", "launcher", "poll cycles", "polling calls/cycle", "DescribeTasks/cycle",
-              "claim+result reads (job)", "RunTask (job)", "launcher calls (job)", "wall s")
+    print(
+        f"\nworkers: {args.workers} (ceil(workers/100) = {math.ceil(args.workers / 100)}); jobs of about "
+        f"{args.seconds:g} s; moto {__import__('moto').__version__} on 127.0.0.1\n"
+    )
+    header = (
+        "tasks",
+        "launcher",
+        "poll cycles",
+        "polling calls/cycle",
+        "DescribeTasks/cycle",
+        "claim+result reads (job)",
+        "RunTask (job)",
+        "launcher calls (job)",
+        "wall s",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for tasks, label, polls, per_cycle, describe, data, run, total, wall in rows:
-        print(f"| {tasks} | {label} | {polls} | {per_cycle:.2f} | {describe:.2f} | {data} | {run} | {total} | {wall:.1f} |")
-    print("\npolling calls: ListObjectsV2 (claims, results), DescribeTasks, FilterLogEvents and the cancel-marker "
-          "read; claim+result reads grow with the work done (one per claimed block, one per result object), not "
-          "with polling.")
+        print(
+            f"| {tasks} | {label} | {polls} | {per_cycle:.2f} | {describe:.2f} | {data} | {run} | {total} "
+            f"| {wall:.1f} |"
+        )
+    print(
+        "\npolling calls: ListObjectsV2 (claims, results), DescribeTasks, FilterLogEvents and the cancel-marker "
+        "read; claim+result reads grow with the work done (one per claimed block, one per result object), not "
+        "with polling."
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 `%load_ext starburst_jupyter`, then `%%burst --map x in items` on a cell. The Python face is
 `burst_map` and `BurstExecutor`. Importing this package does not import IPython.
 """
+
 from __future__ import annotations
 
 from starburst_jupyter.errors import (
@@ -18,8 +19,16 @@ from starburst_jupyter.errors import (
 
 __version__ = "0.1.0"
 __all__ = [
-    "BurstCancelled", "BurstCaptureError", "BurstConfigError", "BurstError", "BurstExecutor",
-    "BurstTimeout", "BurstValidationError", "ResultTooLarge", "WorkerLost", "burst_map",
+    "BurstCancelled",
+    "BurstCaptureError",
+    "BurstConfigError",
+    "BurstError",
+    "BurstExecutor",
+    "BurstTimeout",
+    "BurstValidationError",
+    "ResultTooLarge",
+    "WorkerLost",
+    "burst_map",
     "load_ipython_extension",
 ]
 
@@ -33,7 +42,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'starburst_jupyter' has no attribute {name!r}")
 
 
-def load_ipython_extension(ipython) -> None:  # noqa: ANN001 - IPython's shell
+def load_ipython_extension(ipython) -> None:  # IPython's shell
     from starburst_jupyter.magics import BurstMagics, make_async_transformer
 
     magics = BurstMagics(ipython)
@@ -43,5 +52,5 @@ def load_ipython_extension(ipython) -> None:  # noqa: ANN001 - IPython's shell
         transformers.append(make_async_transformer(ipython, magics))
 
 
-def unload_ipython_extension(ipython) -> None:  # noqa: ANN001
+def unload_ipython_extension(ipython) -> None:
     pass

@@ -1,29 +1,40 @@
 """The Python face: burst_map and BurstExecutor, on the same launcher as %%burst."""
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from starburst_jupyter.core import events as ev
-from starburst_jupyter.protocol import serialize
-from starburst_jupyter.protocol import sourcemap
 from starburst_jupyter.core.capture import cell_label, check_picklable
 from starburst_jupyter.core.config import Config, load_config
-from starburst_jupyter.errors import BurstError
 from starburst_jupyter.core.launcher import JobHandle, Launcher
-from starburst_jupyter.protocol.programs import CallProgram, SubmitProgram
 from starburst_jupyter.core.spec import build_spec
+from starburst_jupyter.errors import BurstError
+from starburst_jupyter.protocol import serialize, sourcemap
+from starburst_jupyter.protocol.programs import CallProgram, SubmitProgram
 
 
 def _describe(fn: Callable) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def burst_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | None = None,
-              backend: str | None = None, cpu: float | str | None = None, memory: str | None = None,
-              timeout: float | None = None, on_error: str | None = None, name: str | None = None,
-              max_cost: float | None = None, config: Config | None = None) -> list[Any]:
+def burst_map(
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    *,
+    workers: int | None = None,
+    backend: str | None = None,
+    cpu: float | str | None = None,
+    memory: str | None = None,
+    timeout: float | None = None,
+    on_error: str | None = None,
+    name: str | None = None,
+    max_cost: float | None = None,
+    config: Config | None = None,
+) -> list[Any]:
     """[fn(item) for item in items], run by burst workers. Results come back in item order.
 
     With on_error="raise" (default) one BurstError names every failed item after all items ran
@@ -31,8 +42,19 @@ def burst_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | 
     exceptions sit in the returned list.
     """
     config = config or load_config()
-    spec = build_spec(config, mode="map", source=_describe(fn), backend=backend, workers=workers, cpu=cpu,
-                      memory=memory, timeout=timeout, on_error=on_error, name=name, max_cost=max_cost)
+    spec = build_spec(
+        config,
+        mode="map",
+        source=_describe(fn),
+        backend=backend,
+        workers=workers,
+        cpu=cpu,
+        memory=memory,
+        timeout=timeout,
+        on_error=on_error,
+        name=name,
+        max_cost=max_cost,
+    )
     program = CallProgram(fn, sourcemap.collect([fn], cell_label))
     try:
         chunks = serialize.dumps_chunks(program)  # pickled once; only a failure pickles again, to name it
@@ -41,8 +63,11 @@ def burst_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int | 
         raise
     result = Launcher(config).submit(spec, program, list(items), program_chunks=chunks).result()
     if result.failures and spec.on_error == "raise":
-        error = BurstError(result.failure_report() + "\n\nAll results are in this error's .results (failed slots "
-                           "hold the exception).", job_id=result.job_id, failures=result.failures)
+        error = BurstError(
+            result.failure_report() + "\n\nAll results are in this error's .results (failed slots hold the exception).",
+            job_id=result.job_id,
+            failures=result.failures,
+        )
         error.results = result.values
         raise error
     return result.values
@@ -55,12 +80,31 @@ class BurstExecutor(Executor):
     and futures resolve as their calls finish.
     """
 
-    def __init__(self, workers: int | None = None, backend: str | None = None, *, cpu: float | str | None = None,
-                 memory: str | None = None, timeout: float | None = None, name: str | None = None,
-                 max_cost: float | None = None, config: Config | None = None):
+    def __init__(
+        self,
+        workers: int | None = None,
+        backend: str | None = None,
+        *,
+        cpu: float | str | None = None,
+        memory: str | None = None,
+        timeout: float | None = None,
+        name: str | None = None,
+        max_cost: float | None = None,
+        config: Config | None = None,
+    ):
         config = config or load_config()
-        spec = build_spec(config, mode="executor", source="BurstExecutor", backend=backend, workers=workers,
-                          cpu=cpu, memory=memory, timeout=timeout, name=name or "executor", max_cost=max_cost)
+        spec = build_spec(
+            config,
+            mode="executor",
+            source="BurstExecutor",
+            backend=backend,
+            workers=workers,
+            cpu=cpu,
+            memory=memory,
+            timeout=timeout,
+            name=name or "executor",
+            max_cost=max_cost,
+        )
         self._lock = threading.Lock()
         self._futures: dict[int, Future] = {}
         self._early: dict[int, tuple[bool, Any]] = {}
@@ -79,8 +123,9 @@ class BurstExecutor(Executor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
         if self._handle.done():
-            raise BurstError(f"BurstExecutor job {self.job_id} has ended ({self._handle.state}); make a new one.",
-                             job_id=self.job_id)
+            raise BurstError(
+                f"BurstExecutor job {self.job_id} has ended ({self._handle.state}); make a new one.", job_id=self.job_id
+            )
         future: Future = Future()
         try:
             index = self._handle.add_items([(fn, args, kwargs)])[0]

@@ -1,14 +1,15 @@
 """The `starburst` command: the job store and config from a terminal (same core as the magics)."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 
 from starburst_jupyter.core.config import KEYS, load_config, parse_assignments, save_values
-from starburst_jupyter.errors import BurstError
-from starburst_jupyter.stores.records import JobStore
 from starburst_jupyter.core.launcher import Launcher
 from starburst_jupyter.display.status import format_job, format_jobs
+from starburst_jupyter.errors import BurstError
+from starburst_jupyter.stores.records import JobStore
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, BurstError) as exc:
         print(f"starburst: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - AWS errors: one line naming the call, not a traceback
+    except Exception as exc:  # AWS errors: one line naming the call, not a traceback
         from starburst_jupyter.backends.fargate.clients import error_code, error_message
 
         if not hasattr(exc, "response") and not type(exc).__module__.startswith("botocore"):
             raise
-        print(f"starburst {args.command}: {error_code(exc)}: {error_message(exc)} (region {load_config().region})",
-              file=sys.stderr)
+        print(
+            f"starburst {args.command}: {error_code(exc)}: {error_message(exc)} (region {load_config().region})",
+            file=sys.stderr,
+        )
         return 2
     return 0
 

@@ -1,4 +1,5 @@
 """Exceptions a user can catch. Each message says what was attempted and what to do next."""
+
 from __future__ import annotations
 
 

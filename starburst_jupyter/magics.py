@@ -1,19 +1,19 @@
 """The IPython face: %%burst, %burst_status, %burst_config, %burst_cancel. Parses, captures, displays."""
+
 from __future__ import annotations
 
 import asyncio
 import keyword
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from starburst_jupyter.core import pricing
-from starburst_jupyter.protocol import serialize
-from starburst_jupyter.protocol import sourcemap
 from starburst_jupyter.core.capture import (
     analyze_cell,
     calling_cell_label,
@@ -23,15 +23,18 @@ from starburst_jupyter.core.capture import (
     select_namespace,
 )
 from starburst_jupyter.core.config import KEYS, load_config, parse_assignments, save_values
-from starburst_jupyter.errors import BurstCancelled, BurstError, BurstTimeout, BurstValidationError
-from starburst_jupyter.stores.records import JobStore
 from starburst_jupyter.core.launcher import JobResult, Launcher
-from starburst_jupyter.protocol.programs import CellProgram
-from starburst_jupyter.display.progress import PROGRESS_EVENTS, JobView, TextProgress, Throttled
 from starburst_jupyter.core.spec import build_spec
+from starburst_jupyter.display.progress import PROGRESS_EVENTS, JobView, TextProgress, Throttled
 from starburst_jupyter.display.status import format_job, format_jobs
+from starburst_jupyter.errors import BurstCancelled, BurstError, BurstTimeout, BurstValidationError
+from starburst_jupyter.protocol import serialize, sourcemap
+from starburst_jupyter.protocol.programs import CellProgram
+from starburst_jupyter.stores.records import JobStore
 
-_MAP_RE = re.compile(r"^\s*\(?\s*(?P<target>[A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*,?\s*\)?\s+in\s+(?P<expr>\S.*)$", re.S)
+_MAP_RE = re.compile(
+    r"^\s*\(?\s*(?P<target>[A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*,?\s*\)?\s+in\s+(?P<expr>\S.*)$", re.S
+)
 
 
 def parse_map(text: str) -> tuple[str, tuple[str, ...], str]:
@@ -57,7 +60,7 @@ def _async_cells(shell: Any) -> bool:
 ASYNC_ENTRY = "__starburst_burst_async__"
 
 
-def make_async_transformer(shell: Any, magics: "BurstMagics"):
+def make_async_transformer(shell: Any, magics: BurstMagics):
     """Rewrite a `%%burst` cell into `await ...` so the kernel keeps handling widget clicks (Cancel)
     while the job runs; a plain magic call blocks the kernel until the cell ends."""
 
@@ -68,7 +71,7 @@ def make_async_transformer(shell: Any, magics: "BurstMagics"):
         if first != "%%burst" and not first.startswith("%%burst "):
             return lines
         shell.user_ns[ASYNC_ENTRY] = magics.burst_async
-        line, cell = first[len("%%burst"):].strip(), "".join(lines[1:])
+        line, cell = first[len("%%burst") :].strip(), "".join(lines[1:])
         return [f"await {ASYNC_ENTRY}({line!r}, {cell!r})\n"]
 
     return transform
@@ -142,33 +145,56 @@ def _show_map_outputs(result: JobResult) -> None:
 
 def _summary(result: JobResult, total: int) -> str:
     done = total - len(result.failures)
-    return (f"burst job {result.job_id}: {result.state}, {done}/{total} items ok, {len(result.failures)} failed, "
-            f"{result.duration:.1f}s, est. Fargate cost ${result.cost:.4f}")
+    return (
+        f"burst job {result.job_id}: {result.state}, {done}/{total} items ok, {len(result.failures)} failed, "
+        f"{result.duration:.1f}s, est. Fargate cost ${result.cost:.4f}"
+    )
 
 
 @magics_class
 class BurstMagics(Magics):
     @magic_arguments()
-    @argument("--map", nargs="+", metavar="NAME in EXPR",
-              help="run the cell once per item of EXPR (evaluated here), with NAME bound to the item")
+    @argument(
+        "--map",
+        nargs="+",
+        metavar="NAME in EXPR",
+        help="run the cell once per item of EXPR (evaluated here), with NAME bound to the item",
+    )
     @argument("--out", default="burst_results", help="name of the list that receives map results (item order)")
     @argument("--workers", type=int, help="number of workers (default: as many as the backend's quota allows)")
     @argument("--cpu", help="vCPUs per worker: 0.25, 0.5, 1, 2, 4, 8 or 16")
     @argument("--memory", help="memory per worker, e.g. 4GB or 512MB (must pair with --cpu as on Fargate)")
     @argument("--backend", help="local, docker or fargate (default from %%burst_config, else local)")
-    @argument("--on-error", choices=["raise", "keep"], help="raise one BurstError after all items ran, or keep "
-              "exceptions in the results list")
+    @argument(
+        "--on-error",
+        choices=["raise", "keep"],
+        help="raise one BurstError after all items ran, or keep exceptions in the results list",
+    )
     @argument("--timeout", type=float, help="seconds before the whole job is cancelled")
     @argument("--name", help="a label for the job in %%burst_status")
     @argument("--max-cost", type=float, metavar="USD", help="cancel the job before its cost passes this many USD")
-    @argument("--spot", action="store_true", default=None,
-              help="fargate: run on Fargate Spot (about 70%% cheaper; interrupted work is retried)")
-    @argument("--requirements", metavar="FILE", help="docker/fargate: build the worker image from this requirements "
-              "file instead of the kernel's packages")
-    @argument("--platform", choices=sorted(PLATFORMS), help="docker/fargate: the worker image's platform (Fargate "
-              "architecture)")
-    @argument("--keep-warm", type=float, metavar="MINUTES",
-              help="fargate: finished workers wait this long for the next job of the same size (no cold start; billed)")
+    @argument(
+        "--spot",
+        action="store_true",
+        default=None,
+        help="fargate: run on Fargate Spot (about 70%% cheaper; interrupted work is retried)",
+    )
+    @argument(
+        "--requirements",
+        metavar="FILE",
+        help="docker/fargate: build the worker image from this requirements file instead of the kernel's packages",
+    )
+    @argument(
+        "--platform",
+        choices=sorted(PLATFORMS),
+        help="docker/fargate: the worker image's platform (Fargate architecture)",
+    )
+    @argument(
+        "--keep-warm",
+        type=float,
+        metavar="MINUTES",
+        help="fargate: finished workers wait this long for the next job of the same size (no cold start; billed)",
+    )
     @cell_magic
     def burst(self, line: str, cell: str) -> Any:
         """Run this cell on burst workers. Without --map: once, and the names it assigns come back."""
@@ -208,9 +234,18 @@ class BurstMagics(Magics):
             raise UsageError(f"--out {args.out!r} is not a valid Python name.")
         user_ns = self.shell.user_ns
         config = _with_image_options(load_config(), args)
-        options = dict(backend=args.backend, workers=args.workers, cpu=args.cpu, memory=args.memory,
-                       timeout=args.timeout, on_error=args.on_error, name=args.name, max_cost=args.max_cost,
-                       spot=args.spot, keep_warm=args.keep_warm)
+        options = dict(
+            backend=args.backend,
+            workers=args.workers,
+            cpu=args.cpu,
+            memory=args.memory,
+            timeout=args.timeout,
+            on_error=args.on_error,
+            name=args.name,
+            max_cost=args.max_cost,
+            spot=args.spot,
+            keep_warm=args.keep_warm,
+        )
         if args.map:
             target, names, expr = parse_map(" ".join(args.map))
             spec = build_spec(config, mode="map", source=cell, map_expr=expr, **options)
@@ -221,9 +256,15 @@ class BurstMagics(Magics):
         analysis = analyze_cell(cell, names)
         namespace = select_namespace(analysis.needed, user_ns)
         refuse_open_files(namespace)
-        program = CellProgram(cell, namespace, target, analysis.assigned,
-                              sources=sourcemap.collect(namespace.values(), cell_label),
-                              label=calling_cell_label() or "", header=f"%%burst {line}\n")
+        program = CellProgram(
+            cell,
+            namespace,
+            target,
+            analysis.assigned,
+            sources=sourcemap.collect(namespace.values(), cell_label),
+            label=calling_cell_label() or "",
+            header=f"%%burst {line}\n",
+        )
         try:
             chunks = serialize.dumps_chunks(program)
         except Exception:
@@ -234,16 +275,25 @@ class BurstMagics(Magics):
             print(f"--map {expr} has no items; {args.out} = []")
             return None
         tasks = len(items) if items is not None else 1
-        handle = Launcher(config).submit(spec, program, items, program_chunks=chunks, start=False,
-                                         subscribers=[_image_progress(self.shell)])
+        handle = Launcher(config).submit(
+            spec, program, items, program_chunks=chunks, start=False, subscribers=[_image_progress(self.shell)]
+        )
         plan = handle.plan
         waves = f" in {plan.waves} waves" if plan.waves > 1 else ""
-        hourly = plan.concurrency * 3600 * pricing.per_second(
-            pricing.rate_for(spec.region, spec.arch, spot=spec.spot), spec.cpu_units, spec.memory_mib)
+        hourly = (
+            plan.concurrency
+            * 3600
+            * pricing.per_second(
+                pricing.rate_for(spec.region, spec.arch, spot=spec.spot), spec.cpu_units, spec.memory_mib
+            )
+        )
         where = "what Fargate would charge" if spec.backend == "local" else f"Fargate{' Spot' if spec.spot else ''}"
-        print(f"burst job {handle.id}: {_plural(tasks, 'task')} on {_plural(plan.workers, 'worker')}{waves} "
-              f"({spec.backend}, {spec.describe_size()} each; ${hourly:.2f}/hour while {plan.concurrency} run, "
-              f"{where})", flush=True)
+        print(
+            f"burst job {handle.id}: {_plural(tasks, 'task')} on {_plural(plan.workers, 'worker')}{waves} "
+            f"({spec.backend}, {spec.describe_size()} each; ${hourly:.2f}/hour while {plan.concurrency} run, "
+            f"{where})",
+            flush=True,
+        )
         self._show_progress(handle, tasks)
         handle.start()
         return handle, args, items is None
@@ -261,15 +311,21 @@ class BurstMagics(Magics):
             except ImportError:
                 pass
             else:
-                widget = JobWidget(view, handle.cancel, handle.stop_worker, size=spec.describe_size(),
-                                   cancellable=_async_cells(self.shell))
+                widget = JobWidget(
+                    view,
+                    handle.cancel,
+                    handle.stop_worker,
+                    size=spec.describe_size(),
+                    cancellable=_async_cells(self.shell),
+                )
                 bundle = widget.root._repr_mimebundle_()
                 bundle["text/plain"] = f"[live view of burst job {handle.id}; the summary follows below]"
                 display(bundle, raw=True)
 
         if widget is None:
-            handle.events.subscribe(Throttled(view, TextProgress(sys.stdout, in_place=True), interval=0.5),
-                                    *PROGRESS_EVENTS)
+            handle.events.subscribe(
+                Throttled(view, TextProgress(sys.stdout, in_place=True), interval=0.5), *PROGRESS_EVENTS
+            )
             return
 
         def render(current: JobView) -> None:
@@ -294,19 +350,23 @@ class BurstMagics(Magics):
         if not single:
             self.shell.user_ns[args.out] = result.values
             where = f"; their results are in {args.out}"
-        print(f"burst job {result.job_id} cancelled ({result.message}): {finished} of {len(result.values)} "
-              f"items had finished{where}. No worker of the job is left running.", file=sys.stderr)
+        print(
+            f"burst job {result.job_id} cancelled ({result.message}): {finished} of {len(result.values)} "
+            f"items had finished{where}. No worker of the job is left running.",
+            file=sys.stderr,
+        )
 
     def _evaluate_items(self, expr: str) -> list[Any]:
         try:
-            value = eval(expr, self.shell.user_ns)  # noqa: S307 - the user's own expression, in their namespace
+            value = eval(expr, self.shell.user_ns)  # the user's own expression, in their namespace
         except Exception as exc:
             raise BurstValidationError(f"--map: evaluating {expr!r} failed: {type(exc).__name__}: {exc}") from None
         try:
             return list(value)
         except TypeError:
             raise BurstValidationError(
-                f"--map: {expr!r} gave a {type(value).__name__}, which is not iterable.") from None
+                f"--map: {expr!r} gave a {type(value).__name__}, which is not iterable."
+            ) from None
 
     def _deliver(self, result: JobResult, args: Any, single: bool, on_error: str) -> Any:
         if single:
@@ -315,8 +375,12 @@ class BurstMagics(Magics):
         _show_map_outputs(result)
         print(_summary(result, len(result.values)) + f"; results in {args.out}")
         if result.failures and on_error == "raise":
-            raise BurstError(result.failure_report() + f"\n\nAll {len(result.values)} results are in {args.out!r} "
-                             f"(failed slots hold the exception).", job_id=result.job_id, failures=result.failures)
+            raise BurstError(
+                result.failure_report() + f"\n\nAll {len(result.values)} results are in {args.out!r} "
+                f"(failed slots hold the exception).",
+                job_id=result.job_id,
+                failures=result.failures,
+            )
         return None
 
     def _deliver_single(self, result: JobResult) -> Any:
@@ -330,8 +394,10 @@ class BurstMagics(Magics):
         values = result.values[0]
         self.shell.user_ns.update(values.names)
         for name, why in values.dropped.items():
-            print(f"warning: {name!r} was assigned on the worker but cannot come back ({why}); it was not set here.",
-                  file=sys.stderr)
+            print(
+                f"warning: {name!r} was assigned on the worker but cannot come back ({why}); it was not set here.",
+                file=sys.stderr,
+            )
         return values.value if values.has_value else None
 
     @line_magic
@@ -397,8 +463,10 @@ class BurstMagics(Magics):
             raise UsageError(exc.args[0]) from None
         handle = Launcher().attach(record["id"], start=False)
         single = handle.spec.mode == "single"
-        print(f"attached to burst job {handle.id} ({record['done']}/{record['total']} items done when its kernel left)",
-              flush=True)
+        print(
+            f"attached to burst job {handle.id} ({record['done']}/{record['total']} items done when its kernel left)",
+            flush=True,
+        )
         self._show_progress(handle, int(record["total"]))
         handle.start()
         try:
@@ -411,7 +479,9 @@ class BurstMagics(Magics):
 
     @magic_arguments()
     @argument("--push", action="store_true", default=None, help="also push to ECR (default: when backend is fargate)")
-    @argument("--requirements", metavar="FILE", help="build from this requirements file instead of the kernel's packages")
+    @argument(
+        "--requirements", metavar="FILE", help="build from this requirements file instead of the kernel's packages"
+    )
     @argument("--platform", choices=sorted(PLATFORMS), help="the image's platform (the Fargate architecture)")
     @line_magic
     def burst_rebuild(self, line: str) -> None:
@@ -419,8 +489,11 @@ class BurstMagics(Magics):
         from starburst_jupyter import envimage
 
         args = parse_argstring(self.burst_rebuild, line)
-        print(envimage.rebuild(_with_image_options(load_config(), args), push=args.push,
-                               on_progress=envimage.TextProgress()))
+        print(
+            envimage.rebuild(
+                _with_image_options(load_config(), args), push=args.push, on_progress=envimage.TextProgress()
+            )
+        )
 
     @magic_arguments()
     @argument("--dry-run", action="store_true", help="print the plan, change nothing")
@@ -432,8 +505,12 @@ class BurstMagics(Magics):
         args = parse_argstring(self.burst_setup, line)
         steps, settings = set_up(load_config(), dry_run=args.dry_run)
         print("\n".join(step.line() for step in steps))
-        print("(dry run: nothing changed)" if args.dry_run else "saved to the config; --backend fargate is ready "
-              "once a worker image is set (%burst_rebuild, or %burst_config image=URI)")
+        print(
+            "(dry run: nothing changed)"
+            if args.dry_run
+            else "saved to the config; --backend fargate is ready "
+            "once a worker image is set (%burst_rebuild, or %burst_config image=URI)"
+        )
 
     @line_magic
     def burst_config(self, line: str) -> None:

@@ -1,4 +1,5 @@
 """Shared fixtures: an isolated STARBURST_HOME per test and a real IPython shell with the extension."""
+
 from __future__ import annotations
 
 import os
@@ -69,8 +70,11 @@ def moto_env(moto_server, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
     for name in moto_server.UNSET:
         monkeypatch.delenv(name, raising=False)
     nowhere = tmp_path_factory.mktemp("no-aws-config")
-    env = {**moto_server.env, "AWS_CONFIG_FILE": str(nowhere / "config"),
-           "AWS_SHARED_CREDENTIALS_FILE": str(nowhere / "credentials")}
+    env = {
+        **moto_server.env,
+        "AWS_CONFIG_FILE": str(nowhere / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(nowhere / "credentials"),
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env

@@ -8,6 +8,7 @@ task STOPPED in moto with the real exit code and timestamps. A StopTask makes it
 process, as ECS does. Faults: kill a worker as the OOM killer would, or interrupt it as Spot does,
 and make RunTask answer with capacity failures.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -107,7 +108,7 @@ class FargateAgent(threading.Thread):
         while not self.stop_event.wait(0.05):
             try:
                 self._step()
-            except Exception as exc:  # noqa: BLE001 - surfaced by the test through .errors
+            except Exception as exc:  # surfaced by the test through .errors
                 self.errors.append(exc)
 
     def _step(self) -> None:
@@ -130,10 +131,22 @@ class FargateAgent(threading.Thread):
         container = taskdef.container_definitions[0]
         overrides = self._environment(task)
         self.launched_env.append(overrides)
-        env = {**os.environ, **self.env, **{e["name"]: e["value"] for e in container.get("environment", ())}, **overrides}
+        env = {
+            **os.environ,
+            **self.env,
+            **{e["name"]: e["value"] for e in container.get("environment", ())},
+            **overrides,
+        }
         command = [sys.executable if part == "python" else part for part in container["command"]]
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=env, cwd=os.getcwd(), start_new_session=True)
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=os.getcwd(),
+            start_new_session=True,
+        )
         from starburst_jupyter.backends.fargate.taskdef import log_stream
 
         shipper = _LogShipper(self.logs, self.log_group, log_stream(arn), proc.stdout)
@@ -153,7 +166,9 @@ class FargateAgent(threading.Thread):
         container.exitCode = exit_code
         if exit_code == 137 and stop_code == "EssentialContainerExited":
             container.reason = EXIT_137
-        task.stop_code = stop_code or ("UserInitiated" if task.desired_status == "STOPPED" else "EssentialContainerExited")
+        task.stop_code = stop_code or (
+            "UserInitiated" if task.desired_status == "STOPPED" else "EssentialContainerExited"
+        )
         if stop_code == "SpotInterruption":
             task.stopped_reason = "Your Spot Task was interrupted."
         elif not task.stopped_reason:
@@ -192,7 +207,7 @@ class RunTaskFailures:
     def __init__(self, times: int, reason: str = REASON):
         self.times, self.reason, self.hits = times, reason, 0
 
-    def __enter__(self) -> "RunTaskFailures":
+    def __enter__(self) -> RunTaskFailures:
         from moto.core.responses import ActionResult
         from moto.ecs.responses import EC2ContainerServiceResponse
 
@@ -202,9 +217,17 @@ class RunTaskFailures:
         def run_task(response_self):
             if outer.hits < outer.times:
                 outer.hits += 1
-                return ActionResult({"tasks": [], "failures": [
-                    {"arn": f"arn:aws:ecs:{response_self.region}:{ACCOUNT}:container-instance/none",
-                     "reason": outer.reason}]})
+                return ActionResult(
+                    {
+                        "tasks": [],
+                        "failures": [
+                            {
+                                "arn": f"arn:aws:ecs:{response_self.region}:{ACCOUNT}:container-instance/none",
+                                "reason": outer.reason,
+                            }
+                        ],
+                    }
+                )
             return original(response_self)
 
         EC2ContainerServiceResponse.run_task = run_task

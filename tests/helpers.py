@@ -1,4 +1,5 @@
 """Small helpers shared by test modules (importable because tests/ is on sys.path via rootdir conftest)."""
+
 from __future__ import annotations
 
 import os

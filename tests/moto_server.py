@@ -11,6 +11,7 @@ that botocore sees real, AWS-shaped HTTP responses and its own retry logic runs 
   sys.setswitchinterval(1e-6)). Real S3 guarantees one winner; this lock gives moto that
   guarantee so a race test tests our store, not moto's thread scheduling.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,8 @@ import logging
 import threading
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 REGION = "us-east-1"
 
@@ -33,7 +34,7 @@ class MotoServer:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # verbose=False alone is noisy
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
 
-    def start(self) -> "MotoServer":
+    def start(self) -> MotoServer:
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.url = f"http://{host}:{port}"
@@ -64,9 +65,16 @@ class MotoServer:
         }
 
     # environment variables that would point boto3 elsewhere (a real profile, a real endpoint)
-    UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL_S3",
-             "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-             "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN")
+    UNSET = (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+    )
 
     def reset(self) -> None:
         """Drop every moto backend's state (all services)."""
@@ -128,14 +136,17 @@ class S3Faults:
     def add(self, match: Callable[[Request], bool] | str, times: int, **kwargs) -> Fault:
         if isinstance(match, str):
             op = match
-            match = lambda r: r.op == op  # noqa: E731
+            match = lambda r: r.op == op
         fault = Fault(match, times, **kwargs)
         self.faults.append(fault)
         return fault
 
     def count(self, op: str | None = None, outcome: str | None = None) -> int:
-        return sum(1 for r, o in self.requests
-                   if (op is None or r.op == op) and (outcome is None or o == outcome or o.startswith(outcome)))
+        return sum(
+            1
+            for r, o in self.requests
+            if (op is None or r.op == op) and (outcome is None or o == outcome or o.startswith(outcome))
+        )
 
     @property
     def injected(self) -> int:
@@ -164,13 +175,15 @@ class S3Faults:
                 return original(response_self, request, full_url, headers)
             if fault.after:
                 original(response_self, request, full_url, headers)
-            body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{fault.code}</Code>'
-                    f"<Message>{fault.message}</Message><RequestId>{uuid.uuid4().hex}</RequestId></Error>")
+            body = (
+                f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{fault.code}</Code>'
+                f"<Message>{fault.message}</Message><RequestId>{uuid.uuid4().hex}</RequestId></Error>"
+            )
             return fault.status, {"Content-Type": "application/xml"}, body.encode()
 
         return handler
 
-    def __enter__(self) -> "S3Faults":
+    def __enter__(self) -> S3Faults:
         from moto.s3.responses import S3Response
 
         self._saved = {name: getattr(S3Response, name) for name in ("key_response", "bucket_response")}

@@ -1,4 +1,5 @@
 """`starburst setup` / `teardown` against moto: idempotent, tag-scoped."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,8 +28,14 @@ def test_setup_twice_changes_nothing_and_teardown_leaves_nothing_tagged(moto_ser
     # someone else's bucket of another name stays
     moto_server.client("s3").create_bucket(Bucket="not-ours")
     steps = tear_down(load_config())
-    assert {s.kind for s in steps if s.action == "delete"} >= {"s3 bucket", "ecs cluster", "log group", "iam role",
-                                                              "ecr repository", "security group"}
+    assert {s.kind for s in steps if s.action == "delete"} >= {
+        "s3 bucket",
+        "ecs cluster",
+        "log group",
+        "iam role",
+        "ecr repository",
+        "security group",
+    }
     # nothing of ours is left: a new plan would create everything again, and no service lists a starburst resource
     assert [s.action for s in set_up(load_config(), dry_run=True)[0]].count("create") == 7
     assert [b["Name"] for b in moto_server.client("s3").list_buckets()["Buckets"]] == ["not-ours"]
@@ -38,7 +45,8 @@ def test_setup_twice_changes_nothing_and_teardown_leaves_nothing_tagged(moto_ser
     assert moto_server.client("logs").describe_log_groups(logGroupNamePrefix="/starburst")["logGroups"] == []
     assert moto_server.client("ecr").describe_repositories()["repositories"] == []
     groups = moto_server.client("ec2").describe_security_groups(
-        Filters=[{"Name": "group-name", "Values": ["starburst-workers"]}])["SecurityGroups"]
+        Filters=[{"Name": "group-name", "Values": ["starburst-workers"]}]
+    )["SecurityGroups"]
     assert groups == []
 
 

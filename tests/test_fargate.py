@@ -1,5 +1,6 @@
 """The fargate backend end to end on moto: RunTask, DescribeTasks, S3, CloudWatch Logs, StopTask and
 Service Quotas through real HTTP, with tests/fargate_agent.py running each launched task's worker."""
+
 from __future__ import annotations
 
 import json
@@ -8,16 +9,16 @@ import time
 
 import cloudpickle
 import pytest
-
 from fargate_agent import FargateAgent, RunTaskFailures
 from helpers import latest_record, wait_for
+
 from starburst_jupyter import burst_map
 from starburst_jupyter.backends.fargate.setup import set_up
 from starburst_jupyter.core.config import load_config, save_values
-from starburst_jupyter.errors import BurstError
-from starburst_jupyter.stores.records import JobStore
 from starburst_jupyter.core.launcher import Launcher
 from starburst_jupyter.core.spec import build_spec
+from starburst_jupyter.errors import BurstError
+from starburst_jupyter.stores.records import JobStore
 
 pytestmark = pytest.mark.slow
 # The worker image has starburst installed, not this test module: its functions travel by value,
@@ -36,8 +37,12 @@ def account(moto_server, tmp_path_factory):
     moto_server.reset()
     state_manager.set_transition(model_name="ecs::task", transition={"progression": "manual", "times": 10**9})
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in {**moto_server.env, "STARBURST_HOME": str(tmp_path_factory.mktemp("setup-home")),
-                            "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET}.items():
+        for name, value in {
+            **moto_server.env,
+            "STARBURST_HOME": str(tmp_path_factory.mktemp("setup-home")),
+            "AWS_ACCESS_KEY_ID": KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET,
+        }.items():
             patch.setenv(name, value)
         _, settings = set_up(load_config())
         # moto serves plain HTTP on 127.0.0.1 and enforces the TLS-only bucket policy setup writes (checked in
@@ -53,11 +58,20 @@ def fargate(account, moto_server, moto_env, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setattr("starburst_jupyter.core.launcher.LAUNCH_BACKOFF_SECONDS", (0.05, 0.2))
     save_values(account)
-    save_values({"image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/starburst-worker:test",
-                 "fargate_vcpu_quota": 4, "backend": "fargate"})
+    save_values(
+        {
+            "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/starburst-worker:test",
+            "fargate_vcpu_quota": 4,
+            "backend": "fargate",
+        }
+    )
     config = load_config()
-    agent = FargateAgent({**moto_env, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET},
-                         REGION, config.cluster, config.log_group)
+    agent = FargateAgent(
+        {**moto_env, "AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET},
+        REGION,
+        config.cluster,
+        config.log_group,
+    )
     agent.start()
     yield agent
     agent.stop()
@@ -97,8 +111,10 @@ def test_map_runs_on_fargate_tasks_with_logs_and_cost(fargate, moto_server):
     assert ecs_tasks(moto_server, startedBy=record["id"], desiredStatus="RUNNING") == []
     # overrides: pointers only
     assert {e["STARBURST_JOB"] for e in fargate.launched_env} == {record["id"]}
-    assert all(set(e) == {"STARBURST_JOB", "STARBURST_WORKER", "STARBURST_STORE", "STARBURST_PREFIX", "AWS_REGION"}
-               for e in fargate.launched_env)
+    assert all(
+        set(e) == {"STARBURST_JOB", "STARBURST_WORKER", "STARBURST_STORE", "STARBURST_PREFIX", "AWS_REGION"}
+        for e in fargate.launched_env
+    )
     logs = Launcher().job_logs(record["id"])
     assert "squaring 5" in "".join(logs.values())
     assert record["cost"]["accrued"] > 0 and "Fargate us-east-1 on-demand" in record["cost"]["label"]
@@ -114,8 +130,9 @@ def test_quota_shapes_waves_in_order(fargate):
     config = load_config()
     spec = build_spec(config, mode="map", workers=8, cpu=1, memory="2GB")
     handle = Launcher(config).submit(spec, _Square(), list(range(16)), start=False)
-    handle.events.subscribe(lambda e: waves.append((type(e).__name__, e.wave)) if isinstance(
-        e, (ev.WaveStarted, ev.WaveFinished)) else None)
+    handle.events.subscribe(
+        lambda e: waves.append((type(e).__name__, e.wave)) if isinstance(e, (ev.WaveStarted, ev.WaveFinished)) else None
+    )
     handle.start()
     result = handle.wait(timeout=120)
     assert result.values == [x * x for x in range(16)]
@@ -186,8 +203,7 @@ def test_cancel_from_another_process_when_the_kernel_is_gone(fargate, moto_serve
     spec = build_spec(config, mode="map", workers=2)
     handle = Launcher(config).submit(spec, _Sleepy(), list(range(30)))
     wait_for(lambda: len(fargate.running()) == 2, timeout=60)
-    monitor = handle._monitor
-    monitor.request_cancel  # the monitor keeps running; we pretend its kernel died by faking the owner
+    # the monitor keeps running; we pretend its kernel died by faking the owner
     record = JobStore().read(handle.id)
     record["owner"] = {"pid": 2**22 + 1, "host": record["owner"]["host"]}
     handle._monitor.launcher.store.write(record)
@@ -202,7 +218,9 @@ def test_no_credential_in_any_request_to_ecs_or_in_logs(fargate):
     launcher = Launcher()
     backend = launcher.backend("fargate")
     bodies: list[bytes] = []
-    backend._client("ecs").meta.events.register("before-send", lambda request, **_: bodies.append(bytes(request.body or b"")))
+    backend._client("ecs").meta.events.register(
+        "before-send", lambda request, **_: bodies.append(bytes(request.body or b""))
+    )
     spec = build_spec(launcher.config, mode="map", workers=2)
     assert launcher.submit(spec, _Square(), list(range(4))).wait(timeout=120).values == [0, 1, 4, 9]
     record = latest_record()
@@ -218,9 +236,11 @@ def test_magic_on_fargate(fargate, ip, capsys):
     ip.run_cell("def cube(x):\n    return x ** 3")
     result = ip.run_cell("%%burst --backend fargate --workers 2 --map n in range(6) --out cubes\ncube(n)")
     result.raise_error()
-    assert ip.user_ns["cubes"] == [n ** 3 for n in range(6)]
+    assert ip.user_ns["cubes"] == [n**3 for n in range(6)]
     # the estimate before launch: 2 workers of 1 vCPU / 2 GB in us-east-1 on-demand
-    assert "1 vCPU / 2GB each; $0.10/hour while 2 run, Fargate)" in capsys.readouterr().out  # 2 x (0.04048 + 2 x 0.004445)
+    assert (
+        "1 vCPU / 2GB each; $0.10/hour while 2 run, Fargate)" in capsys.readouterr().out
+    )  # 2 x (0.04048 + 2 x 0.004445)
 
 
 def test_s3_throttling_and_ecs_throttling_are_survived_with_nothing_lost(fargate, moto_server):
@@ -244,7 +264,9 @@ def test_s3_throttling_and_ecs_throttling_are_survived_with_nothing_lost(fargate
     try:
         with S3Faults() as faults:
             faults.add(lambda r: r.op == "PutObject" and "/results/" in r.path, times=4)
-            faults.add("ListObjectsV2", times=3, status=500, code="InternalError", message="We encountered an internal error.")
+            faults.add(
+                "ListObjectsV2", times=3, status=500, code="InternalError", message="We encountered an internal error."
+            )
             values = burst_map(slow_square, range(10), workers=2)
     finally:
         EC2ContainerServiceResponse.describe_tasks = original
@@ -259,8 +281,9 @@ def test_spot_runs_on_fargate_spot_and_an_interruption_is_retried(fargate, moto_
     handle = Launcher(config).submit(spec, _Sleepy(), list(range(4)))
     wait_for(lambda: len(fargate.running()) == 2, timeout=60)
     record = JobStore().read(handle.id)
-    task = moto_server.client("ecs").describe_tasks(cluster="starburst", tasks=[
-        record["workers"]["0"]["task_arn"]])["tasks"][0]
+    task = moto_server.client("ecs").describe_tasks(cluster="starburst", tasks=[record["workers"]["0"]["task_arn"]])[
+        "tasks"
+    ][0]
     assert task["capacityProviderName"] == "FARGATE_SPOT"
     time.sleep(1.0)
     fargate.kill(0, how="spot")
@@ -333,8 +356,10 @@ def test_a_warm_worker_leaves_when_no_job_comes(fargate, moto_server):
     assert handle.wait(timeout=120).values == [1, 4]
     assert len(fargate.running()) == 1
     # 3 s of keep-warm, then it exits on its own, and the agent records its task stopped
-    wait_for(lambda: not fargate.running() and not ecs_tasks(moto_server, startedBy=handle.id,
-                                                             desiredStatus="RUNNING"), timeout=30)
+    wait_for(
+        lambda: not fargate.running() and not ecs_tasks(moto_server, startedBy=handle.id, desiredStatus="RUNNING"),
+        timeout=30,
+    )
 
 
 def test_the_environment_image_is_found_in_ecr_by_its_tag_or_the_job_says_how_to_build_it(fargate, moto_server):
@@ -347,15 +372,29 @@ def test_the_environment_image_is_found_in_ecr_by_its_tag_or_the_job_says_how_to
         burst_map(slow_square, range(2), workers=1)
     assert JobStore().list() == []  # nothing launched
     ecr = moto_server.client("ecr")  # the image pushed earlier (by %burst_rebuild, on another day)
-    ecr.put_image(repositoryName="starburst-worker", imageTag=tag, imageManifest=json.dumps(
-        {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-         "config": {"digest": "sha256:" + "0" * 64, "size": 1, "mediaType": "application/vnd.docker.container.image.v1+json"},
-         "layers": []}))
+    ecr.put_image(
+        repositoryName="starburst-worker",
+        imageTag=tag,
+        imageManifest=json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {
+                    "digest": "sha256:" + "0" * 64,
+                    "size": 1,
+                    "mediaType": "application/vnd.docker.container.image.v1+json",
+                },
+                "layers": [],
+            }
+        ),
+    )
     assert burst_map(slow_square, range(2), workers=1) == [0, 1]
-    taskdef_arn = moto_server.client("ecs").describe_tasks(cluster="starburst", tasks=[
-        latest_record()["workers"]["0"]["task_arn"]])["tasks"][0]["taskDefinitionArn"]
-    image = moto_server.client("ecs").describe_task_definition(
-        taskDefinition=taskdef_arn)["taskDefinition"]["containerDefinitions"][0]["image"]
+    taskdef_arn = moto_server.client("ecs").describe_tasks(
+        cluster="starburst", tasks=[latest_record()["workers"]["0"]["task_arn"]]
+    )["tasks"][0]["taskDefinitionArn"]
+    image = moto_server.client("ecs").describe_task_definition(taskDefinition=taskdef_arn)["taskDefinition"][
+        "containerDefinitions"
+    ][0]["image"]
     assert image == f"123456789012.dkr.ecr.us-east-1.amazonaws.com/starburst-worker:{tag}"
 
 

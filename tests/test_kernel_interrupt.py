@@ -1,4 +1,5 @@
 """Cancelling from the notebook, for real: a kernel runs a slow %%burst cell and is stopped mid-cell."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from jupyter_client.manager import start_new_kernel
-
 from helpers import pid_alive, wait_for
+from jupyter_client.manager import start_new_kernel
 
 SLOW_MAP = "%%burst --map x in range({n}) --workers 2 --out partial\nimport time\ntime.sleep(60)\nx"
 
@@ -28,6 +28,7 @@ def kernel(starburst_home: Path):
 
 def running_record(home: Path) -> dict:
     """The job's record once both of its workers are up."""
+
     def ready():
         for path in (home / "jobs").glob("*/record.json"):
             try:
@@ -41,7 +42,7 @@ def running_record(home: Path) -> dict:
     return wait_for(ready, timeout=60)
 
 
-def reply_to(client, msg_id: str) -> dict:  # noqa: ANN001
+def reply_to(client, msg_id: str) -> dict:
     reply = client.get_shell_msg(timeout=30)
     while reply["parent_header"].get("msg_id") != msg_id:
         reply = client.get_shell_msg(timeout=30)
@@ -69,8 +70,10 @@ def test_stop_button_cancels_the_job_and_ends_every_worker(kernel, starburst_hom
     assert "interrupted" in assert_cancelled_and_gone(starburst_home, record)["message"]
     outputs: list[str] = []
     check = client.execute_interactive(
-        "print(type(partial[0]).__name__, len(partial))", timeout=30,
-        output_hook=lambda m: outputs.append(m["content"].get("text", "")))
+        "print(type(partial[0]).__name__, len(partial))",
+        timeout=30,
+        output_hook=lambda m: outputs.append(m["content"].get("text", "")),
+    )
     assert check["content"]["status"] == "ok"
     assert "TaskCancelled 6" in "".join(outputs)  # the cell's --out holds the partial results
 
@@ -94,8 +97,11 @@ def test_widget_cancel_button_works_while_the_cell_runs(kernel, starburst_home: 
     assert button, "the job widget with its Cancel button was not displayed"
     record = running_record(starburst_home)
     started = time.monotonic()
-    client.session.send(client.shell_channel.socket, "comm_msg", {
-        "comm_id": button, "data": {"method": "custom", "content": {"event": "click"}}})
+    client.session.send(
+        client.shell_channel.socket,
+        "comm_msg",
+        {"comm_id": button, "data": {"method": "custom", "content": {"event": "click"}}},
+    )
     reply = reply_to(client, msg_id)
     assert time.monotonic() - started < 15  # the cell returned long before its 60 s tasks
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "BurstCancelled"

@@ -1,4 +1,5 @@
 """The core launcher on the local backend, through the Python face: real worker processes."""
+
 from __future__ import annotations
 
 import _thread
@@ -10,6 +11,7 @@ import time
 from concurrent.futures import wait as wait_futures
 
 import pytest
+from helpers import latest_record, pid_alive, wait_for, worker_pids
 
 from starburst_jupyter import (
     BurstCancelled,
@@ -23,12 +25,10 @@ from starburst_jupyter import (
 )
 from starburst_jupyter.core import events as ev
 from starburst_jupyter.core.config import Config
-from starburst_jupyter.stores.records import JobStore
 from starburst_jupyter.core.launcher import Launcher
-from starburst_jupyter.protocol.programs import CallProgram
 from starburst_jupyter.core.spec import build_spec
-
-from helpers import latest_record, pid_alive, wait_for, worker_pids
+from starburst_jupyter.protocol.programs import CallProgram
+from starburst_jupyter.stores.records import JobStore
 
 
 def square(x):
@@ -115,6 +115,7 @@ def test_item_that_always_kills_its_worker_fails_after_one_retry():
 def segfault(x):
     if x == 1:
         import ctypes
+
         ctypes.string_at(0)
     return x
 
@@ -168,8 +169,9 @@ def test_max_cost_refused_before_launch_and_enforced_while_running():
     assert JobStore().list() == []  # nothing was launched
     # 16 vCPU / 120 GB workers: the one-minute minimum of a second wave would pass a cap set just above one
     with pytest.raises(BurstCancelled, match="max-cost"):
-        burst_map(sleepy, [0.5] * 6, workers=3, cpu=16, memory="120GB", max_cost=0.03,
-                  config=Config(local_concurrency=1))
+        burst_map(
+            sleepy, [0.5] * 6, workers=3, cpu=16, memory="120GB", max_cost=0.03, config=Config(local_concurrency=1)
+        )
     assert latest_record()["state"] == "cancelled"
 
 
@@ -230,8 +232,14 @@ burst_map(nap, range(2), workers=2)
 def test_cancel_job_whose_kernel_is_gone(starburst_home):
     kernel = subprocess.Popen([sys.executable, "-c", LAUNCH_AND_WAIT], env={**os.environ})
     try:
-        record = wait_for(lambda: (JobStore().list() or [None])[0] if JobStore().list() and len(
-            JobStore().list()[0]["workers"]) == 2 else None, timeout=30)
+        record = wait_for(
+            lambda: (
+                (JobStore().list() or [None])[0]
+                if JobStore().list() and len(JobStore().list()[0]["workers"]) == 2
+                else None
+            ),
+            timeout=30,
+        )
         kernel.kill()  # the launching kernel dies hard; its workers keep running (detached job)
         kernel.wait()
         pids = worker_pids(record)

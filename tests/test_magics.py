@@ -4,32 +4,46 @@ Each test checks what a notebook user sees: the values that land in the namespac
 result and printed output, and for refused cells a clear message, an untouched namespace and
 no job launched (no folder under $STARBURST_HOME/jobs).
 """
+
 from __future__ import annotations
 
 import json
 import re
-import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import tomllib
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from starburst_jupyter.errors import (BurstBackendUnavailable, BurstCaptureError, BurstError, BurstTimeout,
-                                      BurstValidationError, ResultTooLarge, TaskCancelled)
-
+from starburst_jupyter.errors import (
+    BurstBackendUnavailable,
+    BurstCaptureError,
+    BurstError,
+    BurstTimeout,
+    BurstValidationError,
+    ResultTooLarge,
+    TaskCancelled,
+)
 
 # ----- helpers ---------------------------------------------------------------------------------
+
 
 def run(ip, source: str, numbered: bool = False) -> SimpleNamespace:
     """Run one cell as a notebook would (numbered: as In[N], N counting up); returns the ExecutionResult
     plus what it printed."""
     with capture_output() as captured:
         result = ip.run_cell(source, store_history=numbered)
-    return SimpleNamespace(result=result, ok=result.success, error=result.error_in_exec,
-                           value=result.result, out=captured.stdout, err=captured.stderr,
-                           text=captured.stdout + captured.stderr)
+    return SimpleNamespace(
+        result=result,
+        ok=result.success,
+        error=result.error_in_exec,
+        value=result.result,
+        out=captured.stdout,
+        err=captured.stderr,
+        text=captured.stdout + captured.stderr,
+    )
 
 
 def ok(ip, source: str, numbered: bool = False) -> SimpleNamespace:
@@ -67,11 +81,15 @@ def refused(ip, home: Path, source: str, error_type: type[BaseException], *fragm
 
 # ----- 1, 2: map mode --------------------------------------------------------------------------
 
+
 def test_map_1000_items_notebook_function_using_numpy(ip, starburst_home):
-    ok(ip, "import numpy as np\n"
-           "def simulate(seed):\n"
-           "    rng = np.random.default_rng(seed)\n"
-           "    return float(rng.normal(size=100).mean())\n")
+    ok(
+        ip,
+        "import numpy as np\n"
+        "def simulate(seed):\n"
+        "    rng = np.random.default_rng(seed)\n"
+        "    return float(rng.normal(size=100).mean())\n",
+    )
     outcome = ok(ip, "%%burst --map seed in range(1000) --workers 2 --out sims\nsimulate(seed)")
     sims = ip.user_ns["sims"]
     expected = [ip.user_ns["simulate"](seed) for seed in range(1000)]
@@ -117,13 +135,17 @@ def test_map_cell_statements_then_trailing_value(ip):
 
 # ----- 3: single-task mode ---------------------------------------------------------------------
 
+
 def test_single_assigns_names_returns_trailing_value_and_shows_prints(ip):
     ok(ip, "data = [1.0, 2.0, 3.0, 4.0]")
-    outcome = ok(ip, "%%burst\n"
-                     "print('training on', len(data), 'rows')\n"
-                     "model = {'mean': sum(data) / len(data)}\n"
-                     "score = model['mean'] * 2\n"
-                     "score + 100\n")
+    outcome = ok(
+        ip,
+        "%%burst\n"
+        "print('training on', len(data), 'rows')\n"
+        "model = {'mean': sum(data) / len(data)}\n"
+        "score = model['mean'] * 2\n"
+        "score + 100\n",
+    )
     assert ip.user_ns["model"] == {"mean": 2.5}
     assert ip.user_ns["score"] == 5.0
     assert outcome.value == 105.0
@@ -185,8 +207,14 @@ def test_unused_unpicklable_name_does_not_stop_the_cell(ip, name):
 def test_used_unpicklable_name_stops_cell_before_launch(ip, starburst_home, name):
     setup, kind = UNPICKLABLES[name]
     ok(ip, setup)
-    refused(ip, starburst_home, f"%%burst --map x in range(3) --out out\nstr({name}) + str(x)",
-            BurstCaptureError, repr(name), kind)
+    refused(
+        ip,
+        starburst_home,
+        f"%%burst --map x in range(3) --out out\nstr({name}) + str(x)",
+        BurstCaptureError,
+        repr(name),
+        kind,
+    )
     assert "out" not in ip.user_ns
     refused(ip, starburst_home, f"%%burst\nr = repr({name})", BurstCaptureError, repr(name), kind)
     if name in ("fh", "sock"):
@@ -215,18 +243,21 @@ def test_name_assigned_in_cell_before_use_is_not_captured(ip):
 
 
 def test_lambda_closure_class_and_instance_work_remotely(ip):
-    ok(ip, "square = lambda v: v * v\n"
-           "def make_adder(n):\n"
-           "    def add(v):\n"
-           "        return v + n\n"
-           "    return add\n"
-           "add3 = make_adder(3)\n"
-           "class Point:\n"
-           "    def __init__(self, x):\n"
-           "        self.x = x\n"
-           "    def norm2(self):\n"
-           "        return self.x * self.x\n"
-           "origin = Point(10)\n")
+    ok(
+        ip,
+        "square = lambda v: v * v\n"
+        "def make_adder(n):\n"
+        "    def add(v):\n"
+        "        return v + n\n"
+        "    return add\n"
+        "add3 = make_adder(3)\n"
+        "class Point:\n"
+        "    def __init__(self, x):\n"
+        "        self.x = x\n"
+        "    def norm2(self):\n"
+        "        return self.x * self.x\n"
+        "origin = Point(10)\n",
+    )
     ok(ip, "%%burst --map x in range(4) --out out\n(square(x), add3(x), Point(x).norm2(), origin.norm2())")
     assert ip.user_ns["out"] == [(0, 3, 0, 100), (1, 4, 1, 100), (4, 5, 4, 100), (9, 6, 9, 100)]
     # instances of a notebook class come back as that class
@@ -237,15 +268,18 @@ def test_lambda_closure_class_and_instance_work_remotely(ip):
 
 
 def test_class_and_function_defined_in_single_cell_come_back(ip):
-    ok(ip, "%%burst\n"
-           "class Model:\n"
-           "    def __init__(self, w):\n"
-           "        self.w = w\n"
-           "    def predict(self, x):\n"
-           "        return self.w * x\n"
-           "def helper(x):\n"
-           "    return x + 1\n"
-           "model = Model(helper(2))\n")
+    ok(
+        ip,
+        "%%burst\n"
+        "class Model:\n"
+        "    def __init__(self, w):\n"
+        "        self.w = w\n"
+        "    def predict(self, x):\n"
+        "        return self.w * x\n"
+        "def helper(x):\n"
+        "    return x + 1\n"
+        "model = Model(helper(2))\n",
+    )
     assert ip.user_ns["model"].predict(2) == 6
     assert ip.user_ns["helper"](1) == 2
     ok(ip, "check = model.predict(10)")
@@ -269,24 +303,27 @@ def test_user_name_that_looks_like_ipython_history_is_captured(ip):
 
 def test_function_in_cell_updating_a_notebook_global(ip):
     ok(ip, "total = 10")
-    outcome = ok(ip, "%%burst\n"
-                     "def bump():\n"
-                     "    global total\n"
-                     "    total += 1\n"
-                     "    return total\n"
-                     "bump()\n")
+    outcome = ok(ip, "%%burst\ndef bump():\n    global total\n    total += 1\n    return total\nbump()\n")
     assert outcome.value == 11
     assert ip.user_ns["total"] == 11  # the rebinding comes back, as if the cell ran here
 
 
 def test_unpicklable_map_item_stops_before_launch(ip, starburst_home):
     ok(ip, "import threading\nlock = threading.Lock()")
-    refused(ip, starburst_home, "%%burst --map x in [1, lock] --out o\nx", BurstCaptureError,
-            "_thread.lock", "picklable", "nothing was launched")
+    refused(
+        ip,
+        starburst_home,
+        "%%burst --map x in [1, lock] --out o\nx",
+        BurstCaptureError,
+        "_thread.lock",
+        "picklable",
+        "nothing was launched",
+    )
     assert "o" not in ip.user_ns
 
 
 # ----- 5: large array --------------------------------------------------------------------------
+
 
 def test_large_numpy_array_used_by_map_cell(ip):
     ok(ip, "import numpy as np\nbig = np.arange(6_553_600, dtype=np.float64)")  # 50 MiB
@@ -299,10 +336,12 @@ def test_large_numpy_array_used_by_map_cell(ip):
 
 # ----- 6: failures ---------------------------------------------------------------------------
 
-FAILING_CELL = ("%%burst --map x in range(10) --workers 2 --out out{opts}\n"
-                "if x in (3, 7):\n"
-                "    raise ValueError(f'bad item {{x}}')\n"
-                "x * 2\n")
+FAILING_CELL = (
+    "%%burst --map x in range(10) --workers 2 --out out{opts}\n"
+    "if x in (3, 7):\n"
+    "    raise ValueError(f'bad item {{x}}')\n"
+    "x * 2\n"
+)
 
 
 def test_on_error_raise_names_failed_items_and_keeps_all_results(ip, starburst_home):
@@ -326,10 +365,7 @@ def test_on_error_raise_names_failed_items_and_keeps_all_results(ip, starburst_h
 
 
 def test_on_error_raise_names_every_failed_index_beyond_the_full_tracebacks(ip):
-    outcome = run(ip, "%%burst --map x in range(20) --workers 2 --out out\n"
-                      "if x % 20 < 15:\n"
-                      "    raise KeyError(x)\n"
-                      "x\n")
+    outcome = run(ip, "%%burst --map x in range(20) --workers 2 --out out\nif x % 20 < 15:\n    raise KeyError(x)\nx\n")
     assert isinstance(outcome.error, BurstError)
     message = str(outcome.error)
     named = {int(i) for i in re.findall(r"--- item (\d+) ---", message)}
@@ -355,11 +391,14 @@ def test_on_error_keep_from_config(ip):
 
 
 def test_timeout_cancels_and_keeps_finished_results(ip, starburst_home):
-    outcome = run(ip, "%%burst --map x in range(4) --workers 1 --timeout 2 --out out\n"
-                      "import time\n"
-                      "if x == 3:\n"
-                      "    time.sleep(60)\n"
-                      "x\n")
+    outcome = run(
+        ip,
+        "%%burst --map x in range(4) --workers 1 --timeout 2 --out out\n"
+        "import time\n"
+        "if x == 3:\n"
+        "    time.sleep(60)\n"
+        "x\n",
+    )
     assert isinstance(outcome.error, BurstTimeout)
     assert "--timeout of 2" in outcome.text
     out = ip.user_ns["out"]
@@ -374,38 +413,80 @@ def test_timeout_cancels_and_keeps_finished_results(ip, starburst_home):
 # ----- 7: bad inputs -------------------------------------------------------------------------
 
 BAD_CELLS = [
-    pytest.param("%%burst --map x in range(3) --workers 0 --out o\nx", BurstValidationError,
-                 ("--workers 0", "at least 1"), id="workers-0"),
-    pytest.param("%%burst --map x in range(3) --workers 100000 --out o\nx", BurstValidationError,
-                 ("--workers 100000", "maximum of 256", "max_workers"), id="workers-too-many"),
+    pytest.param(
+        "%%burst --map x in range(3) --workers 0 --out o\nx",
+        BurstValidationError,
+        ("--workers 0", "at least 1"),
+        id="workers-0",
+    ),
+    pytest.param(
+        "%%burst --map x in range(3) --workers 100000 --out o\nx",
+        BurstValidationError,
+        ("--workers 100000", "maximum of 256", "max_workers"),
+        id="workers-too-many",
+    ),
     pytest.param("%%burst --workers abc\nx = 1", UsageError, ("--workers",), id="workers-not-int"),
-    pytest.param("%%burst --map x in range(3) --cpu 3 --out o\nx", BurstValidationError,
-                 ("--cpu 3", "0.25, 0.5, 1, 2, 4, 8, 16"), id="cpu-3"),
-    pytest.param("%%burst --map x in range(3) --cpu 1 --memory 64GB --out o\nx", BurstValidationError,
-                 ("64GB", "with 1 vCPU, memory must be 2GB to 8GB"), id="memory-too-big-for-cpu"),
-    pytest.param("%%burst --memory lots\nx = 1", BurstValidationError,
-                 ("--memory 'lots'", "4GB"), id="memory-lots"),
-    pytest.param("%%burst --map seed range(10) --out o\nseed", BurstValidationError,
-                 ("'seed range(10)'", "NAME in EXPR"), id="map-malformed"),
-    pytest.param("%%burst --map x in undefined_name --out o\nx", BurstValidationError,
-                 ("undefined_name", "NameError"), id="map-undefined"),
-    pytest.param("%%burst --map x in 5 --out o\nx", BurstValidationError,
-                 ("'5'", "not iterable"), id="map-not-iterable"),
-    pytest.param("%%burst --map x in range(3) --backend nope --out o\nx", BurstValidationError,
-                 ("'nope'", "local, docker, fargate"), id="backend-unknown"),
-    pytest.param("%%burst --map x in range(3) --backend fargate --out o\nx", BurstBackendUnavailable,
-                 ("fargate backend is not set up", "missing bucket", "%burst_setup"), id="backend-fargate"),
+    pytest.param(
+        "%%burst --map x in range(3) --cpu 3 --out o\nx",
+        BurstValidationError,
+        ("--cpu 3", "0.25, 0.5, 1, 2, 4, 8, 16"),
+        id="cpu-3",
+    ),
+    pytest.param(
+        "%%burst --map x in range(3) --cpu 1 --memory 64GB --out o\nx",
+        BurstValidationError,
+        ("64GB", "with 1 vCPU, memory must be 2GB to 8GB"),
+        id="memory-too-big-for-cpu",
+    ),
+    pytest.param("%%burst --memory lots\nx = 1", BurstValidationError, ("--memory 'lots'", "4GB"), id="memory-lots"),
+    pytest.param(
+        "%%burst --map seed range(10) --out o\nseed",
+        BurstValidationError,
+        ("'seed range(10)'", "NAME in EXPR"),
+        id="map-malformed",
+    ),
+    pytest.param(
+        "%%burst --map x in undefined_name --out o\nx",
+        BurstValidationError,
+        ("undefined_name", "NameError"),
+        id="map-undefined",
+    ),
+    pytest.param(
+        "%%burst --map x in 5 --out o\nx", BurstValidationError, ("'5'", "not iterable"), id="map-not-iterable"
+    ),
+    pytest.param(
+        "%%burst --map x in range(3) --backend nope --out o\nx",
+        BurstValidationError,
+        ("'nope'", "local, docker, fargate"),
+        id="backend-unknown",
+    ),
+    pytest.param(
+        "%%burst --map x in range(3) --backend fargate --out o\nx",
+        BurstBackendUnavailable,
+        ("fargate backend is not set up", "missing bucket", "%burst_setup"),
+        id="backend-fargate",
+    ),
     pytest.param("%%burst --bogus-option 1\nx = 1", UsageError, ("--bogus-option",), id="bogus-option"),
-    pytest.param("%%burst --map x in range(3) --out 1abc\nx", UsageError, ("'1abc'", "not a valid Python name"),
-                 id="out-invalid"),
+    pytest.param(
+        "%%burst --map x in range(3) --out 1abc\nx", UsageError, ("'1abc'", "not a valid Python name"), id="out-invalid"
+    ),
     pytest.param("%%burst --on-error ignore\nx = 1", UsageError, ("--on-error",), id="on-error-invalid"),
-    pytest.param("%%burst --map x in range(3) --timeout 0 --out o\nx", BurstValidationError,
-                 ("--timeout 0",), id="timeout-0"),
+    pytest.param(
+        "%%burst --map x in range(3) --timeout 0 --out o\nx", BurstValidationError, ("--timeout 0",), id="timeout-0"
+    ),
     pytest.param("%%burst\n   \n", UsageError, ("empty",), id="empty-cell-whitespace"),
-    pytest.param("%%burst --map x in range(3) --out o\ny = x\nz = = 1\n", BurstValidationError,
-                 ("does not parse", "line 2", "z = = 1"), id="syntax-error"),
-    pytest.param("%%burst --map x in range(3) --out o\ny = x\n%time z = y\n", BurstValidationError,
-                 ("does not parse", "%time z = y", "magics"), id="magic-line"),
+    pytest.param(
+        "%%burst --map x in range(3) --out o\ny = x\nz = = 1\n",
+        BurstValidationError,
+        ("does not parse", "line 2", "z = = 1"),
+        id="syntax-error",
+    ),
+    pytest.param(
+        "%%burst --map x in range(3) --out o\ny = x\n%time z = y\n",
+        BurstValidationError,
+        ("does not parse", "%time z = y", "magics"),
+        id="magic-line",
+    ),
     pytest.param("%%burst\n!ls\n", BurstValidationError, ("'!ls'", "magics and !shell lines"), id="shell-line"),
 ]
 
@@ -425,15 +506,22 @@ def test_empty_cell_is_refused(ip, starburst_home):
 
 
 def test_memory_refusal_lists_valid_memory_and_matching_cpu(ip, starburst_home):
-    outcome = refused(ip, starburst_home, "%%burst --cpu 1 --memory 64GB\nx = 1", BurstValidationError,
-                      "2GB to 8GB in 1GB steps")
+    outcome = refused(
+        ip, starburst_home, "%%burst --cpu 1 --memory 64GB\nx = 1", BurstValidationError, "2GB to 8GB in 1GB steps"
+    )
     assert "64GB is valid with --cpu 16" in str(outcome.error)
 
 
 def test_map_expression_error_is_reported_with_cause(ip, starburst_home):
     ok(ip, "items = {'a': 1}")
-    refused(ip, starburst_home, "%%burst --map x in items['missing'] --out o\nx", BurstValidationError,
-            "items['missing']", "KeyError")
+    refused(
+        ip,
+        starburst_home,
+        "%%burst --map x in items['missing'] --out o\nx",
+        BurstValidationError,
+        "items['missing']",
+        "KeyError",
+    )
 
 
 def test_out_keyword_is_refused(ip, starburst_home):
@@ -441,6 +529,7 @@ def test_out_keyword_is_refused(ip, starburst_home):
 
 
 # ----- 8: %burst_status ----------------------------------------------------------------------
+
 
 def test_burst_status_lists_jobs_and_shows_one(ip, starburst_home):
     empty = ok(ip, "%burst_status")
@@ -491,6 +580,7 @@ def test_burst_status_unknown_job_is_clear_error(ip):
 
 
 # ----- 9: %burst_config ----------------------------------------------------------------------
+
 
 def test_burst_config_saves_and_next_job_uses_it(ip, starburst_home):
     outcome = ok(ip, "%burst_config workers=3")
@@ -554,6 +644,7 @@ def test_burst_config_refuses_invalid_cpu_memory_pair(ip, starburst_home):
 
 # ----- 10: max_result_bytes ------------------------------------------------------------------
 
+
 def test_result_above_max_result_bytes_fails_that_item(ip):
     ok(ip, "%burst_config max_result_bytes=1000")
     ok(ip, "%%burst --map n in [10, 5000, 20] --out blobs --on-error keep\nb'x' * n")
@@ -616,21 +707,29 @@ def test_remote_traceback_shows_the_notebook_functions_line(ip):
 
 def test_remote_traceback_lines_for_lambdas_methods_classes_and_the_burst_cell(ip):
     meter_cell = ip.execution_count
-    ok(ip, "halve = lambda v: 1 / (v - v)\n"
-           "class Meter:\n"
-           "    def __init__(self, scale):\n"
-           "        self.scale = scale\n"
-           "    def read(self, x):\n"
-           "        return {'k': 1}[x * self.scale]\n"
-           "    @property\n"
-           "    def broken(self):\n"
-           "        return self.missing_attribute\n", numbered=True)
+    ok(
+        ip,
+        "halve = lambda v: 1 / (v - v)\n"
+        "class Meter:\n"
+        "    def __init__(self, scale):\n"
+        "        self.scale = scale\n"
+        "    def read(self, x):\n"
+        "        return {'k': 1}[x * self.scale]\n"
+        "    @property\n"
+        "    def broken(self):\n"
+        "        return self.missing_attribute\n",
+        numbered=True,
+    )
     ok(ip, "meter = Meter(2)", numbered=True)
     burst_cell = ip.execution_count
-    run(ip, "%%burst --map x in range(4) --out r --on-error keep\n"
-                      "def inner(v):\n"
-                      "    return [halve, meter.read, lambda _: meter.broken, lambda _: 1 + 'a'][v](v)\n"
-                      "inner(x)", numbered=True)
+    run(
+        ip,
+        "%%burst --map x in range(4) --out r --on-error keep\n"
+        "def inner(v):\n"
+        "    return [halve, meter.read, lambda _: meter.broken, lambda _: 1 + 'a'][v](v)\n"
+        "inner(x)",
+        numbered=True,
+    )
     errors = ip.user_ns["r"]
     tracebacks = [e.__cause__.tb for e in errors]
     assert "halve = lambda v: 1 / (v - v)" in tracebacks[0] and f"Cell In[{meter_cell}], line 1" in tracebacks[0]

@@ -1,4 +1,5 @@
 """The example notebooks run top to bottom on the local backend, as a user would run them."""
+
 from __future__ import annotations
 
 import os
@@ -16,13 +17,17 @@ ARTIFACTS = Path(__file__).parent.parent / "artifacts"
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_executes(path: Path, starburst_home: Path):
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     client.execute(env={**os.environ, "STARBURST_HOME": str(starburst_home)})
     ARTIFACTS.mkdir(exist_ok=True)
     nbformat.write(notebook, ARTIFACTS / path.name)
     text = "\n".join(
         out.get("text", "") + str(out.get("data", {}).get("text/plain", "")) + "\n".join(out.get("traceback", []))
-        for cell in notebook.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
     )
     if path.name == "01-quickstart.ipynb":
         assert "1000 results" in text

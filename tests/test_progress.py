@@ -1,4 +1,5 @@
 """The view model: events in, the state a widget or progress line shows out."""
+
 from __future__ import annotations
 
 import io
@@ -6,9 +7,9 @@ import io
 from starburst_jupyter.core import events as ev
 from starburst_jupyter.core.config import Config
 from starburst_jupyter.core.launcher import Launcher
-from starburst_jupyter.protocol.programs import CallProgram
-from starburst_jupyter.display.progress import JobView, TextProgress, Throttled
 from starburst_jupyter.core.spec import build_spec
+from starburst_jupyter.display.progress import JobView, TextProgress, Throttled
+from starburst_jupyter.protocol.programs import CallProgram
 
 
 def feed(view: JobView, *events: ev.Event) -> JobView:
@@ -19,17 +20,20 @@ def feed(view: JobView, *events: ev.Event) -> JobView:
 
 def test_view_tracks_waves_workers_tasks_logs_and_cost():
     j = "bj-x"
-    view = feed(JobView(j, total=4, backend="local"),
-                ev.JobStateChanged(j, state="running"),
-                ev.WaveStarted(j, wave=1, waves=2, workers=2),
-                ev.WorkerStarted(j, worker=0, wave=1), ev.WorkerStarted(j, worker=1, wave=1),
-                ev.TaskStarted(j, worker=0, indices=(0, 1)),
-                ev.TaskFinished(j, index=0, worker=0, duration=0.1),
-                ev.TaskFailed(j, index=1, worker=0, error="ValueError: bad", traceback="Traceback..."),
-                ev.LogLine(j, worker=1, line="hello"),
-                ev.WorkerExited(j, worker=1, exit_code=-9, reason="killed by SIGKILL"),
-                ev.TaskRetried(j, index=2, attempt=2, reason="worker 1: killed by SIGKILL"),
-                ev.CostTick(j, accrued=0.01, projected=0.02, cap=0.5, label="estimate"))
+    view = feed(
+        JobView(j, total=4, backend="local"),
+        ev.JobStateChanged(j, state="running"),
+        ev.WaveStarted(j, wave=1, waves=2, workers=2),
+        ev.WorkerStarted(j, worker=0, wave=1),
+        ev.WorkerStarted(j, worker=1, wave=1),
+        ev.TaskStarted(j, worker=0, indices=(0, 1)),
+        ev.TaskFinished(j, index=0, worker=0, duration=0.1),
+        ev.TaskFailed(j, index=1, worker=0, error="ValueError: bad", traceback="Traceback..."),
+        ev.LogLine(j, worker=1, line="hello"),
+        ev.WorkerExited(j, worker=1, exit_code=-9, reason="killed by SIGKILL"),
+        ev.TaskRetried(j, index=2, attempt=2, reason="worker 1: killed by SIGKILL"),
+        ev.CostTick(j, accrued=0.01, projected=0.02, cap=0.5, label="estimate"),
+    )
     assert (view.done, view.failed, view.retried, view.wave, view.waves) == (1, 1, 1, 1, 2)
     assert view.workers[0].done == 2 and view.workers[0].error == "item 1: ValueError: bad"
     assert view.workers[1].state == "failed" and view.workers[1].error == "killed by SIGKILL"
@@ -60,8 +64,12 @@ def test_text_progress_follows_a_real_job():
     config = Config(local_concurrency=2)
     out = io.StringIO()
     view = JobView("", total=50)
-    handle = Launcher(config).submit(build_spec(config, mode="map", workers=4), CallProgram(abs), list(range(50)),
-                                     subscribers=[Throttled(view, TextProgress(out, in_place=False), interval=0.0)])
+    handle = Launcher(config).submit(
+        build_spec(config, mode="map", workers=4),
+        CallProgram(abs),
+        list(range(50)),
+        subscribers=[Throttled(view, TextProgress(out, in_place=False), interval=0.0)],
+    )
     view.job_id = handle.id
     handle.result()
     lines = out.getvalue().splitlines()

@@ -1,4 +1,5 @@
 """Remote tracebacks find the notebook's lines by what survives pickling, not by co_filename."""
+
 from __future__ import annotations
 
 import linecache

@@ -3,24 +3,24 @@
 The refresh is driven by calling `refresh()` (what the background thread calls), except in the tests
 of the thread itself. Jobs block on gate files the test creates, so "running" is never a race.
 """
+
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
 import pytest
+from helpers import pid_alive, wait_for, worker_pids
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 from ipywidgets.widgets.widget import _instances
 
 from starburst_jupyter.core.config import Config
-from starburst_jupyter.stores.records import JobStore
 from starburst_jupyter.core.launcher import Launcher
-from starburst_jupyter.protocol.programs import CallProgram
 from starburst_jupyter.core.spec import build_spec
 from starburst_jupyter.display.status_widget import CANCEL_REASON, StatusWidget
-
-from helpers import pid_alive, wait_for, worker_pids
+from starburst_jupyter.protocol.programs import CallProgram
+from starburst_jupyter.stores.records import JobStore
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
@@ -61,10 +61,12 @@ def open_gate(path: str) -> None:
 
 def refreshed(status: StatusWidget, job_id: str, predicate):
     """Refresh (as the thread would) until predicate(row) holds; generous timeout for a loaded machine."""
+
     def check():
         status.refresh()
         row = status.rows.get(job_id)
         return row is not None and predicate(row)
+
     return wait_for(check, timeout=30.0)
 
 
@@ -119,7 +121,11 @@ def test_rows_running_first_and_progress_updates_as_the_job_runs(tmp_path, sessi
     assert (row.progress.value, row.progress.max, row.progress.description) == (0, 2, "0/0/2")
     assert not row.cancel.disabled and running.id in row.cancel.tooltip
     assert "Fargate estimate" in row.cost.value and row.cost.value.startswith("$")
-    assert (done_row.progress.value, done_row.progress.description, done_row.progress.bar_style) == (3, "3/0/3", "success")
+    assert (done_row.progress.value, done_row.progress.description, done_row.progress.bar_style) == (
+        3,
+        "3/0/3",
+        "success",
+    )
     assert done_row.cancel.disabled and done_row.cancel.description == "done"
     assert "1 active" in status.header.value
 
@@ -170,8 +176,9 @@ def test_refresh_thread_stops_when_the_widget_is_closed(tmp_path, session, close
 
 def test_cancel_button_cancels_a_running_job_and_ends_its_workers(tmp_path, session):
     handle = session.running(gates(tmp_path, 4), workers=2)
-    record = wait_for(lambda: (r := JobStore().read(handle.id))["state"] == "running" and len(worker_pids(r)) == 2
-                      and r, timeout=30)
+    record = wait_for(
+        lambda: (r := JobStore().read(handle.id))["state"] == "running" and len(worker_pids(r)) == 2 and r, timeout=30
+    )
     pids = worker_pids(record)
     assert all(pid_alive(p) for p in pids)
     status = session.table(autostart=False)

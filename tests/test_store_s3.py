@@ -1,5 +1,6 @@
 """The S3 object store against moto in server mode: the same behaviours as the local folder store,
 the job protocol on S3, a real worker process on S3, and botocore's retries under injected faults."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,8 @@ import numpy as np
 import pytest
 
 from starburst_jupyter.protocol import serialize
-from starburst_jupyter.protocol.programs import CallProgram
 from starburst_jupyter.protocol.jobfiles import ItemResult, JobFiles
+from starburst_jupyter.protocol.programs import CallProgram
 from starburst_jupyter.stores.objects import LocalFolderStore, open_store
 
 MiB = 1024 * 1024
@@ -83,8 +84,14 @@ def test_large_array_round_trip(store):
 
 
 def test_list_directly_under_a_prefix(store):
-    for key in ("jobs/1/tasks/000000.pkl", "jobs/1/tasks/000001.pkl", "jobs/1/tasks/nested/x",
-                "jobs/1/tasksX", "jobs/10/tasks/000000.pkl", "jobs/1/spec.json"):
+    for key in (
+        "jobs/1/tasks/000000.pkl",
+        "jobs/1/tasks/000001.pkl",
+        "jobs/1/tasks/nested/x",
+        "jobs/1/tasksX",
+        "jobs/10/tasks/000000.pkl",
+        "jobs/1/spec.json",
+    ):
         store.put(key, [b"."])
     listed = set(store.list("jobs/1/tasks/"))
     assert {"jobs/1/tasks/000000.pkl", "jobs/1/tasks/000001.pkl"} <= listed
@@ -111,7 +118,7 @@ def test_create_exclusive_race(store, request):
         try:
             if store.create_exclusive("claims/race", f"worker-{n}".encode()):
                 wins.append(n)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     pool = [threading.Thread(target=race, args=(n,)) for n in range(threads)]
@@ -125,8 +132,7 @@ def test_create_exclusive_race(store, request):
 
 
 def test_delete_prefix(store):
-    for key in ("jobs/1/tasks/000000.pkl", "jobs/1/results/000000-0000.pkl", "jobs/1/spec.json",
-                "jobs/10/spec.json"):
+    for key in ("jobs/1/tasks/000000.pkl", "jobs/1/results/000000-0000.pkl", "jobs/1/spec.json", "jobs/10/spec.json"):
         store.put(key, [b"."])
     store.delete_prefix("jobs/1/tasks/")
     assert not store.exists("jobs/1/tasks/000000.pkl") and store.exists("jobs/1/spec.json")
@@ -142,7 +148,11 @@ def test_open_store_urls(s3_bucket):
 
     plain = open_store(f"s3://{s3_bucket}")
     nested = open_store(f"s3://{s3_bucket}/team/a/")
-    assert isinstance(plain, S3ObjectStore) and (plain.bucket, plain.prefix, plain.url) == (s3_bucket, "", f"s3://{s3_bucket}")
+    assert isinstance(plain, S3ObjectStore) and (plain.bucket, plain.prefix, plain.url) == (
+        s3_bucket,
+        "",
+        f"s3://{s3_bucket}",
+    )
     assert (nested.prefix, nested.url) == ("team/a/", f"s3://{s3_bucket}/team/a")
     nested.put("k", [b"v"])
     assert plain.get("team/a/k") == b"v"  # the prefix is part of the object's real key
@@ -151,6 +161,7 @@ def test_open_store_urls(s3_bucket):
 
 def test_pagination_and_batched_deletes(s3_bucket):
     from moto_server import S3Faults
+
     from starburst_jupyter.stores.s3 import S3ObjectStore
 
     store = S3ObjectStore(s3_bucket, list_page_size=3)
@@ -199,11 +210,18 @@ def test_job_protocol_on_s3(s3_store, conditional_writes_atomic):
 # ----- a real worker process on S3 -------------------------------------------------------------------
 def _write_job(store, job_id: str, items: list, block_size: int) -> JobFiles:
     files = JobFiles(store, job_id)
-    files.write_spec({
-        "job_id": job_id, "deadline": time.time() + 60, "max_result_bytes": 1 << 20,
-        "flush_seconds": 0.0, "control_poll_seconds": 0.2, "heartbeat_seconds": 0.5,
-        "open": False, "idle_seconds": 0.0,
-    })
+    files.write_spec(
+        {
+            "job_id": job_id,
+            "deadline": time.time() + 60,
+            "max_result_bytes": 1 << 20,
+            "flush_seconds": 0.0,
+            "control_poll_seconds": 0.2,
+            "heartbeat_seconds": 0.5,
+            "open": False,
+            "idle_seconds": 0.0,
+        }
+    )
 
     def square(x):  # defined here, so cloudpickle ships it by value
         return x * x
@@ -217,9 +235,23 @@ def _write_job(store, job_id: str, items: list, block_size: int) -> JobFiles:
 def _run_workers(bucket: str, job_id: str, count: int) -> list[subprocess.CompletedProcess]:
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "starburst_jupyter.worker", "--store", f"s3://{bucket}", "--job", job_id,
-             "--prefix", f"jobs/{job_id}/", "--worker", str(n)],
-            env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "starburst_jupyter.worker",
+                "--store",
+                f"s3://{bucket}",
+                "--job",
+                job_id,
+                "--prefix",
+                f"jobs/{job_id}/",
+                "--worker",
+                str(n),
+            ],
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for n in range(count)
     ]
@@ -272,14 +304,24 @@ def test_worker_survives_throttling_and_5xx(s3_bucket, conditional_writes_atomic
         return r.op == "PutObject" and "/claims/" in r.path
 
     with S3Faults() as faults:
-        faults.add(claim_put, times=1, status=500, code="InternalError", message="We encountered an internal error.",
-                   after=True)  # the first claim lands, its reply is lost: the retry gets 412 for its own object
+        faults.add(
+            claim_put,
+            times=1,
+            status=500,
+            code="InternalError",
+            message="We encountered an internal error.",
+            after=True,
+        )  # the first claim lands, its reply is lost: the retry gets 412 for its own object
         faults.add("ListObjectsV2", times=1)  # 503 SlowDown (throttling: back-off of up to 1 s, then 2 s, ...)
         faults.add(results_put, times=1)
         faults.add("HeadObject", times=1)  # the cancel check
-        faults.add("ListObjectsV2", times=1, status=500, code="InternalError", message="We encountered an internal error.")
+        faults.add(
+            "ListObjectsV2", times=1, status=500, code="InternalError", message="We encountered an internal error."
+        )
         faults.add("GetObject", times=2, status=500, code="InternalError", message="We encountered an internal error.")
-        faults.add(results_put, times=2, status=503, code="ServiceUnavailable", message="Service is unable to handle request.")
+        faults.add(
+            results_put, times=2, status=503, code="ServiceUnavailable", message="Service is unable to handle request."
+        )
         runs = _run_workers(s3_bucket, "job-faults", count=1)
     assert runs[0].returncode == 0, runs[0].stderr
     assert [f.hits for f in faults.faults] == [f.times for f in faults.faults]
@@ -293,6 +335,7 @@ def test_worker_survives_throttling_and_5xx(s3_bucket, conditional_writes_atomic
 # ----- retries and errors in this process -------------------------------------------------------------
 def test_store_operations_survive_injected_faults(s3_bucket):
     from moto_server import S3Faults
+
     from starburst_jupyter.stores.s3 import S3ObjectStore
 
     store = S3ObjectStore(s3_bucket, list_page_size=2)
@@ -301,7 +344,9 @@ def test_store_operations_survive_injected_faults(s3_bucket):
         faults.add("UploadPart", times=2, status=500, code="InternalError", message="We encountered an internal error.")
         faults.add("CompleteMultipartUpload", times=1, status=503)
         faults.add("PutObject", times=1, status=503)
-        faults.add("DeleteObjects", times=1, status=500, code="InternalError", message="We encountered an internal error.")
+        faults.add(
+            "DeleteObjects", times=1, status=500, code="InternalError", message="We encountered an internal error."
+        )
         store.put("big.pkl", serialize.dumps_chunks(array))
         for n in range(3):  # the first is retried: its multi-chunk body is rewound and sent again whole
             store.put(f"small/{n}", [b"x", memoryview(b"-y-"), bytearray(b"z")])
@@ -317,6 +362,7 @@ def test_store_operations_survive_injected_faults(s3_bucket):
 def test_lost_reply_of_a_conditional_put(s3_bucket):
     """The creator whose reply was lost still wins (and only it), instead of orphaning its claim."""
     from moto_server import S3Faults
+
     from starburst_jupyter.stores.s3 import S3ObjectStore
 
     store = S3ObjectStore(s3_bucket)

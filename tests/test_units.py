@@ -1,15 +1,16 @@
 """Fast unit tests of the pieces under the launcher: plan, sizes, config, capture, serialization."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from starburst_jupyter.protocol import serialize
 from starburst_jupyter.core.capture import analyze_cell
 from starburst_jupyter.core.config import Config, load_config, save_values
-from starburst_jupyter.errors import BurstConfigError, BurstValidationError
 from starburst_jupyter.core.plan import guided_blocks, make_plan
 from starburst_jupyter.core.sizes import parse_cpu, parse_memory, validate_size
+from starburst_jupyter.errors import BurstConfigError, BurstValidationError
+from starburst_jupyter.protocol import serialize
 
 
 @pytest.mark.parametrize("n,workers", [(1, 1), (7, 3), (200, 2), (1000, 8), (5, 20)])
@@ -37,7 +38,10 @@ def test_fargate_sizes():
     assert parse_memory(2048) == 2048
     validate_size(1024, 2048)
     validate_size(16384, 122880)
-    with pytest.raises(BurstValidationError, match=r"with 1 vCPU, memory must be 2GB to 8GB in 1GB steps. 16GB is valid with --cpu 2 or 4 or 8"):
+    with pytest.raises(
+        BurstValidationError,
+        match=r"with 1 vCPU, memory must be 2GB to 8GB in 1GB steps. 16GB is valid with --cpu 2 or 4 or 8",
+    ):
         validate_size(1024, 16 * 1024)
     with pytest.raises(BurstValidationError, match="0.25, 0.5, 1, 2, 4, 8, 16"):
         parse_cpu("3")
@@ -63,18 +67,21 @@ def test_config_file_round_trip_and_refusals(starburst_home):
     assert Config().with_values({"max_result_bytes": "1MB"}).max_result_bytes == 1024 * 1024
 
 
-@pytest.mark.parametrize("source,needed,assigned", [
-    ("y = x + 1", {"x"}, ("y",)),
-    ("x = 3\nx + 1", set(), ("x",)),
-    ("total += step", {"total", "step"}, ("total",)),
-    ("for f in files:\n    g(f)", {"files", "g"}, ("f",)),
-    ("def h(a):\n    return a * k + h(a - 1)\nh(2)", {"k"}, ("h",)),
-    ("[v * s for v in vals]", {"s", "vals"}, ()),
-    ("import numpy as np\nnp.zeros(n)", {"n"}, ("np",)),
-    ("class C(Base):\n    z = w\nC()", {"Base", "w"}, ("C",)),
-    ("lambda q: q + r", {"r"}, ()),
-    ("with open(p) as fh:\n    data = fh.read()", {"open", "p"}, ("fh", "data")),
-])
+@pytest.mark.parametrize(
+    "source,needed,assigned",
+    [
+        ("y = x + 1", {"x"}, ("y",)),
+        ("x = 3\nx + 1", set(), ("x",)),
+        ("total += step", {"total", "step"}, ("total",)),
+        ("for f in files:\n    g(f)", {"files", "g"}, ("f",)),
+        ("def h(a):\n    return a * k + h(a - 1)\nh(2)", {"k"}, ("h",)),
+        ("[v * s for v in vals]", {"s", "vals"}, ()),
+        ("import numpy as np\nnp.zeros(n)", {"n"}, ("np",)),
+        ("class C(Base):\n    z = w\nC()", {"Base", "w"}, ("C",)),
+        ("lambda q: q + r", {"r"}, ()),
+        ("with open(p) as fh:\n    data = fh.read()", {"open", "p"}, ("fh", "data")),
+    ],
+)
 def test_cell_analysis(source, needed, assigned):
     analysis = analyze_cell(source)
     assert set(analysis.needed) - {"open", "print"} == needed - {"open"}

@@ -1,4 +1,5 @@
 """The widget face: a JobView rendered into ipywidgets, buttons wired to the job's handle."""
+
 from __future__ import annotations
 
 from starburst_jupyter.core import events as ev
@@ -9,12 +10,17 @@ from starburst_jupyter.display.widget import JobWidget
 def test_widget_renders_progress_workers_logs_failures_and_cost():
     j = "bj-w"
     view = JobView(j, total=10, name="sims", backend="local")
-    for event in (ev.JobStateChanged(j, state="running"), ev.WaveStarted(j, wave=1, waves=2, workers=2),
-                  ev.WorkerStarted(j, worker=0, wave=1), ev.WorkerStarted(j, worker=1, wave=1),
-                  ev.TaskStarted(j, worker=0, indices=(0, 1, 2)), ev.TaskFinished(j, index=0, worker=0, duration=0.1),
-                  ev.TaskFailed(j, index=1, worker=0, error="ValueError: <bad>", traceback="Traceback: line 3"),
-                  ev.LogLine(j, worker=1, line="hello from 1"),
-                  ev.CostTick(j, accrued=0.002, projected=0.01, cap=0.5, label="estimate for the same work")):
+    for event in (
+        ev.JobStateChanged(j, state="running"),
+        ev.WaveStarted(j, wave=1, waves=2, workers=2),
+        ev.WorkerStarted(j, worker=0, wave=1),
+        ev.WorkerStarted(j, worker=1, wave=1),
+        ev.TaskStarted(j, worker=0, indices=(0, 1, 2)),
+        ev.TaskFinished(j, index=0, worker=0, duration=0.1),
+        ev.TaskFailed(j, index=1, worker=0, error="ValueError: <bad>", traceback="Traceback: line 3"),
+        ev.LogLine(j, worker=1, line="hello from 1"),
+        ev.CostTick(j, accrued=0.002, projected=0.01, cap=0.5, label="estimate for the same work"),
+    ):
         view.apply(event)
     cancels, stops = [], []
     widget = JobWidget(view, lambda: cancels.append(True), stops.append, size="1 vCPU / 2GB")
@@ -32,8 +38,11 @@ def test_widget_renders_progress_workers_logs_failures_and_cost():
     assert cancels == [True] and widget.cancel_button.disabled
     widget.workers.children[1].children[0].click()
     assert stops == [1]
-    view.apply(ev.JobFinished(j, state="cancelled", done=1, failed=1, total=10, duration=2.0, cost=0.003,
-                              message="interrupted"))
+    view.apply(
+        ev.JobFinished(
+            j, state="cancelled", done=1, failed=1, total=10, duration=2.0, cost=0.003, message="interrupted"
+        )
+    )
     widget.settle(view)
     summary = widget.root.children[0].value
     assert "cancelled" in summary and "1/10 ok" in summary and "interrupted" in summary
@@ -53,8 +62,9 @@ def test_image_progress_shows_steps_and_pushed_bytes_and_counts_chatter():
     from starburst_jupyter.display.widget import ImageProgressWidget
 
     widget = ImageProgressWidget(min_interval=0.0)
-    progress = lambda phase, message, current=None, total=None: ev.ImageBuildProgress(  # noqa: E731
-        "j", phase=phase, message=message, current=current, total=total)
+    progress = lambda phase, message, current=None, total=None: ev.ImageBuildProgress(
+        "j", phase=phase, message=message, current=current, total=total
+    )
     widget.update(progress("context", "Collecting cloudpickle"))
     widget.update(progress("context", "Building wheel for mylib"))
     assert "2 lines of output" in widget.line.value

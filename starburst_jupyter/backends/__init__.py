@@ -4,6 +4,7 @@ The protocol is batched (start many, poll many, tail many) because a cloud backe
 call: one DescribeTasks covers 100 workers. Backends whose workers are local processes or
 containers implement the per-worker methods of `OneByOneBackend` instead.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -49,14 +50,15 @@ class Backend(Protocol):
     poll_seconds: tuple[float, float]  # the launcher's quickest and slowest pace between polls
     log_poll_seconds: float  # how often the launcher reads new log lines
 
-    def concurrency(self, spec: "JobSpec") -> int:
+    def concurrency(self, spec: JobSpec) -> int:
         """Workers of this spec that may run at once (the quota that shapes waves)."""
 
     def job_files(self, job_id: str) -> JobFiles:
         """Where this backend's workers read and write the job's objects."""
 
-    def start_workers(self, files: JobFiles, spec: "JobSpec",
-                      starts: list[tuple[int, int, int]]) -> tuple[list[WorkerRef], list[LaunchFailure]]:
+    def start_workers(
+        self, files: JobFiles, spec: JobSpec, starts: list[tuple[int, int, int]]
+    ) -> tuple[list[WorkerRef], list[LaunchFailure]]:
         """Start workers (index, wave, budget); those that could not start now come back as failures.
         (A worker also finds its budget in the job's spec, so a backend may leave it out of the launch.)"""
 

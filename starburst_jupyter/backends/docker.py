@@ -6,6 +6,7 @@ path, so the store URL (file:///...) is the same inside and out. Logs come from 
 a container that ended is read (its log kept in the job folder) and removed, and cancel stops and
 removes the rest, so nothing labelled with a finished job is left behind.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,11 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from starburst_jupyter.backends import OneByOneBackend, WorkerRef
+from starburst_jupyter.backends.local import describe_exit
 from starburst_jupyter.core.config import Config, starburst_home
 from starburst_jupyter.protocol.jobfiles import JobFiles
 from starburst_jupyter.stores.objects import LocalFolderStore
-from starburst_jupyter.backends import OneByOneBackend, WorkerRef
-from starburst_jupyter.backends.local import describe_exit
 
 LABEL_JOB = "starburst.job"
 LABEL_WORKER = "starburst.worker"
@@ -48,8 +49,9 @@ class DockerBackend(OneByOneBackend):
             self._client = docker_client()
         return self._client
 
-    def prepare(self, spec: Any = None, *, on_progress: Any = None, job_id: str = "",
-                matters: tuple[str, ...] = ()) -> str:
+    def prepare(
+        self, spec: Any = None, *, on_progress: Any = None, job_id: str = "", matters: tuple[str, ...] = ()
+    ) -> str:
         """Resolve the worker image before anything is launched: this environment's image (built first when
         config auto_build is on, else a clear error saying how to build it), or config `image`; either way
         refused when it differs from this kernel in Python, cloudpickle or starburst-jupyter (or `matters`)."""
@@ -57,8 +59,13 @@ class DockerBackend(OneByOneBackend):
 
         with self._lock:
             if self._image is None or on_progress is not None:
-                ref = envimage.ensure_local_image(self.config, on_progress=on_progress, client=self.client,
-                                                  build_missing=self.config.auto_build, job_id=job_id)
+                ref = envimage.ensure_local_image(
+                    self.config,
+                    on_progress=on_progress,
+                    client=self.client,
+                    build_missing=self.config.auto_build,
+                    job_id=job_id,
+                )
                 envimage.ensure_no_skew(self._image_env(ref), ref, matters=matters)
                 self._image = ref
             return self._image
@@ -71,8 +78,9 @@ class DockerBackend(OneByOneBackend):
         try:
             return image_env_of(self.client, ref)
         except docker.errors.ImageNotFound:
-            raise BurstImageError(f"The worker image {ref} (config image) is not on the local Docker engine; pull "
-                                  f"or build it first.") from None
+            raise BurstImageError(
+                f"The worker image {ref} (config image) is not on the local Docker engine; pull or build it first."
+            ) from None
 
     # ----- the Backend protocol ------------------------------------------------------------------
     def concurrency(self, spec: Any) -> int:
@@ -95,23 +103,41 @@ class DockerBackend(OneByOneBackend):
         image = self.prepare(self._spec)
         job_dir = self.store.path(files.prefix).resolve()
         job_dir.mkdir(parents=True, exist_ok=True)
-        command = ["python", "-m", "starburst_jupyter.worker", "--store", self.store.url, "--job", files.job_id,
-                   "--prefix", files.prefix, "--worker", str(index), "--budget", str(budget)]
+        command = [
+            "python",
+            "-m",
+            "starburst_jupyter.worker",
+            "--store",
+            self.store.url,
+            "--job",
+            files.job_id,
+            "--prefix",
+            files.prefix,
+            "--worker",
+            str(index),
+            "--budget",
+            str(budget),
+        ]
         limits: dict[str, Any] = {}
         if self._spec is not None:
             limits["mem_limit"] = f"{int(self._spec.memory_mib)}m"
         container = self.client.containers.run(
-            image, command, detach=True, name=f"starburst-{files.job_id}-w{index}-{int(time.time() * 1000) % 10**6}",
+            image,
+            command,
+            detach=True,
+            name=f"starburst-{files.job_id}-w{index}-{int(time.time() * 1000) % 10**6}",
             network_mode="host",  # workers reach the same 127.0.0.1 as the kernel (a local S3 endpoint too)
             labels={LABEL_JOB: files.job_id, LABEL_WORKER: str(index), LABEL_MANAGED: "true"},
             # Only this job's folder, at the same path: the store URL works unchanged inside the container.
             volumes={str(job_dir): {"bind": str(job_dir), "mode": "rw"}},
             # The kernel's user, so the job's files stay the kernel's to read and delete.
-            user=f"{os.getuid()}:{os.getgid()}", environment={"PYTHONUNBUFFERED": "1", "HOME": "/tmp"},
+            user=f"{os.getuid()}:{os.getgid()}",
+            environment={"PYTHONUNBUFFERED": "1", "HOME": "/tmp"},
             **limits,
         )
-        return WorkerRef(index, wave, time.time(), handle=container,
-                         info={"container": container.id[:12], "image": image})
+        return WorkerRef(
+            index, wave, time.time(), handle=container, info={"container": container.id[:12], "image": image}
+        )
 
     def poll(self, ref: WorkerRef) -> int | None:
         import docker
@@ -195,7 +221,8 @@ class DockerBackend(OneByOneBackend):
         if path.exists():
             return path.read_text(errors="replace")
         for container in self.client.containers.list(
-                all=True, filters={"label": [f"{LABEL_JOB}={files.job_id}", f"{LABEL_WORKER}={worker}"]}):
+            all=True, filters={"label": [f"{LABEL_JOB}={files.job_id}", f"{LABEL_WORKER}={worker}"]}
+        ):
             return container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
         return ""
 

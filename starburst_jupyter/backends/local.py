@@ -1,4 +1,5 @@
 """The embedded backend: workers are subprocesses of this machine running the kernel's interpreter."""
+
 from __future__ import annotations
 
 import os
@@ -9,11 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from starburst_jupyter.backends import OneByOneBackend, WorkerRef
 from starburst_jupyter.core.config import starburst_home
 from starburst_jupyter.protocol.jobfiles import JobFiles
 from starburst_jupyter.stores.objects import LocalFolderStore
 from starburst_jupyter.worker.runner import EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM, EXIT_OK
-from starburst_jupyter.backends import OneByOneBackend, WorkerRef
 
 _SIGNAL_NAMES = {-s.value: s.name for s in signal.Signals}
 
@@ -23,8 +24,12 @@ def describe_exit(code: int | None) -> str:
         return "still running"
     if code < 0:
         return f"killed by {_SIGNAL_NAMES.get(code, f'signal {-code}')}"
-    return {EXIT_OK: "finished", EXIT_CANCELLED: "stopped: job cancelled", EXIT_DEADLINE: "stopped: job deadline passed",
-            EXIT_NO_PROGRAM: "could not load the job's program"}.get(code, f"exit code {code}")
+    return {
+        EXIT_OK: "finished",
+        EXIT_CANCELLED: "stopped: job cancelled",
+        EXIT_DEADLINE: "stopped: job deadline passed",
+        EXIT_NO_PROGRAM: "could not load the job's program",
+    }.get(code, f"exit code {code}")
 
 
 class LocalBackend(OneByOneBackend):
@@ -55,13 +60,31 @@ class LocalBackend(OneByOneBackend):
         log_path = self.store.path(files.log_key(index))
         log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = [
-            sys.executable, "-m", "starburst_jupyter.worker", "--store", self.store.url,
-            "--job", files.job_id, "--prefix", files.prefix, "--worker", str(index), "--budget", str(budget),
+            sys.executable,
+            "-m",
+            "starburst_jupyter.worker",
+            "--store",
+            self.store.url,
+            "--job",
+            files.job_id,
+            "--prefix",
+            files.prefix,
+            "--worker",
+            str(index),
+            "--budget",
+            str(budget),
         ]
         with open(log_path, "ab") as log:
             # A new session: a terminal's Ctrl-C reaches the kernel, which cancels the job in order.
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    cwd=os.getcwd(), env=self._env(), start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=os.getcwd(),
+                env=self._env(),
+                start_new_session=True,
+            )
         return WorkerRef(index, wave, time.time(), handle=proc, info={"pid": proc.pid})
 
     def poll(self, ref: WorkerRef) -> int | None:

@@ -3,6 +3,7 @@
 Only names the cell reads (in source order, before assigning them) are shipped; functions and
 classes defined in the notebook go by value (cloudpickle), modules go as imports.
 """
+
 from __future__ import annotations
 
 import ast
@@ -193,7 +194,7 @@ def cell_label(filename: str) -> str | None:
     shell = ipython.get_ipython() if ipython is not None else None
     try:
         named = shell.compile.format_code_name(filename) if shell is not None else None
-    except Exception:  # noqa: BLE001 - an older or stand-in shell: the filename is all we have
+    except Exception:  # an older or stand-in shell: the filename is all we have
         return None
     return f"{named[0]} {named[1]}" if named else None
 
@@ -225,7 +226,7 @@ def check_picklable(namespace: dict[str, Any]) -> None:
     for name, value in namespace.items():
         try:
             cloudpickle.dumps(value, protocol=5, buffer_callback=lambda b: None)
-        except Exception as exc:  # noqa: BLE001 - pickling raises many kinds
+        except Exception as exc:  # pickling raises many kinds
             kind = f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")
             raise BurstCaptureError(
                 f"The cell needs {name!r} ({kind}), which cannot be sent to workers: {exc}. {_hint(value)}"

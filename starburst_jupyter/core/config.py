@@ -2,19 +2,21 @@
 
 Every key has one parser that refuses bad values with a message naming the key.
 """
+
 from __future__ import annotations
 
 import difflib
 import os
-import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import tomli_w
+import tomllib
 
-from starburst_jupyter.errors import BurstConfigError, BurstValidationError
 from starburst_jupyter.core.sizes import parse_cpu, parse_memory, validate_size
+from starburst_jupyter.errors import BurstConfigError, BurstValidationError
 
 BACKENDS = ("local", "docker", "fargate")
 ON_ERROR = ("raise", "keep")
@@ -161,13 +163,15 @@ class Config:
     requirements: str | None = None  # a requirements file to use instead of the kernel's packages
     auto_build: bool = False  # build and push a missing worker image before launching
 
-    def with_values(self, values: dict[str, Any]) -> "Config":
+    def with_values(self, values: dict[str, Any]) -> Config:
         merged = replace(self, **{key: parse_value(key, value) for key, value in values.items()})
         try:
             validate_size(parse_cpu(merged.cpu), parse_memory(merged.memory))
         except BurstValidationError as exc:
-            raise BurstConfigError(f"Config cpu={merged.cpu:g} memory={merged.memory} refused: {exc} Set both "
-                                   f"together, e.g. %burst_config cpu=2 memory=4GB.") from None
+            raise BurstConfigError(
+                f"Config cpu={merged.cpu:g} memory={merged.memory} refused: {exc} Set both "
+                f"together, e.g. %burst_config cpu=2 memory=4GB."
+            ) from None
         return merged
 
 
@@ -261,8 +265,6 @@ def parse_assignments(text: str) -> dict[str, str]:
     for token in text.split():
         key, sep, value = token.partition("=")
         if not sep or not key:
-            raise BurstConfigError(
-                f"{token!r} is not key=value. Example: %burst_config workers=8 memory=4GB"
-            )
+            raise BurstConfigError(f"{token!r} is not key=value. Example: %burst_config workers=8 memory=4GB")
         values[key.strip()] = value.strip()
     return values

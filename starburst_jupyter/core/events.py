@@ -3,12 +3,13 @@
 The core publishes; subscribers must be quick and must not raise (errors are swallowed and
 counted, so a broken display can never break a job).
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 @dataclass(frozen=True)

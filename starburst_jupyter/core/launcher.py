@@ -4,6 +4,7 @@ One monitor thread per job drives the backend, reads results and claims from the
 store, retries the work of workers that died, enforces --timeout and --max-cost, keeps the
 job store's record current and publishes events. Faces only submit, wait, cancel and observe.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -14,15 +15,17 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
+from starburst_jupyter.backends import Backend, LaunchFailure, WorkerRef, get_backend
 from starburst_jupyter.core import events as ev
 from starburst_jupyter.core import pricing
-from starburst_jupyter.protocol import serialize
-from starburst_jupyter.backends import Backend, LaunchFailure, WorkerRef, get_backend
 from starburst_jupyter.core.config import Config, load_config
+from starburst_jupyter.core.plan import Plan, make_plan
+from starburst_jupyter.core.spec import JobSpec
 from starburst_jupyter.errors import (
     BurstCancelled,
     BurstCaptureError,
@@ -33,18 +36,17 @@ from starburst_jupyter.errors import (
     TaskCancelled,
     WorkerLost,
 )
+from starburst_jupyter.protocol import serialize
+from starburst_jupyter.protocol.jobfiles import ItemResult
 from starburst_jupyter.stores.records import TERMINAL_STATES, JobStore, new_job_id
 from starburst_jupyter.worker.runner import EXIT_CANCELLED, EXIT_DEADLINE
-from starburst_jupyter.core.plan import Plan, make_plan
-from starburst_jupyter.protocol.jobfiles import ItemResult
-from starburst_jupyter.core.spec import JobSpec
 
 MAX_RECORDED_FAILURES = 50
 MAX_LAUNCH_ATTEMPTS = 6  # per worker, with back-off 2, 4, 8, 16, 30 s between them
 LAUNCH_BACKOFF_SECONDS = (2.0, 30.0)  # first delay (doubling) and the longest
 RESULT_WINDOW_SECONDS = 20.0  # a quick result listing covers objects written this recently (clock skew, uploads)
 SWEEP_SECONDS = 60.0  # ... and a full listing runs this often, and whenever a worker dies
-_LIVE: "weakref.WeakSet[_Monitor]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[_Monitor] = weakref.WeakSet()
 
 
 @atexit.register
@@ -54,8 +56,10 @@ def _stop_live_jobs() -> None:
         try:
             monitor.files.request_cancel("the kernel that launched the job exited")
             monitor.backend.stop(monitor._alive(), grace=1.0)
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+        except Exception:  # best effort at interpreter exit
             pass
+
+
 logger = logging.getLogger(__name__)
 
 
@@ -82,7 +86,7 @@ class JobResult:
             cause = exc.__cause__.tb if isinstance(exc.__cause__, RemoteTraceback) else f"{type(exc).__name__}: {exc}\n"
             lines.append(f"\n--- item {index} ---\n{cause.rstrip()}")
         if len(self.failures) > limit:
-            rest = ", ".join(str(i) for i, _ in self.failures[limit:limit + 40])
+            rest = ", ".join(str(i) for i, _ in self.failures[limit : limit + 40])
             more = "..." if len(self.failures) > limit + 40 else ""
             lines.append(f"\n... and {len(self.failures) - limit} more failed items: {rest}{more}")
         return "\n".join(lines)
@@ -156,8 +160,12 @@ class JobHandle:
         result = self.wait()
         if result.state == "cancelled":
             kind = BurstTimeout if result.cancelled_by == "timeout" else BurstCancelled
-            error = kind(f"Job {self.id} was cancelled: {result.message}. Results of the items that finished "
-                         f"are in this error's .results.", job_id=self.id, failures=result.failures)
+            error = kind(
+                f"Job {self.id} was cancelled: {result.message}. Results of the items that finished "
+                f"are in this error's .results.",
+                job_id=self.id,
+                failures=result.failures,
+            )
             error.results = result.values
             raise error
         return result
@@ -181,9 +189,17 @@ class Launcher:
             self._backends[name] = get_backend(name, **kwargs)
         return self._backends[name]
 
-    def submit(self, spec: JobSpec, program: Any, items: list[Any] | None = None, *, open_job: bool = False,
-               program_chunks: list | None = None,
-               subscribers: Iterable[Callable[[ev.Event], None]] = (), start: bool = True) -> JobHandle:
+    def submit(
+        self,
+        spec: JobSpec,
+        program: Any,
+        items: list[Any] | None = None,
+        *,
+        open_job: bool = False,
+        program_chunks: list | None = None,
+        subscribers: Iterable[Callable[[ev.Event], None]] = (),
+        start: bool = True,
+    ) -> JobHandle:
         """Validate, write the job, start its monitor. `items` None means one task (single mode).
 
         `subscribers` see every event from the first; with start=False the caller calls handle.start()."""
@@ -195,8 +211,11 @@ class Launcher:
             handle.events.subscribe(subscriber)
         prepare = getattr(backend, "prepare", None)
         if prepare is not None:  # e.g. the worker image: made or found (with progress events) before anything else
-            prepare(spec, on_progress=lambda event: handle.events.publish(dataclasses.replace(event, job_id=job_id)),
-                    job_id=job_id)
+            prepare(
+                spec,
+                on_progress=lambda event: handle.events.publish(dataclasses.replace(event, job_id=job_id)),
+                job_id=job_id,
+            )
         concurrency = backend.concurrency(spec)
         workers = spec.workers or concurrency
         if open_job:
@@ -232,27 +251,41 @@ class Launcher:
             monitor.start()
         return handle
 
-    def attach(self, job_id: str, subscribers: Iterable[Callable[[ev.Event], None]] = (),
-               start: bool = True) -> JobHandle:
+    def attach(
+        self, job_id: str, subscribers: Iterable[Callable[[ev.Event], None]] = (), start: bool = True
+    ) -> JobHandle:
         """Take over a job whose launching kernel is gone: its workers kept going (on Fargate, tasks run on
         without us), its results wait in the store; a new monitor collects them and finishes the job."""
         record = self.store.find(job_id)
         if record["state"] in TERMINAL_STATES:
-            raise BurstError(f"Job {record['id']} already ended ({record['state']}) in the kernel that launched it; "
-                             f"its results were delivered there. %burst_status {record['id']} shows what happened.",
-                             job_id=record["id"])
+            raise BurstError(
+                f"Job {record['id']} already ended ({record['state']}) in the kernel that launched it; "
+                f"its results were delivered there. %burst_status {record['id']} shows what happened.",
+                job_id=record["id"],
+            )
         if _owner_alive(record):
             owner = record.get("owner", {})
-            raise BurstError(f"Job {record['id']} is still followed by its kernel (pid {owner.get('pid')} on "
-                             f"{owner.get('host')}); attach works once that kernel is gone. %burst_cancel "
-                             f"{record['id']} stops it from here.", job_id=record["id"])
+            raise BurstError(
+                f"Job {record['id']} is still followed by its kernel (pid {owner.get('pid')} on "
+                f"{owner.get('host')}); attach works once that kernel is gone. %burst_cancel "
+                f"{record['id']} stops it from here.",
+                job_id=record["id"],
+            )
         backend = self.backend(record["backend"])
         if not hasattr(backend, "adopt"):
-            raise BurstError(f"Job {record['id']} ran on the {record['backend']} backend, whose workers cannot be "
-                             f"taken over by another kernel; %burst_cancel {record['id']} ends it.", job_id=record["id"])
+            raise BurstError(
+                f"Job {record['id']} ran on the {record['backend']} backend, whose workers cannot be "
+                f"taken over by another kernel; %burst_cancel {record['id']} ends it.",
+                job_id=record["id"],
+            )
         data = dict(record["spec"])
-        spec = JobSpec(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()
-                          if k in JobSpec.__dataclass_fields__})
+        spec = JobSpec(
+            **{
+                k: (tuple(v) if isinstance(v, list) else v)
+                for k, v in data.items()
+                if k in JobSpec.__dataclass_fields__
+            }
+        )
         handle = JobHandle(record["id"], spec, ev.EventBus())
         for subscriber in subscribers:
             handle.events.subscribe(subscriber)
@@ -266,8 +299,9 @@ class Launcher:
             monitor.start()
         return handle
 
-    def job_logs(self, job_id: str, worker: int | None = None, *, tail_lines: int | None = None,
-                 first: int | None = None) -> dict[int, str]:
+    def job_logs(
+        self, job_id: str, worker: int | None = None, *, tail_lines: int | None = None, first: int | None = None
+    ) -> dict[int, str]:
         """Worker logs of any job in the store: {worker index: text}; with tail_lines only each log's last lines
         (one CloudWatch call per worker on Fargate, not the whole stream), with `first` only that many workers."""
         record = self.store.find(job_id)
@@ -310,9 +344,13 @@ class Launcher:
                 if info.get("exit_code") is None:
                     info.update(exit_code=-1, ended=now, reason="stopped: job cancelled (launching kernel gone)")
             outcomes = record.get("outcomes", "")
-            record.update(state="cancelled", message=f"{reason} ({stopped} workers stopped; launching kernel gone)",
-                          finished=now, outcomes=outcomes.replace("R", "C").replace("P", "C"),
-                          cancelled=outcomes.count("C") + outcomes.count("R") + outcomes.count("P"))
+            record.update(
+                state="cancelled",
+                message=f"{reason} ({stopped} workers stopped; launching kernel gone)",
+                finished=now,
+                outcomes=outcomes.replace("R", "C").replace("P", "C"),
+                cancelled=outcomes.count("C") + outcomes.count("R") + outcomes.count("P"),
+            )
             self.store.write(record)
         return record
 
@@ -321,7 +359,7 @@ def _unpicklable_item(items: list[Any]) -> str | None:
     for index, item in enumerate(items):
         try:
             serialize.encode(item)
-        except Exception:  # noqa: BLE001 - any pickling failure
+        except Exception:  # any pickling failure
             kind = f"{type(item).__module__}.{type(item).__qualname__}".removeprefix("builtins.")
             return f"Item {index} ({kind})"
     return None
@@ -358,8 +396,17 @@ class _Item:
 
 
 class _Monitor(threading.Thread):
-    def __init__(self, launcher: Launcher, handle: JobHandle, backend: Backend, plan: Plan, chunks: list,
-                 items: list[Any], open_job: bool, rate: pricing.Rate):
+    def __init__(
+        self,
+        launcher: Launcher,
+        handle: JobHandle,
+        backend: Backend,
+        plan: Plan,
+        chunks: list,
+        items: list[Any],
+        open_job: bool,
+        rate: pricing.Rate,
+    ):
         super().__init__(daemon=True, name=f"starburst-{handle.id}")
         self.launcher, self.handle, self.backend, self.plan = launcher, handle, backend, plan
         self.spec, self.job_id, self.bus = handle.spec, handle.id, handle.events
@@ -374,7 +421,9 @@ class _Monitor(threading.Thread):
         self.last_sweep = 0.0
         self.claim_floor = 0  # every block below it is claimed
         self.workers: dict[int, WorkerRef] = {}
-        self.pending_launch: dict[int, tuple[int, int, int, float, str]] = {}  # index -> wave, budget, attempts, due, why
+        self.pending_launch: dict[
+            int, tuple[int, int, int, float, str]
+        ] = {}  # index -> wave, budget, attempts, due, why
         self.log_cursor: Any = None
         self.last_log_poll = 0.0
         self.kept_warm: dict[int, str] = {}  # worker index -> task kept running for the next job
@@ -404,12 +453,18 @@ class _Monitor(threading.Thread):
     # ----- set-up ---------------------------------------------------------------------------
     def prepare(self) -> None:
         """Write everything workers need before any of them starts (nothing is launched on failure)."""
-        self.files.write_spec({
-            **self.spec.to_json(), **self.backend.timing, "job_id": self.job_id, "deadline": self.deadline,
-            "plan": {"workers": self.plan.workers, "budget": self.plan.budget},
-            **(self.backend.spec_extras(self.spec) if hasattr(self.backend, "spec_extras") else {}),
-            "open": self.open_job, "idle_seconds": 30.0 if self.open_job else 0.0,
-        })
+        self.files.write_spec(
+            {
+                **self.spec.to_json(),
+                **self.backend.timing,
+                "job_id": self.job_id,
+                "deadline": self.deadline,
+                "plan": {"workers": self.plan.workers, "budget": self.plan.budget},
+                **(self.backend.spec_extras(self.spec) if hasattr(self.backend, "spec_extras") else {}),
+                "open": self.open_job,
+                "idle_seconds": 30.0 if self.open_job else 0.0,
+            }
+        )
         self.files.write_program(self.chunks)
         self.chunks = None  # the kernel keeps no second copy of the captured names
         for block in self.plan.blocks:
@@ -427,7 +482,9 @@ class _Monitor(threading.Thread):
         hold, the workers the record names; results and claims come with the first (full) scan."""
         spec = self.files.read_spec()
         plan = spec.get("plan", {})
-        self.plan = Plan([], int(plan.get("workers", self.plan.workers)), self.plan.concurrency, int(plan.get("budget", 0)))
+        self.plan = Plan(
+            [], int(plan.get("workers", self.plan.workers)), self.plan.concurrency, int(plan.get("budget", 0))
+        )
         self.deadline, self.created, self.started = float(spec["deadline"]), record["created"], record["started"]
         self.items = [_Item() for _ in range(int(record["total"]))]
         for block in self.files.list_blocks():  # later blocks (retries) supersede earlier ones
@@ -454,8 +511,11 @@ class _Monitor(threading.Thread):
     def add_items(self, values: list[Any]) -> list[int]:
         with self.lock:
             if self.closed:
-                raise BurstError(f"Job {self.job_id} is {'closed' if self.state not in TERMINAL_STATES else self.state}"
-                                 f" and takes no more items; start a new job (or BurstExecutor).", job_id=self.job_id)
+                raise BurstError(
+                    f"Job {self.job_id} is {'closed' if self.state not in TERMINAL_STATES else self.state}"
+                    f" and takes no more items; start a new job (or BurstExecutor).",
+                    job_id=self.job_id,
+                )
             start = len(self.items)
             indices = list(range(start, start + len(values)))
             for index, value in zip(indices, values):
@@ -507,7 +567,7 @@ class _Monitor(threading.Thread):
                 due = min((p[3] for p in self.pending_launch.values()), default=None)
                 self.wake.wait(pause if due is None else max(quickest, min(pause, due - time.time())))
                 self.wake.clear()
-        except BaseException as exc:  # noqa: BLE001 - the job must end recorded, never hang a wait()
+        except BaseException as exc:  # the job must end recorded, never hang a wait()
             logger.exception("launcher of job %s failed", self.job_id)
             with self.lock:
                 self._crash(exc)
@@ -569,16 +629,20 @@ class _Monitor(threading.Thread):
         while alive + len(starts) < self.plan.concurrency and unclaimed > len(starts):
             planned = self.next_worker < self.plan.workers
             if not planned:  # beyond the plan only to replace workers that died, or if none is left
-                lost = sum(1 for r in self.workers.values() if r.exit_code not in (None, 0)
-                           or r.index in self.stopped_by_user)
+                lost = sum(
+                    1 for r in self.workers.values() if r.exit_code not in (None, 0) or r.index in self.stopped_by_user
+                )
                 if alive + len(starts) > 0 and self.next_worker - self.plan.workers >= lost:
                     break
             if self.spec.max_cost is not None and (
-                    self.cost + self.per_second * pricing.MINIMUM_BILLED_SECONDS * (len(starts) + 1) > self.spec.max_cost):
+                self.cost + self.per_second * pricing.MINIMUM_BILLED_SECONDS * (len(starts) + 1) > self.spec.max_cost
+            ):
                 if alive + len(starts) == 0:
                     self.cancel_reason, self.cancelled_by = (
                         f"starting another worker would pass --max-cost ${self.spec.max_cost:g} "
-                        f"(accrued ${self.cost:.4f})", "max-cost")
+                        f"(accrued ${self.cost:.4f})",
+                        "max-cost",
+                    )
                 break
             index = self.next_worker
             wave = self.plan.wave_of(index) if planned else max(self.waves_started or {1})
@@ -609,19 +673,23 @@ class _Monitor(threading.Thread):
             first, longest = LAUNCH_BACKOFF_SECONDS
             delay = min(first * 2 ** (attempts - 1), longest)
             self.pending_launch[failure.index] = (failure.wave, budget, attempts, now + delay, failure.reason)
-            self.bus.publish(ev.WorkerLaunchFailed(self.job_id, worker=failure.index, reason=failure.reason,
-                                                   retry_in=delay))
+            self.bus.publish(
+                ev.WorkerLaunchFailed(self.job_id, worker=failure.index, reason=failure.reason, retry_in=delay)
+            )
             return
         self.pending_launch.pop(failure.index, None)
         reason = f"could not be launched after {attempts} attempt{'s' if attempts > 1 else ''}: {failure.reason}"
-        ref = WorkerRef(failure.index, failure.wave, now, exit_code=-1, ended=now, reason=reason,
-                        info={"launch_failed": True})
+        ref = WorkerRef(
+            failure.index, failure.wave, now, exit_code=-1, ended=now, reason=reason, info={"launch_failed": True}
+        )
         self.workers[failure.index] = ref
         self.bus.publish(ev.WorkerLaunchFailed(self.job_id, worker=failure.index, reason=failure.reason, retry_in=None))
         self.bus.publish(ev.WorkerExited(self.job_id, worker=ref.index, exit_code=-1, reason=reason))
         if not self._alive() and not self.pending_launch and self.cancel_reason is None:
             self.cancel_reason, self.cancelled_by = (
-                f"no worker could be started on {self.backend.name}: worker {failure.index} {reason}", "startup")
+                f"no worker could be started on {self.backend.name}: worker {failure.index} {reason}",
+                "startup",
+            )
 
     def _poll_workers(self) -> list[WorkerRef]:
         alive = self._alive()
@@ -635,14 +703,20 @@ class _Monitor(threading.Thread):
     def _check_startup_failures(self, exited: list[WorkerRef]) -> None:
         """Workers that die before claiming anything (cannot import, cannot unpickle) must not be relaunched forever."""
         for ref in exited:
-            if (ref.exit_code in (0, EXIT_CANCELLED, EXIT_DEADLINE) or ref.index in self.claims.values()
-                    or ref.index in self.stopped_by_user or ref.info.get("launch_failed")):
+            if (
+                ref.exit_code in (0, EXIT_CANCELLED, EXIT_DEADLINE)
+                or ref.index in self.claims.values()
+                or ref.index in self.stopped_by_user
+                or ref.info.get("launch_failed")
+            ):
                 continue
             self.startup_failures += 1
             if self.startup_failures > self.spec.retries and self.cancel_reason is None:
                 tail = self.backend.read_log(self.files, ref.index).strip().splitlines()[-8:]
-                self.cancel_reason = (f"{self.startup_failures} workers ended before taking any work ({ref.reason}); "
-                                      f"the last one's log ends with:\n    " + "\n    ".join(tail))
+                self.cancel_reason = (
+                    f"{self.startup_failures} workers ended before taking any work ({ref.reason}); "
+                    f"the last one's log ends with:\n    " + "\n    ".join(tail)
+                )
                 self.cancelled_by = "startup"
 
     def _maybe_finish_wave(self, wave: int) -> None:
@@ -667,19 +741,30 @@ class _Monitor(threading.Thread):
             for index in missing:
                 item = self.items[index]
                 if alone and item.attempts > self.spec.retries:
-                    self._finalize(index, False, WorkerLost(
-                        f"Item {index} was running on worker {ref.index} when that worker ended ({ref.reason}); "
-                        f"it was tried {item.attempts} time{'s' if item.attempts != 1 else ''}, on different workers, and each "
-                        f"time the worker died. "
-                        f"Look for crashes or memory use in the item: %burst_logs {self.job_id} --worker "
-                        f"{ref.index} shows that worker's log.", job_id=self.job_id), None)
+                    self._finalize(
+                        index,
+                        False,
+                        WorkerLost(
+                            f"Item {index} was running on worker {ref.index} when that worker ended ({ref.reason}); "
+                            f"it was tried {item.attempts} time{'s' if item.attempts != 1 else ''}, "
+                            f"on different workers, and each "
+                            f"time the worker died. "
+                            f"Look for crashes or memory use in the item: %burst_logs {self.job_id} --worker "
+                            f"{ref.index} shows that worker's log.",
+                            job_id=self.job_id,
+                        ),
+                        None,
+                    )
                     continue
                 if ref.index in self.stopped_by_user:
                     item.block = self._add_block([(index, inputs[index])])  # not the item's fault
                     continue
                 item.attempts += 1
-                self.bus.publish(ev.TaskRetried(self.job_id, index=index, attempt=item.attempts,
-                                                reason=f"worker {ref.index}: {ref.reason}"))
+                self.bus.publish(
+                    ev.TaskRetried(
+                        self.job_id, index=index, attempt=item.attempts, reason=f"worker {ref.index}: {ref.reason}"
+                    )
+                )
                 item.block = self._add_block([(index, inputs[index])])
 
     # ----- progress -------------------------------------------------------------------------
@@ -712,10 +797,12 @@ class _Monitor(threading.Thread):
     def _take(self, result: ItemResult) -> None:
         try:
             value = serialize.decode(result.value)
-        except Exception as exc:  # noqa: BLE001 - a value the kernel cannot unpickle is that item's failure
+        except Exception as exc:  # a value the kernel cannot unpickle is that item's failure
             value = BurstError(
                 f"Item {result.index}'s result could not be unpickled in this kernel: {type(exc).__name__}: {exc}. "
-                f"Usually the worker and kernel have different package versions.", job_id=self.job_id)
+                f"Usually the worker and kernel have different package versions.",
+                job_id=self.job_id,
+            )
             result.ok = False
         if not result.ok and isinstance(value, BaseException) and result.traceback:
             value.__cause__ = RemoteTraceback(result.traceback)
@@ -725,20 +812,33 @@ class _Monitor(threading.Thread):
         item = self.items[index]
         item.final, item.failed, item.value, item.result = True, not ok, value, result
         if result is not None:
-            item.result = ItemResult(result.index, ok, None, result.traceback, result.stdout, result.stderr,
-                                     result.started, result.duration, result.worker)
+            item.result = ItemResult(
+                result.index,
+                ok,
+                None,
+                result.traceback,
+                result.stdout,
+                result.stderr,
+                result.started,
+                result.duration,
+                result.worker,
+            )
         worker = result.worker if result else -1
         if ok:
-            self.bus.publish(ev.TaskFinished(self.job_id, index=index, worker=worker,
-                                             duration=result.duration if result else 0.0))
+            self.bus.publish(
+                ev.TaskFinished(self.job_id, index=index, worker=worker, duration=result.duration if result else 0.0)
+            )
         elif not isinstance(value, TaskCancelled):  # unfinished items of a cancelled job did not fail
             line = f"{type(value).__name__}: {value}".splitlines()[0][:300]
-            self.bus.publish(ev.TaskFailed(self.job_id, index=index, worker=worker, error=line,
-                                           traceback=result.traceback if result else ""))
+            self.bus.publish(
+                ev.TaskFailed(
+                    self.job_id, index=index, worker=worker, error=line, traceback=result.traceback if result else ""
+                )
+            )
         for callback in self.item_callbacks:
             try:
                 callback(index, ok, value)
-            except Exception:  # noqa: BLE001 - a face's callback must not break the job
+            except Exception:  # a face's callback must not break the job
                 logger.exception("an item callback of job %s failed", self.job_id)
 
     def _tail_logs(self, now: float) -> None:
@@ -771,11 +871,14 @@ class _Monitor(threading.Thread):
         else:
             self.projected = self.cost
         cap = self.spec.max_cost
-        self.bus.publish(ev.CostTick(self.job_id, accrued=self.cost, projected=self.projected, cap=cap,
-                                     label=self._cost_label()))
+        self.bus.publish(
+            ev.CostTick(self.job_id, accrued=self.cost, projected=self.projected, cap=cap, label=self._cost_label())
+        )
         if cap is not None and self.cost + alive * self.per_second * 2.0 >= cap and self.cancel_reason is None:
             self.cancel_reason, self.cancelled_by = (
-                f"--max-cost ${cap:g} would have been passed (accrued ${self.cost:.4f})", "max-cost")
+                f"--max-cost ${cap:g} would have been passed (accrued ${self.cost:.4f})",
+                "max-cost",
+            )
 
     def _cost_label(self) -> str:
         where = f"Fargate {self.spec.region} {'Spot' if self.spec.spot else 'on-demand'}, {self.spec.describe_size()}"
@@ -829,24 +932,36 @@ class _Monitor(threading.Thread):
         if self.cancelled_by == "startup":
             for index, item in enumerate(self.items):
                 if not item.final:
-                    self._finalize(index, False, BurstError(
-                        f"Item {index} never ran: the workers of job {self.job_id} could not start. {reason}",
-                        job_id=self.job_id), None)
+                    self._finalize(
+                        index,
+                        False,
+                        BurstError(
+                            f"Item {index} never ran: the workers of job {self.job_id} could not start. {reason}",
+                            job_id=self.job_id,
+                        ),
+                        None,
+                    )
             self._end("failed", reason)
             return
         for index, item in enumerate(self.items):
             if not item.final:
-                self._finalize(index, False, TaskCancelled(
-                    f"Item {index} did not finish: job {self.job_id} was cancelled: {reason}."), None)
+                self._finalize(
+                    index,
+                    False,
+                    TaskCancelled(f"Item {index} did not finish: job {self.job_id} was cancelled: {reason}."),
+                    None,
+                )
         self._end("cancelled", reason)
 
     def _crash(self, exc: BaseException) -> None:
-        message = (f"the launcher of job {self.job_id} failed: {type(exc).__name__}: {exc}. This is a bug in "
-                   f"starburst-jupyter; the job's files are kept in {self.files.store.url}/{self.files.prefix}")
+        message = (
+            f"the launcher of job {self.job_id} failed: {type(exc).__name__}: {exc}. This is a bug in "
+            f"starburst-jupyter; the job's files are kept in {self.files.store.url}/{self.files.prefix}"
+        )
         try:
             self.files.request_cancel(message)
             self._stop_all()
-        except Exception:  # noqa: BLE001 - best effort: the job is ending either way
+        except Exception:  # best effort: the job is ending either way
             logger.exception("could not stop the workers of job %s", self.job_id)
         for index, item in enumerate(self.items):
             if not item.final:
@@ -868,17 +983,43 @@ class _Monitor(threading.Thread):
         self.projected = self.cost
         self.message = message
         values = [i.value for i in self.items]
-        failures = [(n, i.value) for n, i in enumerate(self.items) if i.failed and not isinstance(i.value, TaskCancelled)]
-        outputs = {n: (i.result.stdout, i.result.stderr) for n, i in enumerate(self.items)
-                   if i.result is not None and (i.result.stdout or i.result.stderr)}
-        self.handle._result = JobResult(self.job_id, state, values, failures, outputs, now - self.started, self.cost,
-                                        message, self.cancelled_by if state == "cancelled" else "")
+        failures = [
+            (n, i.value) for n, i in enumerate(self.items) if i.failed and not isinstance(i.value, TaskCancelled)
+        ]
+        outputs = {
+            n: (i.result.stdout, i.result.stderr)
+            for n, i in enumerate(self.items)
+            if i.result is not None and (i.result.stdout or i.result.stderr)
+        }
+        self.handle._result = JobResult(
+            self.job_id,
+            state,
+            values,
+            failures,
+            outputs,
+            now - self.started,
+            self.cost,
+            message,
+            self.cancelled_by if state == "cancelled" else "",
+        )
         self._set_state(state, message)
-        self.bus.publish(ev.CostTick(self.job_id, accrued=self.cost, projected=self.cost, cap=self.spec.max_cost,
-                                     label=self._cost_label()))
-        self.bus.publish(ev.JobFinished(self.job_id, state=state, done=sum(1 for i in self.items if i.final and not i.failed),
-                                        failed=len(failures), total=len(self.items), duration=now - self.started,
-                                        cost=self.cost, message=message))
+        self.bus.publish(
+            ev.CostTick(
+                self.job_id, accrued=self.cost, projected=self.cost, cap=self.spec.max_cost, label=self._cost_label()
+            )
+        )
+        self.bus.publish(
+            ev.JobFinished(
+                self.job_id,
+                state=state,
+                done=sum(1 for i in self.items if i.final and not i.failed),
+                failed=len(failures),
+                total=len(self.items),
+                duration=now - self.started,
+                cost=self.cost,
+                message=message,
+            )
+        )
         self.handle._finished.set()
 
     def _set_state(self, state: str, message: str = "") -> None:
@@ -906,21 +1047,48 @@ class _Monitor(threading.Thread):
                 done += 1
                 outcomes.append("D")
         record = {
-            "id": self.job_id, "name": self.spec.name, "backend": self.spec.backend, "state": self.state,
-            "message": self.message, "created": self.created, "started": self.started,
+            "id": self.job_id,
+            "name": self.spec.name,
+            "backend": self.spec.backend,
+            "state": self.state,
+            "message": self.message,
+            "created": self.created,
+            "started": self.started,
             "finished": time.time() if self.state in ("done", "failed", "cancelled") else None,
-            "spec": self.spec.to_json(), "total": len(self.items), "done": done, "failed": failed,
+            "spec": self.spec.to_json(),
+            "total": len(self.items),
+            "done": done,
+            "failed": failed,
             "cancelled": cancelled,
-            "outcomes": "".join(outcomes), "failures": failures,
+            "outcomes": "".join(outcomes),
+            "failures": failures,
             "busy_seconds": sum(i.result.duration for i in self.items if i.result is not None),
-            "waves": {"count": self.plan.waves, "started": len(self.waves_started), "finished": len(self.waves_finished),
-                      "concurrency": self.plan.concurrency, "workers": self.plan.workers},
-            "workers": {str(r.index): {**{k: v for k, v in r.info.items() if k != "log_drained"}, "wave": r.wave,
-                                        "started": r.started, "ended": r.ended, "exit_code": r.exit_code,
-                                        "reason": r.reason} for r in self.workers.values()},
-            "cost": {"accrued": self.cost, "projected": self.projected, "cap": self.spec.max_cost,
-                     "warm_at_most": len(self.kept_warm) * self.spec.keep_warm * 60 * self.per_second,
-                     "label": self._cost_label(), "prices_as_of": pricing.PRICES_AS_OF},
+            "waves": {
+                "count": self.plan.waves,
+                "started": len(self.waves_started),
+                "finished": len(self.waves_finished),
+                "concurrency": self.plan.concurrency,
+                "workers": self.plan.workers,
+            },
+            "workers": {
+                str(r.index): {
+                    **{k: v for k, v in r.info.items() if k != "log_drained"},
+                    "wave": r.wave,
+                    "started": r.started,
+                    "ended": r.ended,
+                    "exit_code": r.exit_code,
+                    "reason": r.reason,
+                }
+                for r in self.workers.values()
+            },
+            "cost": {
+                "accrued": self.cost,
+                "projected": self.projected,
+                "cap": self.spec.max_cost,
+                "warm_at_most": len(self.kept_warm) * self.spec.keep_warm * 60 * self.per_second,
+                "label": self._cost_label(),
+                "prices_as_of": pricing.PRICES_AS_OF,
+            },
             "store": {"url": self.files.store.url, "prefix": self.files.prefix},
             "owner": {"pid": os.getpid(), "host": socket.gethostname()},
             "updated": time.time(),

@@ -5,6 +5,7 @@ overhead low, single-item last blocks keep workers from idling while one holds a
 When more workers are asked for than the quota allows, they run in waves: each worker takes a
 share of the items and exits, and the next wave's worker starts in the freed slot.
 """
+
 from __future__ import annotations
 
 import math

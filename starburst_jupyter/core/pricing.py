@@ -2,6 +2,7 @@
 
 Prices change rarely; the table is dated and overridable per region through config.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

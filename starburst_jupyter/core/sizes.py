@@ -2,6 +2,7 @@
 
 Validated on every backend so a spec that passes locally also passes on Fargate.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,14 +31,10 @@ def parse_cpu(value: str | float | int) -> int:
     try:
         vcpu = float(value)
     except (TypeError, ValueError):
-        raise BurstValidationError(
-            f"--cpu {value!r} is not a number of vCPUs; use one of {format_cpus()}."
-        ) from None
+        raise BurstValidationError(f"--cpu {value!r} is not a number of vCPUs; use one of {format_cpus()}.") from None
     units = round(vcpu * 1024)
     if units not in FARGATE_SIZES:
-        raise BurstValidationError(
-            f"--cpu {value} is not a Fargate size; use one of {format_cpus()} vCPU."
-        )
+        raise BurstValidationError(f"--cpu {value} is not a Fargate size; use one of {format_cpus()} vCPU.")
     return units
 
 
@@ -84,9 +81,7 @@ def validate_size(cpu_units: int, memory_mib: int) -> None:
         return
     fits = [c for c, mems in FARGATE_SIZES.items() if memory_mib in mems]
     hint = (
-        f" {format_memory(memory_mib)} is valid with --cpu {' or '.join(format_vcpu(c) for c in fits)}."
-        if fits
-        else ""
+        f" {format_memory(memory_mib)} is valid with --cpu {' or '.join(format_vcpu(c) for c in fits)}." if fits else ""
     )
     raise BurstValidationError(
         f"--cpu {format_vcpu(cpu_units)} --memory {format_memory(memory_mib)} is not a valid Fargate size: "

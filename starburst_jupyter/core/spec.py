@@ -1,4 +1,5 @@
 """JobSpec: what a job asks for, validated before anything is launched, free of secrets."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -7,14 +8,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from starburst_jupyter.core.config import BACKENDS, ON_ERROR, Config
-from starburst_jupyter.errors import BurstBackendUnavailable, BurstValidationError
 from starburst_jupyter.core.sizes import format_memory, format_vcpu, parse_cpu, parse_memory, validate_size
-
+from starburst_jupyter.errors import BurstBackendUnavailable, BurstValidationError
 
 
 def backend_available(name: str) -> bool:
     """A backend is available once its module ships (they land one by one)."""
     return importlib.util.find_spec(f"starburst_jupyter.backends.{name}") is not None
+
+
 _NAME_RE = re.compile(r"^[\w .:@+-]{1,64}$")
 
 
@@ -51,12 +53,22 @@ class JobSpec:
 def build_spec(config: Config, *, mode: str, source: str = "", map_expr: str = "", **options: Any) -> JobSpec:
     """Merge options over config and refuse anything Fargate or the config would refuse."""
     unknown = set(options) - {
-        "backend", "workers", "cpu", "memory", "timeout", "on_error", "max_result_bytes",
-        "max_cost", "retries", "name", "spot", "keep_warm",
+        "backend",
+        "workers",
+        "cpu",
+        "memory",
+        "timeout",
+        "on_error",
+        "max_result_bytes",
+        "max_cost",
+        "retries",
+        "name",
+        "spot",
+        "keep_warm",
     }
     if unknown:
         raise BurstValidationError(f"Unknown job option(s): {', '.join(sorted(unknown))}.")
-    pick = lambda key: options[key] if options.get(key) is not None else getattr(config, key)  # noqa: E731
+    pick = lambda key: options[key] if options.get(key) is not None else getattr(config, key)
 
     backend = str(pick("backend")).lower()
     if backend not in BACKENDS:
@@ -97,15 +109,25 @@ def build_spec(config: Config, *, mode: str, source: str = "", map_expr: str = "
         raise BurstValidationError("max_result_bytes must be at least 1 byte.")
     name = str(options.get("name") or "")
     if name and not _NAME_RE.match(name):
-        raise BurstValidationError(
-            f"--name {name!r}: use up to 64 letters, digits, spaces and . : @ + - _ characters."
-        )
+        raise BurstValidationError(f"--name {name!r}: use up to 64 letters, digits, spaces and . : @ + - _ characters.")
     return JobSpec(
-        mode=mode, backend=backend, workers=workers, cpu_units=cpu_units, memory_mib=memory_mib,
-        timeout=timeout, on_error=on_error, max_result_bytes=max_result_bytes,
-        max_cost=float(max_cost) if max_cost is not None else None, retries=int(pick("retries")),
-        region=config.region, arch=config.arch, name=name, source=source, map_expr=map_expr,
-        spot=bool(pick("spot")), keep_warm=_keep_warm(pick("keep_warm")),
+        mode=mode,
+        backend=backend,
+        workers=workers,
+        cpu_units=cpu_units,
+        memory_mib=memory_mib,
+        timeout=timeout,
+        on_error=on_error,
+        max_result_bytes=max_result_bytes,
+        max_cost=float(max_cost) if max_cost is not None else None,
+        retries=int(pick("retries")),
+        region=config.region,
+        arch=config.arch,
+        name=name,
+        source=source,
+        map_expr=map_expr,
+        spot=bool(pick("spot")),
+        keep_warm=_keep_warm(pick("keep_warm")),
     )
 
 
@@ -115,5 +137,7 @@ def _keep_warm(value: Any) -> float:
     except (TypeError, ValueError):
         raise BurstValidationError(f"--keep-warm {value!r} is not a number of minutes.") from None
     if not 0 <= minutes <= 60:
-        raise BurstValidationError(f"--keep-warm {minutes:g} must be between 0 and 60 minutes (warm workers are billed).")
+        raise BurstValidationError(
+            f"--keep-warm {minutes:g} must be between 0 and 60 minutes (warm workers are billed)."
+        )
     return minutes

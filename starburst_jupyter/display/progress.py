@@ -3,20 +3,33 @@
 Widgets (next) and the text progress line both read a JobView; neither touches the backend.
 Rendering is throttled so a 1000-task job cannot flood a front end.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from typing import TextIO
 
 from starburst_jupyter.core import events as ev
 
 MAX_LOG_LINES_PER_WORKER = 200
 #: What a progress line needs: everything but log lines (subscribing to those makes the core tail logs).
-PROGRESS_EVENTS = (ev.JobStateChanged, ev.WaveStarted, ev.WaveFinished, ev.WorkerStarted, ev.WorkerExited,
-                   ev.TaskStarted, ev.TaskFinished, ev.TaskFailed, ev.TaskRetried, ev.CostTick, ev.JobFinished)
+PROGRESS_EVENTS = (
+    ev.JobStateChanged,
+    ev.WaveStarted,
+    ev.WaveFinished,
+    ev.WorkerStarted,
+    ev.WorkerExited,
+    ev.TaskStarted,
+    ev.TaskFinished,
+    ev.TaskFailed,
+    ev.TaskRetried,
+    ev.CostTick,
+    ev.JobFinished,
+)
 
 
 @dataclass
@@ -132,13 +145,19 @@ class JobView:
 
     def line(self, now: float | None = None) -> str:
         """One line for terminals and notebooks without widgets."""
-        wave = f" | wave {self.wave}/{self.waves}: {self.workers_up(self.wave)}/{self.wave_workers.get(self.wave, 0)} " \
-               f"workers up" if self.waves > 1 and self.state in ("launching", "running") else ""
+        wave = (
+            f" | wave {self.wave}/{self.waves}: {self.workers_up(self.wave)}/{self.wave_workers.get(self.wave, 0)} "
+            f"workers up"
+            if self.waves > 1 and self.state in ("launching", "running")
+            else ""
+        )
         failed = f", {self.failed} failed" if self.failed else ""
         cap = f" (cap ${self.cap:g})" if self.cap else ""
         cost = f" | ${self.accrued:.4f}{cap}" + (" est." if self.backend == "local" else "")
-        return (f"{self.job_id} {self.state}: {self.done + self.failed}/{self.total} items{failed}{wave}"
-                f" | {self.elapsed(now):.1f}s{cost}")
+        return (
+            f"{self.job_id} {self.state}: {self.done + self.failed}/{self.total} items{failed}{wave}"
+            f" | {self.elapsed(now):.1f}s{cost}"
+        )
 
 
 class Throttled:

@@ -1,4 +1,5 @@
 """Plain-text views of job records, shared by %burst_status and the `starburst` CLI."""
+
 from __future__ import annotations
 
 import time
@@ -54,8 +55,11 @@ def format_jobs(records: list[dict[str, Any]]) -> str:
         return "No burst jobs yet. Run a cell with %%burst to start one."
     running = [r for r in records if r["state"] not in TERMINAL_STATES]
     ordered = running + [r for r in records if r["state"] in TERMINAL_STATES]
-    note = "\n* local jobs: what the same work would cost on Fargate (estimate)" if any(
-        r["backend"] == "local" for r in records) else ""
+    note = (
+        "\n* local jobs: what the same work would cost on Fargate (estimate)"
+        if any(r["backend"] == "local" for r in records)
+        else ""
+    )
     return format_table([job_row(r) for r in ordered]) + note
 
 
@@ -65,15 +69,21 @@ def format_job(record: dict[str, Any]) -> str:
     if record.get("message"):
         lines.append(f"message: {record['message']}")
     waves = record.get("waves", {})
-    lines.append(f"waves: {waves.get('started', 0)} started, {waves.get('finished', 0)} finished of "
-                 f"{waves.get('count', 1)} ({waves.get('workers', '?')} workers, {waves.get('concurrency', '?')} at once)")
+    lines.append(
+        f"waves: {waves.get('started', 0)} started, {waves.get('finished', 0)} finished of "
+        f"{waves.get('count', 1)} ({waves.get('workers', '?')} workers, {waves.get('concurrency', '?')} at once)"
+    )
     cost = record.get("cost", {})
     cap = f", cap ${cost['cap']:g}" if cost.get("cap") else ""
-    lines.append(f"cost: ${cost.get('accrued', 0):.4f} accrued, ${cost.get('projected', 0):.4f} projected{cap} "
-                 f"({cost.get('label', '')})")
+    lines.append(
+        f"cost: ${cost.get('accrued', 0):.4f} accrued, ${cost.get('projected', 0):.4f} projected{cap} "
+        f"({cost.get('label', '')})"
+    )
     for index, info in sorted(record.get("workers", {}).items(), key=lambda kv: int(kv[0])):
         state = info.get("reason") or ("running" if info.get("exit_code") is None else f"exit {info['exit_code']}")
         lines.append(f"  worker {index} (wave {info.get('wave')}, pid {info.get('pid', '-')}): {state}")
     for failure in record.get("failures", []):
-        lines.append(f"  item {failure['index']} failed: {failure['error'].splitlines()[0] if failure['error'] else ''}")
+        lines.append(
+            f"  item {failure['index']} failed: {failure['error'].splitlines()[0] if failure['error'] else ''}"
+        )
     return "\n".join(lines)

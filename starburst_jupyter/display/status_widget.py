@@ -9,20 +9,22 @@ A background thread calls `refresh()` every `interval` seconds while any listed 
 none is, and when the widget is closed. Records are read through a cached `JobIndex` (one stat per finished
 job per refresh), shared by every table of the same job store.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import ipywidgets as widgets
 
-from starburst_jupyter.stores.records import TERMINAL_STATES, JobStore
 from starburst_jupyter.display.progress import JobView, Throttled, WorkerView
 from starburst_jupyter.display.status import format_job, format_jobs, job_row
 from starburst_jupyter.display.widget import _STATE_COLOURS, JobWidget, _esc
+from starburst_jupyter.stores.records import TERMINAL_STATES, JobStore
 
 try:  # the cached index of the job store (shared with the server extension)
     from starburst_jupyter.stores.records import JobIndex
@@ -66,19 +68,36 @@ def view_from_record(record: dict[str, Any]) -> JobView:
     """A JobView seeded from a record, for a live widget that starts observing a job mid-run."""
     spec = record.get("spec") or {}
     waves, cost = record.get("waves", {}), record.get("cost", {})
-    view = JobView(record["id"], total=int(record.get("total", 0)), name=record.get("name") or "",
-                   backend=record.get("backend", ""), region=spec.get("region", ""), state=record["state"],
-                   message=record.get("message") or "", started=record.get("started") or record["created"],
-                   done=int(record.get("done", 0)), failed=int(record.get("failed", 0)),
-                   wave=int(waves.get("started", 0)), waves=int(waves.get("count", 1)),
-                   accrued=float(cost.get("accrued", 0.0)), projected=float(cost.get("projected", 0.0)),
-                   cap=cost.get("cap"), cost_label=cost.get("label", ""))
+    view = JobView(
+        record["id"],
+        total=int(record.get("total", 0)),
+        name=record.get("name") or "",
+        backend=record.get("backend", ""),
+        region=spec.get("region", ""),
+        state=record["state"],
+        message=record.get("message") or "",
+        started=record.get("started") or record["created"],
+        done=int(record.get("done", 0)),
+        failed=int(record.get("failed", 0)),
+        wave=int(waves.get("started", 0)),
+        waves=int(waves.get("count", 1)),
+        accrued=float(cost.get("accrued", 0.0)),
+        projected=float(cost.get("projected", 0.0)),
+        cap=cost.get("cap"),
+        cost_label=cost.get("label", ""),
+    )
     for key, info in record.get("workers", {}).items():
         exit_code = info.get("exit_code")
         state = "running" if exit_code is None else ("exited" if exit_code == 0 else "failed")
         wave = int(info.get("wave") or 1)
-        view.workers[int(key)] = WorkerView(int(key), wave, state=state, started=info.get("started") or view.started,
-                                            ended=info.get("ended"), error=(info.get("reason") or "") if exit_code else "")
+        view.workers[int(key)] = WorkerView(
+            int(key),
+            wave,
+            state=state,
+            started=info.get("started") or view.started,
+            ended=info.get("ended"),
+            error=(info.get("reason") or "") if exit_code else "",
+        )
         view.wave_workers[wave] = view.wave_workers.get(wave, 0) + 1
     view.failures = [(f["index"], f.get("error", ""), "") for f in record.get("failures", [])]
     return view
@@ -92,7 +111,7 @@ def _tail(text: str, lines: int) -> str:
 class _Row:
     """The widgets of one job's row; `StatusWidget` fills them from the job's record."""
 
-    def __init__(self, job_id: str, on_cancel: Callable[["_Row"], None], on_details: Callable[["_Row"], None]):
+    def __init__(self, job_id: str, on_cancel: Callable[[_Row], None], on_details: Callable[[_Row], None]):
         self.job_id = job_id
         self.record: dict[str, Any] = {}
         self.cancelling = False
@@ -104,21 +123,32 @@ class _Row:
         self.label = widgets.HTML(layout=widgets.Layout(width="30%"))
         self.backend = widgets.HTML(layout=widgets.Layout(width="70px"))
         self.state = widgets.HTML(layout=widgets.Layout(width="110px"))
-        self.progress = widgets.IntProgress(min=0, max=1, value=0, style={"description_width": "initial"},
-                                            layout=widgets.Layout(width="22%"))
+        self.progress = widgets.IntProgress(
+            min=0, max=1, value=0, style={"description_width": "initial"}, layout=widgets.Layout(width="22%")
+        )
         self.elapsed = widgets.HTML(layout=widgets.Layout(width="70px"))
         self.cost = widgets.HTML(layout=widgets.Layout(width="150px"))
-        self.cancel = widgets.Button(description="Cancel", button_style="danger", icon="stop",
-                                     tooltip=f"Cancel job {job_id}: every worker is ended",
-                                     layout=widgets.Layout(width="110px"))
+        self.cancel = widgets.Button(
+            description="Cancel",
+            button_style="danger",
+            icon="stop",
+            tooltip=f"Cancel job {job_id}: every worker is ended",
+            layout=widgets.Layout(width="110px"),
+        )
         self.cancel.on_click(lambda _: on_cancel(self))
-        self.details = widgets.Button(description="Details", icon="chevron-down",
-                                      tooltip=f"Show job {job_id} in full", layout=widgets.Layout(width="110px"))
+        self.details = widgets.Button(
+            description="Details",
+            icon="chevron-down",
+            tooltip=f"Show job {job_id} in full",
+            layout=widgets.Layout(width="110px"),
+        )
         self.details.on_click(lambda _: on_details(self))
         self.detail_text = widgets.HTML()
         self.detail = widgets.VBox(layout=widgets.Layout(display="none", margin="0 0 6px 24px"))
-        line = widgets.HBox([self.label, self.backend, self.state, self.progress, self.elapsed, self.cost,
-                             self.cancel, self.details], layout=widgets.Layout(align_items="center"))
+        line = widgets.HBox(
+            [self.label, self.backend, self.state, self.progress, self.elapsed, self.cost, self.cancel, self.details],
+            layout=widgets.Layout(align_items="center"),
+        )
         self.root = widgets.VBox([line, self.detail])
         self.root.add_class("starburst-status-row")
 
@@ -137,7 +167,9 @@ class _Row:
         self.backend.value = _esc(record["backend"])
         title = f" title='{_esc(record['message'])}'" if record.get("message") else ""
         note = f"<br><small>{_esc(self.note)}</small>" if self.note else ""
-        self.state.value = f"<span class='starburst-state' style='color:{colour}'{title}><b>{_esc(shown)}</b></span>{note}"
+        self.state.value = (
+            f"<span class='starburst-state' style='color:{colour}'{title}><b>{_esc(shown)}</b></span>{note}"
+        )
         total, done, failed = int(record.get("total", 0)), int(record.get("done", 0)), int(record.get("failed", 0))
         self.progress.max = max(total, 1)
         self.progress.value = min(done + failed, max(total, 1))
@@ -145,8 +177,11 @@ class _Row:
         self.progress.bar_style = "danger" if failed else ("success" if state == "done" else "")
         self.elapsed.value = row["duration"]
         accrued = float(record.get("cost", {}).get("accrued", 0.0))
-        estimate = " <small title='what the same work would cost on Fargate'>(Fargate estimate)</small>" \
-            if record["backend"] == "local" else ""
+        estimate = (
+            " <small title='what the same work would cost on Fargate'>(Fargate estimate)</small>"
+            if record["backend"] == "local"
+            else ""
+        )
         self.cost.value = f"${accrued:.4f}{estimate}"
         if state in TERMINAL_STATES:
             self.cancelling = False
@@ -160,8 +195,16 @@ class _Row:
 class StatusWidget:
     """The live job table. `job` (an exact id) shows that job alone, expanded."""
 
-    def __init__(self, job: str | None = None, *, store: JobStore | None = None, interval: float = 1.0,
-                 limit: int = MAX_ROWS, launcher_factory: Callable[[], Any] | None = None, autostart: bool = True):
+    def __init__(
+        self,
+        job: str | None = None,
+        *,
+        store: JobStore | None = None,
+        interval: float = 1.0,
+        limit: int = MAX_ROWS,
+        launcher_factory: Callable[[], Any] | None = None,
+        autostart: bool = True,
+    ):
         self.store = store or JobStore()
         self.job, self.interval, self.limit = job, interval, limit
         self._launcher_factory = launcher_factory
@@ -178,12 +221,17 @@ class StatusWidget:
         self._active = False
         self._closed = False
         self.header = widgets.HTML()
-        self.refresh_button = widgets.Button(description="Refresh", icon="refresh", tooltip="Read the job store again",
-                                             layout=widgets.Layout(width="100px"))
+        self.refresh_button = widgets.Button(
+            description="Refresh",
+            icon="refresh",
+            tooltip="Read the job store again",
+            layout=widgets.Layout(width="100px"),
+        )
         self.refresh_button.on_click(lambda _: self._on_refresh())
         self.table = widgets.VBox()
-        self.root = widgets.VBox([widgets.HBox([self.header, self.refresh_button],
-                                               layout=widgets.Layout(align_items="center")), self.table])
+        self.root = widgets.VBox(
+            [widgets.HBox([self.header, self.refresh_button], layout=widgets.Layout(align_items="center")), self.table]
+        )
         self.root.add_class("starburst-status")
         self.root.observe(self._on_comm, names="comm")  # the front end (or anyone) closed the widget
         self.refresh()
@@ -203,7 +251,7 @@ class StatusWidget:
         active = [r for r in records if r["state"] not in TERMINAL_STATES]
         finished = [r for r in records if r["state"] in TERMINAL_STATES]
         self.hidden = max(0, len(finished) - self.limit)
-        return active + finished[:self.limit]
+        return active + finished[: self.limit]
 
     def refresh(self) -> bool:
         """Read the job store once and update every row; True while any listed job is active."""
@@ -231,13 +279,18 @@ class StatusWidget:
 
     def _header(self, records: list[dict[str, Any]], running: int, now: float) -> None:
         if not records:
-            self.header.value = (f"No job {_esc(self.job)} in the job store." if self.job else
-                                 "No burst jobs yet. Run a cell with %%burst to start one.")
+            self.header.value = (
+                f"No job {_esc(self.job)} in the job store."
+                if self.job
+                else "No burst jobs yet. Run a cell with %%burst to start one."
+            )
             return
         hidden = f", {self.hidden} older not shown" if self.hidden else ""
         live = "updating live" if running else "all ended"
-        self.header.value = (f"<b>burst jobs</b>: {len(records)} listed, {running} active{hidden} &middot; "
-                             f"{live} &middot; read {time.strftime('%H:%M:%S', time.localtime(now))}")
+        self.header.value = (
+            f"<b>burst jobs</b>: {len(records)} listed, {running} active{hidden} &middot; "
+            f"{live} &middot; read {time.strftime('%H:%M:%S', time.localtime(now))}"
+        )
 
     # ----- the refresh thread --------------------------------------------------------------------
     def start(self) -> None:
@@ -256,7 +309,7 @@ class StatusWidget:
         while not self._stop.wait(self.interval):
             try:
                 self.refresh()
-            except Exception:  # noqa: BLE001 - a bad read must not end the table; try again next time
+            except Exception:  # a bad read must not end the table; try again next time
                 logger.exception("%burst_status refresh failed")
             with self._thread_lock:
                 if self._closed or not self._active:
@@ -314,7 +367,7 @@ class StatusWidget:
     def _cancel(self, row: _Row) -> None:
         try:
             self.launcher().cancel_job(row.job_id, CANCEL_REASON)
-        except Exception as exc:  # noqa: BLE001 - shown in the row, the table goes on
+        except Exception as exc:  # shown in the row, the table goes on
             logger.exception("cancelling %s failed", row.job_id)
             with self._lock:
                 row.cancelling, row.note = False, f"cancel failed: {type(exc).__name__}: {exc}"[:200]
@@ -344,7 +397,9 @@ class StatusWidget:
             return
         self._drop_live(row)
         now = time.monotonic()
-        if row.detail.children and (row.detail_of == row.record or (row.active and now - row.detail_at < DETAIL_SECONDS)):
+        if row.detail.children and (
+            row.detail_of == row.record or (row.active and now - row.detail_at < DETAIL_SECONDS)
+        ):
             return  # logs are re-read only when the record changed, and not too often while the job runs
         row.detail_of, row.detail_at = row.record, now
         row.detail_text.value = self._detail_html(row.record)
@@ -375,12 +430,14 @@ class StatusWidget:
         if record.get("workers"):
             try:
                 logs = self.launcher().job_logs(record["id"], tail_lines=LOG_TAIL_LINES, first=MAX_WORKER_LOGS + 1)
-            except Exception as exc:  # noqa: BLE001 - e.g. a cloud backend without credentials here
+            except Exception as exc:  # e.g. a cloud backend without credentials here
                 parts.append(f"<div>worker logs unavailable: {_esc(type(exc).__name__)}: {_esc(exc)}</div>")
             else:
                 for index in sorted(logs)[:MAX_WORKER_LOGS]:
-                    parts.append(f"<div><b>worker {index}</b> (last {LOG_TAIL_LINES} lines)</div>"
-                                 f"<pre class='starburst-logs' style='margin:0'>{_esc(_tail(logs[index], LOG_TAIL_LINES))}</pre>")
+                    parts.append(
+                        f"<div><b>worker {index}</b> (last {LOG_TAIL_LINES} lines)</div>"
+                        f"<pre class='starburst-logs' style='margin:0'>{_esc(_tail(logs[index], LOG_TAIL_LINES))}</pre>"
+                    )
                 if len(record["workers"]) > MAX_WORKER_LOGS:
                     parts.append(f"<div>... {len(record['workers']) - MAX_WORKER_LOGS} more workers</div>")
             parts.append(f"<small>full logs: <code>%burst_logs {_esc(record['id'])} [--worker N]</code></small>")

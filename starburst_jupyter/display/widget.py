@@ -3,11 +3,12 @@
 Its buttons call the JobHandle (cancel / stop_worker), the same path as the stop button. They
 respond while the cell runs because %%burst cells run as awaited cells (see magics.py).
 """
+
 from __future__ import annotations
 
 import html
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import ipywidgets as widgets
 
@@ -22,28 +23,50 @@ def _esc(text: object) -> str:
 
 
 class JobWidget:
-    def __init__(self, view: JobView, cancel: Callable[[], None], stop_worker: Callable[[int], None],
-                 size: str = "", cancellable: bool = True):
+    def __init__(
+        self,
+        view: JobView,
+        cancel: Callable[[], None],
+        stop_worker: Callable[[int], None],
+        size: str = "",
+        cancellable: bool = True,
+    ):
         self.view, self._cancel, self._stop_worker = view, cancel, stop_worker
         self.size = size
         self.header = widgets.HTML()
         self.waves = widgets.HTML()
-        self.progress = widgets.IntProgress(min=0, max=max(view.total, 1), description="items",
-                                            layout=widgets.Layout(width="60%"))
+        self.progress = widgets.IntProgress(
+            min=0, max=max(view.total, 1), description="items", layout=widgets.Layout(width="60%")
+        )
         self.wave_bars = widgets.VBox()
         self.cost = widgets.HTML()
         self.workers = widgets.VBox()
         self.log_choice = widgets.Dropdown(options=[("all workers", -1)], value=-1, description="logs")
         self.log_choice.observe(lambda _: self._render_logs(), names="value")
         self.logs = widgets.HTML(layout=widgets.Layout(max_height="220px", overflow="auto", border="1px solid #ccc"))
-        self.cancel_button = widgets.Button(description="Cancel job", button_style="danger", icon="stop",
-                                            tooltip="Stop every worker of this job", disabled=not cancellable)
+        self.cancel_button = widgets.Button(
+            description="Cancel job",
+            button_style="danger",
+            icon="stop",
+            tooltip="Stop every worker of this job",
+            disabled=not cancellable,
+        )
         self.cancel_button.on_click(lambda _: self._on_cancel())
         self.failures = widgets.HTML()
         self._worker_buttons: dict[int, widgets.Button] = {}
-        self.root = widgets.VBox([self.header, self.waves, self.progress, self.wave_bars, self.cost,
-                                  self.cancel_button, self.workers, self.failures,
-                                  widgets.VBox([self.log_choice, self.logs])])
+        self.root = widgets.VBox(
+            [
+                self.header,
+                self.waves,
+                self.progress,
+                self.wave_bars,
+                self.cost,
+                self.cancel_button,
+                self.workers,
+                self.failures,
+                widgets.VBox([self.log_choice, self.logs]),
+            ]
+        )
         self.root.add_class("starburst-job")
 
     def _on_cancel(self) -> None:
@@ -65,23 +88,36 @@ class JobWidget:
             f"<b>{name}{_esc(view.job_id)}</b> &middot; {_esc(view.backend)}"
             f"{' ' + _esc(view.region) if view.region else ''}{' &middot; ' + _esc(self.size) if self.size else ''}"
             f" &middot; <span class='starburst-state' style='color:{colour}'><b>{_esc(view.state)}</b></span>"
-            f" &middot; {view.elapsed(now):.1f}s")
+            f" &middot; {view.elapsed(now):.1f}s"
+        )
         up = view.workers_up(view.wave)
-        self.waves.value = (f"wave {view.wave} of {view.waves}: {up}/{view.wave_workers.get(view.wave, 0)} workers up"
-                            if view.wave else "launching workers...")
+        self.waves.value = (
+            f"wave {view.wave} of {view.waves}: {up}/{view.wave_workers.get(view.wave, 0)} workers up"
+            if view.wave
+            else "launching workers..."
+        )
         self.progress.value = view.done + view.failed
         self.progress.description = f"{view.done + view.failed}/{view.total}"
         self.progress.bar_style = "danger" if view.failed else ("success" if view.state == "done" else "")
         if view.waves > 1:
             self.wave_bars.children = [
-                widgets.IntProgress(value=view.wave_done.get(w, 0), min=0,
-                                    max=max(1, round(view.total * view.wave_workers.get(w, 0) / max(1, sum(view.wave_workers.values())))),
-                                    description=f"wave {w}", layout=widgets.Layout(width="40%"))
-                for w in sorted(view.wave_workers)]
+                widgets.IntProgress(
+                    value=view.wave_done.get(w, 0),
+                    min=0,
+                    max=max(
+                        1, round(view.total * view.wave_workers.get(w, 0) / max(1, sum(view.wave_workers.values())))
+                    ),
+                    description=f"wave {w}",
+                    layout=widgets.Layout(width="40%"),
+                )
+                for w in sorted(view.wave_workers)
+            ]
         cap = f" &middot; cap ${view.cap:g}" if view.cap else ""
         stop_note = " (the job is cancelled before the cap would be passed)" if view.cap else ""
-        self.cost.value = (f"cost ${view.accrued:.4f} so far, ${view.projected:.4f} projected{cap}{stop_note}"
-                           f"<br><small>{_esc(view.cost_label)}</small>")
+        self.cost.value = (
+            f"cost ${view.accrued:.4f} so far, ${view.projected:.4f} projected{cap}{stop_note}"
+            f"<br><small>{_esc(view.cost_label)}</small>"
+        )
         self._render_workers(view, now)
         self._render_failures(view)
         options = [("all workers", -1)] + [(f"worker {i}", i) for i in sorted(view.workers)]
@@ -98,15 +134,20 @@ class JobWidget:
             worker = view.workers[index]
             button = self._worker_buttons.get(index)
             if button is None:
-                button = widgets.Button(description="stop", layout=widgets.Layout(width="60px"),
-                                        tooltip=f"End worker {index}; its items go to other workers")
+                button = widgets.Button(
+                    description="stop",
+                    layout=widgets.Layout(width="60px"),
+                    tooltip=f"End worker {index}; its items go to other workers",
+                )
                 button.on_click(lambda _, i=index: self._stop(i))
                 self._worker_buttons[index] = button
             button.disabled = worker.state in ("exited", "failed") or bool(view.ended)
             current = ",".join(map(str, worker.current[:3])) + ("..." if len(worker.current) > 3 else "")
             detail = _esc(worker.error or worker.last_line)[:160]
-            text = (f"<code>{index:>3}</code> {worker.state:<8} items {worker.done:>4} "
-                    f"&middot; now {current or '-'} &middot; {worker.runtime(now):.0f}s &middot; {detail}")
+            text = (
+                f"<code>{index:>3}</code> {worker.state:<8} items {worker.done:>4} "
+                f"&middot; now {current or '-'} &middot; {worker.runtime(now):.0f}s &middot; {detail}"
+            )
             rows.append(widgets.HBox([button, widgets.HTML(text)]))
         self.workers.children = rows
 
@@ -114,8 +155,10 @@ class JobWidget:
         if not view.failures:
             self.failures.value = ""
             return
-        items = "".join(f"<details><summary>item {i}: {_esc(line)}</summary><pre>{_esc(tb)}</pre></details>"
-                        for i, line, tb in view.failures[:20])
+        items = "".join(
+            f"<details><summary>item {i}: {_esc(line)}</summary><pre>{_esc(tb)}</pre></details>"
+            for i, line, tb in view.failures[:20]
+        )
         more = f"<div>... and {len(view.failures) - 20} more</div>" if len(view.failures) > 20 else ""
         self.failures.value = f"<b>{len(view.failures)} failed</b>{items}{more}"
 
@@ -133,12 +176,16 @@ class JobWidget:
         """The compact summary a finished cell keeps."""
         self.render(view)
         colour = _STATE_COLOURS.get(view.state, "#555")
-        self.root.children = [widgets.HTML(
-            f"<div class='starburst-summary'><b>{_esc(view.job_id)}</b> "
-            f"<span style='color:{colour}'><b>{_esc(view.state)}</b></span>: {view.done}/{view.total} ok, "
-            f"{view.failed} failed, {view.elapsed():.1f}s, ${view.accrued:.4f}"
-            f"{' (Fargate estimate)' if view.backend == 'local' else ''}"
-            f"{' &middot; ' + _esc(view.message) if view.message else ''}</div>"), self.failures]
+        self.root.children = [
+            widgets.HTML(
+                f"<div class='starburst-summary'><b>{_esc(view.job_id)}</b> "
+                f"<span style='color:{colour}'><b>{_esc(view.state)}</b></span>: {view.done}/{view.total} ok, "
+                f"{view.failed} failed, {view.elapsed():.1f}s, ${view.accrued:.4f}"
+                f"{' (Fargate estimate)' if view.backend == 'local' else ''}"
+                f"{' &middot; ' + _esc(view.message) if view.message else ''}</div>"
+            ),
+            self.failures,
+        ]
 
 
 class ImageProgressWidget:
@@ -155,8 +202,9 @@ class ImageProgressWidget:
 
     def update(self, event) -> None:
         final = event.phase in ("done", "reuse")
-        if event.phase == "context" or (event.phase == "build" and event.current is None
-                                        and not event.message.startswith("building ")):
+        if event.phase == "context" or (
+            event.phase == "build" and event.current is None and not event.message.startswith("building ")
+        ):
             self.lines += 1
             if not final and time.monotonic() - self._last < self.min_interval:
                 return
@@ -169,6 +217,9 @@ class ImageProgressWidget:
             self.bar.description = "pushed" if event.phase == "push" else "step"
         if final:
             self.bar.layout.visibility = "hidden"
-        message = event.message if event.phase in ("check", "reuse", "done", "push") or event.current is not None \
+        message = (
+            event.message
+            if event.phase in ("check", "reuse", "done", "push") or event.current is not None
             else f"{event.phase}: {self.lines} lines of output"
+        )
         self.line.value = f"<b>worker image</b> ({_esc(event.phase)}): {_esc(message)}"

@@ -8,6 +8,7 @@
 Progress goes to `on_progress` as events.ImageBuildProgress. `config` is a config.Config (keys used:
 image, base_image, requirements, arch, region, ecr_repository, auto_build).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,6 +16,8 @@ import time
 from typing import Any
 
 from starburst_jupyter.envimage.build import LABEL_ENV, LABEL_HASH, Progress, Reporter, build, check_disk
+from starburst_jupyter.envimage.errors import BurstImageError, BurstSkewError
+from starburst_jupyter.envimage.skew import check_skew, ensure_no_skew, image_env_of
 from starburst_jupyter.envimage.snapshot import (
     EnvSpec,
     capture,
@@ -22,14 +25,29 @@ from starburst_jupyter.envimage.snapshot import (
     capture_requirements,
     platform_for,
 )
-from starburst_jupyter.envimage.errors import BurstImageError, BurstSkewError
-from starburst_jupyter.envimage.skew import check_skew, ensure_no_skew, image_env_of
 
 __all__ = [
-    "BurstImageError", "BurstSkewError", "EnvSpec", "LABEL_ENV", "LABEL_HASH", "capture", "capture_kernel",
-    "capture_requirements", "check_disk", "check_skew", "docker_client", "ensure_local_image", "ensure_no_skew",
-    "ensure_worker_image", "image_env_of", "image_status", "local_ref", "missing_image_message", "platform_for",
-    "rebuild", "TextProgress",
+    "BurstImageError",
+    "BurstSkewError",
+    "EnvSpec",
+    "LABEL_ENV",
+    "LABEL_HASH",
+    "capture",
+    "capture_kernel",
+    "capture_requirements",
+    "check_disk",
+    "check_skew",
+    "docker_client",
+    "ensure_local_image",
+    "ensure_no_skew",
+    "ensure_worker_image",
+    "image_env_of",
+    "image_status",
+    "local_ref",
+    "missing_image_message",
+    "platform_for",
+    "rebuild",
+    "TextProgress",
 ]
 
 #: What the last ensure_* call did (for measurements and `starburst image`): built, reused, pushed, seconds.
@@ -41,14 +59,16 @@ def docker_client(timeout: int = 600) -> Any:
     try:
         import docker
     except ImportError:
-        raise BurstImageError("The docker backend and image builds need the Docker SDK: pip install "
-                              "'starburst-jupyter[docker]'.") from None
+        raise BurstImageError(
+            "The docker backend and image builds need the Docker SDK: pip install 'starburst-jupyter[docker]'."
+        ) from None
     try:
         client = docker.from_env(timeout=timeout)
         client.ping()
-    except Exception as exc:  # noqa: BLE001 - DockerException, connection refused, missing socket
-        raise BurstImageError(f"No Docker engine reachable ({exc}). Start Docker (dockerd) or set DOCKER_HOST.") \
-            from None
+    except Exception as exc:  # DockerException, connection refused, missing socket
+        raise BurstImageError(
+            f"No Docker engine reachable ({exc}). Start Docker (dockerd) or set DOCKER_HOST."
+        ) from None
     return client
 
 
@@ -57,9 +77,11 @@ def local_ref(config: Any, env: EnvSpec) -> str:
 
 
 def missing_image_message(ref: str, where: str) -> str:
-    return (f"No worker image for this environment ({ref}) {where}. Build it with %burst_rebuild (or "
-            f"`starburst image build` in a terminal), or let jobs build it first with %burst_config auto_build=true. "
-            f"A first build takes a few minutes.")
+    return (
+        f"No worker image for this environment ({ref}) {where}. Build it with %burst_rebuild (or "
+        f"`starburst image build` in a terminal), or let jobs build it first with %burst_config auto_build=true. "
+        f"A first build takes a few minutes."
+    )
 
 
 def _has_image(client: Any, ref: str) -> bool:
@@ -72,9 +94,16 @@ def _has_image(client: Any, ref: str) -> bool:
         return False
 
 
-def ensure_local_image(config: Any, *, on_progress: Progress | None = None, force: bool = False,
-                       build_missing: bool = True, client: Any = None, job_id: str = "",
-                       env: EnvSpec | None = None) -> str:
+def ensure_local_image(
+    config: Any,
+    *,
+    on_progress: Progress | None = None,
+    force: bool = False,
+    build_missing: bool = True,
+    client: Any = None,
+    job_id: str = "",
+    env: EnvSpec | None = None,
+) -> str:
     """The worker image for config's environment on the local engine, built if missing (or if force)."""
     client = client or docker_client()
     if config.image and not force:
@@ -96,9 +125,17 @@ def ensure_local_image(config: Any, *, on_progress: Progress | None = None, forc
     return ref
 
 
-def ensure_worker_image(config: Any, *, on_progress: Progress | None = None, force: bool = False,
-                        build_missing: bool = True, client: Any = None, ecr: Any = None, job_id: str = "",
-                        env: EnvSpec | None = None) -> str:
+def ensure_worker_image(
+    config: Any,
+    *,
+    on_progress: Progress | None = None,
+    force: bool = False,
+    build_missing: bool = True,
+    client: Any = None,
+    ecr: Any = None,
+    job_id: str = "",
+    env: EnvSpec | None = None,
+) -> str:
     """The worker image for config's environment in ECR: reused when the tag is there (DescribeImages),
     otherwise built (or taken from the local engine) and pushed. Returns the image URI Fargate runs."""
     from starburst_jupyter.envimage import registry
@@ -118,9 +155,15 @@ def ensure_worker_image(config: Any, *, on_progress: Progress | None = None, for
         last_result.update(image=remote, built=False, pushed=False, seconds=time.monotonic() - started, hash=env.hash)
         return remote
     client = client or docker_client()
-    local = ensure_local_image(dataclasses.replace(config, image=None) if config.image else config,
-                               on_progress=on_progress, force=force, build_missing=build_missing, client=client,
-                               job_id=job_id, env=env)
+    local = ensure_local_image(
+        dataclasses.replace(config, image=None) if config.image else config,
+        on_progress=on_progress,
+        force=force,
+        build_missing=build_missing,
+        client=client,
+        job_id=job_id,
+        env=env,
+    )
     built = dict(last_result)
     registry.ensure_repository(ecr, repo)
     auth = registry.get_auth(ecr)
@@ -141,10 +184,19 @@ def ensure_worker_image(config: Any, *, on_progress: Progress | None = None, for
 def image_status(config: Any, *, client: Any = None, ecr: Any = None, remote: bool = True) -> dict[str, Any]:
     """What `starburst image` shows: the environment's hash and tag, and where its image exists."""
     env = capture(config)
-    status: dict[str, Any] = {"hash": env.hash, "tag": env.tag, "source": env.source, "python": env.python,
-                              "arch": env.arch, "platform": env.platform, "base_image": env.base_image,
-                              "packages": len(env.pins) + len(env.local), "local_projects": [p.path for p in env.local],
-                              "skipped": list(env.skipped), "image_override": config.image}
+    status: dict[str, Any] = {
+        "hash": env.hash,
+        "tag": env.tag,
+        "source": env.source,
+        "python": env.python,
+        "arch": env.arch,
+        "platform": env.platform,
+        "base_image": env.base_image,
+        "packages": len(env.pins) + len(env.local),
+        "local_projects": [p.path for p in env.local],
+        "skipped": list(env.skipped),
+        "image_override": config.image,
+    }
     try:
         client = client or docker_client(timeout=10)
         status["local"] = local_ref(config, env) if _has_image(client, local_ref(config, env)) else None
@@ -156,7 +208,7 @@ def image_status(config: Any, *, client: Any = None, ecr: Any = None, remote: bo
         try:
             ecr = ecr or registry.ecr_client(config.region)
             status["ecr"] = registry.tag_exists(ecr, config.ecr_repository, env.tag)
-        except Exception as exc:  # noqa: BLE001 - no credentials, no network: say so
+        except Exception as exc:  # no credentials, no network: say so
             status["ecr"] = f"unknown: {type(exc).__name__}: {exc}"
     return status
 
@@ -190,6 +242,6 @@ class TextProgress:
             if now - self._last_push < self.push_every:
                 return
             self._last_push = now
-            self.write(f"[image] pushing {event.current / 1024 ** 2:.0f}/{event.total / 1024 ** 2:.0f} MB")
+            self.write(f"[image] pushing {event.current / 1024**2:.0f}/{event.total / 1024**2:.0f} MB")
             return
         self.write(f"[image] {event.message}")

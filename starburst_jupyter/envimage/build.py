@@ -1,5 +1,6 @@
 """Build context (wheels made on the host + the Dockerfile) and the build through the Docker SDK,
 reported as ImageBuildProgress events so a first build (minutes) never looks frozen."""
+
 from __future__ import annotations
 
 import json
@@ -10,22 +11,32 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from starburst_jupyter.core.events import ImageBuildProgress
-from starburst_jupyter.envimage.snapshot import SELF, EnvSpec, canonical, host_arch
 from starburst_jupyter.envimage.errors import BurstImageError
+from starburst_jupyter.envimage.snapshot import SELF, EnvSpec, canonical, host_arch
 from starburst_jupyter.envimage.template import render
 
 Progress = Callable[[ImageBuildProgress], None]
 
 #: Headroom asked for beyond what the context and the image will take.
-DISK_MARGIN = 1024 ** 3
+DISK_MARGIN = 1024**3
 _STEP = re.compile(r"^Step (\d+)/(\d+) :")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_MANYLINUX = ("manylinux2014", "manylinux_2_17", "manylinux_2_24", "manylinux_2_27", "manylinux_2_28",
-              "manylinux_2_31", "manylinux_2_34", "manylinux_2_35", "manylinux_2_36")
+_MANYLINUX = (
+    "manylinux2014",
+    "manylinux_2_17",
+    "manylinux_2_24",
+    "manylinux_2_27",
+    "manylinux_2_28",
+    "manylinux_2_31",
+    "manylinux_2_34",
+    "manylinux_2_35",
+    "manylinux_2_36",
+)
 
 
 class Reporter:
@@ -41,13 +52,17 @@ class Reporter:
             self.tail = (self.tail + [message])[-30:]
         if self.on_progress is not None:
             try:
-                self.on_progress(ImageBuildProgress(self.job_id, phase=phase, message=message, current=current,
-                                                    total=total, image=self.image))
-            except Exception:  # noqa: BLE001 - a broken display never breaks a build
+                self.on_progress(
+                    ImageBuildProgress(
+                        self.job_id, phase=phase, message=message, current=current, total=total, image=self.image
+                    )
+                )
+            except Exception:  # a broken display never breaks a build
                 pass
 
 
 # ----- disk -----------------------------------------------------------------------------------------
+
 
 def _size(path: Path) -> int:
     if path.is_file():
@@ -72,18 +87,21 @@ def check_disk(paths: list[Path | str], need: int, what: str) -> None:
         seen.add(device)
         if free < need:
             raise BurstImageError(
-                f"Not enough free disk space for {what}: it needs about {need / 1024 ** 3:.1f} GB free at {path}, "
-                f"which has {free / 1024 ** 3:.1f} GB. Free some space (e.g. `docker image prune`) and try again.")
+                f"Not enough free disk space for {what}: it needs about {need / 1024**3:.1f} GB free at {path}, "
+                f"which has {free / 1024**3:.1f} GB. Free some space (e.g. `docker image prune`) and try again."
+            )
 
 
 # ----- context ----------------------------------------------------------------------------------------
+
 
 def _pip(args: list[str], report: Reporter, what: str) -> None:
     """Run the kernel's pip (with this machine's pip settings) and stream its output as progress."""
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "--timeout", "60", *args]
     report("context", f"{what}: pip {' '.join(args[:1])} ...")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            text=True, bufsize=1)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, bufsize=1
+    )
     assert proc.stdout is not None
     for line in proc.stdout:
         report("context", line)
@@ -95,8 +113,15 @@ def _pip(args: list[str], report: Reporter, what: str) -> None:
 def _platform_args(env: EnvSpec) -> list[str]:
     """pip download flags for another architecture's wheels (binary only: nothing can be compiled for it)."""
     machine = {"x86_64": "x86_64", "arm64": "aarch64"}[env.arch]
-    args = ["--only-binary=:all:", "--python-version", env.python, "--implementation", "cp",
-            "--abi", "cp" + env.python.replace(".", "")]
+    args = [
+        "--only-binary=:all:",
+        "--python-version",
+        env.python,
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp" + env.python.replace(".", ""),
+    ]
     for tag in _MANYLINUX:
         args += ["--platform", f"{tag}_{machine}"]
     return args
@@ -137,9 +162,10 @@ def assemble_context(env: EnvSpec, dest: Path, report: Reporter) -> dict[str, st
     if env.source == "kernel":
         batches = [(list(env.pins), True)]
     else:
-        batches = [([p for p, s in zip(env.pins, is_self) if s], True),
-                   ([*env.requirements, *(p for p, s in zip(env.pins, is_self) if not s), *map(str, user_local)],
-                    False)]
+        batches = [
+            ([p for p, s in zip(env.pins, is_self) if s], True),
+            ([*env.requirements, *(p for p, s in zip(env.pins, is_self) if not s), *map(str, user_local)], False),
+        ]
         user_local = []
     for reqs, no_deps in batches:
         if not reqs:
@@ -150,8 +176,11 @@ def assemble_context(env: EnvSpec, dest: Path, report: Reporter) -> dict[str, st
         if same_arch:
             _pip(["wheel", *extra, "-w", str(wheels), "-r", str(req_file)], report, "gathering packages")
         else:
-            _pip(["download", *extra, *_platform_args(env), "-d", str(wheels), "-r", str(req_file)], report,
-                 f"gathering {env.arch} packages")
+            _pip(
+                ["download", *extra, *_platform_args(env), "-d", str(wheels), "-r", str(req_file)],
+                report,
+                f"gathering {env.arch} packages",
+            )
         req_file.unlink()
     for path in self_wheels + user_local:
         shutil.move(str(path), wheels / path.name)
@@ -167,8 +196,14 @@ def assemble_context(env: EnvSpec, dest: Path, report: Reporter) -> dict[str, st
 
 def image_env(env: EnvSpec, packages: dict[str, str]) -> dict[str, Any]:
     """What the image records about itself (a label and /opt/starburst/env.json): checked for skew."""
-    return {"hash": env.hash, "python": env.python, "arch": env.arch, "base_image": env.base_image,
-            "source": env.source, "packages": packages}
+    return {
+        "hash": env.hash,
+        "python": env.python,
+        "arch": env.arch,
+        "base_image": env.base_image,
+        "source": env.source,
+        "packages": packages,
+    }
 
 
 # ----- build ------------------------------------------------------------------------------------------
@@ -177,8 +212,16 @@ LABEL_ENV = "org.starburst.env"
 LABEL_HASH = "org.starburst.env-hash"
 
 
-def build(env: EnvSpec, ref: str, *, client: Any, on_progress: Progress | None = None, force: bool = False,
-          job_id: str = "", work_dir: Path | None = None) -> dict[str, Any]:
+def build(
+    env: EnvSpec,
+    ref: str,
+    *,
+    client: Any,
+    on_progress: Progress | None = None,
+    force: bool = False,
+    job_id: str = "",
+    work_dir: Path | None = None,
+) -> dict[str, Any]:
     """Build the worker image `ref` for env through the Docker SDK. Returns facts about the build."""
     report = Reporter(on_progress, job_id, ref)
     started = time.monotonic()
@@ -192,12 +235,25 @@ def build(env: EnvSpec, ref: str, *, client: Any, on_progress: Progress | None =
         context_bytes = _size(ctx / "wheels")
         # The image holds the unpacked wheels (about 3x) next to the base; the context is sent once more.
         check_disk([docker_root], 4 * context_bytes + DISK_MARGIN, "building the worker image")
-        report("build", f"building {ref} from {env.base_image} ({len(packages)} packages, "
-                        f"{context_bytes / 1024 ** 2:.1f} MB of wheels)")
+        report(
+            "build",
+            f"building {ref} from {env.base_image} ({len(packages)} packages, "
+            f"{context_bytes / 1024**2:.1f} MB of wheels)",
+        )
         labels = {LABEL_HASH: env.hash, LABEL_ENV: json.dumps(image_env(env, packages), sort_keys=True)}
         image_id = None
-        stream = client.api.build(path=str(ctx), tag=ref, rm=True, forcerm=True, decode=True, pull=False,
-                                  nocache=force, network_mode="none", platform=env.platform, labels=labels)
+        stream = client.api.build(
+            path=str(ctx),
+            tag=ref,
+            rm=True,
+            forcerm=True,
+            decode=True,
+            pull=False,
+            nocache=force,
+            network_mode="none",
+            platform=env.platform,
+            labels=labels,
+        )
         for chunk in stream:
             if "error" in chunk:
                 detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
@@ -213,14 +269,19 @@ def build(env: EnvSpec, ref: str, *, client: Any, on_progress: Progress | None =
         shutil.rmtree(ctx, ignore_errors=True)
     image = client.images.get(ref)
     seconds = time.monotonic() - started
-    report("done", f"built {ref} in {seconds:.0f} s ({image.attrs.get('Size', 0) / 1024 ** 2:.0f} MB)")
-    return {"image": ref, "id": image_id or image.id, "seconds": seconds, "size": image.attrs.get("Size"),
-            "packages": packages}
+    report("done", f"built {ref} in {seconds:.0f} s ({image.attrs.get('Size', 0) / 1024**2:.0f} MB)")
+    return {
+        "image": ref,
+        "id": image_id or image.id,
+        "seconds": seconds,
+        "size": image.attrs.get("Size"),
+        "packages": packages,
+    }
 
 
 def _docker_root(client: Any) -> str | None:
     try:
         root = client.info().get("DockerRootDir")
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
     return root if root and os.path.isdir(root) else None

@@ -1,4 +1,5 @@
 """Errors of the worker image (all BurstErrors, so every face shows them as such)."""
+
 from __future__ import annotations
 
 from starburst_jupyter.errors import BurstError

@@ -4,6 +4,7 @@ The registry token is held in memory only: it goes from GetAuthorizationToken st
 Docker SDK's login and push calls (an HTTP header to the engine), never into a command line, an
 environment variable, a shell string, a file or a log line.
 """
+
 from __future__ import annotations
 
 import base64
@@ -63,8 +64,9 @@ def ensure_repository(ecr: Any, name: str) -> None:
     try:
         ecr.describe_repositories(repositoryNames=[name])
     except ecr.exceptions.RepositoryNotFoundException:
-        ecr.create_repository(repositoryName=name, imageTagMutability="IMMUTABLE",
-                              tags=[{"Key": "starburst:managed", "Value": "true"}])
+        ecr.create_repository(
+            repositoryName=name, imageTagMutability="IMMUTABLE", tags=[{"Key": "starburst:managed", "Value": "true"}]
+        )
 
 
 def tag_exists(ecr: Any, repository: str, tag: str) -> bool:
@@ -78,9 +80,10 @@ def tag_exists(ecr: Any, repository: str, tag: str) -> bool:
 def login(client: Any, auth: RegistryAuth) -> None:
     """Log the Docker engine in through the SDK (an API call; the SDK keeps the result in memory)."""
     try:
-        client.login(username=auth.username, password=auth.as_auth_config()["password"], registry=auth.registry,
-                     reauth=True)
-    except Exception as exc:  # noqa: BLE001 - the SDK's error text never holds the password
+        client.login(
+            username=auth.username, password=auth.as_auth_config()["password"], registry=auth.registry, reauth=True
+        )
+    except Exception as exc:  # the SDK's error text never holds the password
         raise BurstImageError(f"Could not log in to the image registry {auth.registry}: {exc}") from None
 
 

@@ -5,6 +5,7 @@ local-path installs become local projects that are built into wheels for the ima
 dropped), or a user's requirements file (plus the worker itself). The same environment always
 gives the same hash: the manifest is canonical JSON and local projects are hashed by content.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,9 +30,27 @@ SELF = "starburst-jupyter"
 #: Not pinned into the image: the image's virtualenv brings its own installer.
 SKIP = frozenset({"pip"})
 #: Folders never part of a local project's content hash.
-_JUNK_DIRS = frozenset({".git", ".hg", ".svn", ".venv", "venv", "__pycache__", "node_modules", "build", "dist",
-                        ".tox", ".nox", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".ipynb_checkpoints",
-                        "artifacts", ".eggs"})
+_JUNK_DIRS = frozenset(
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        ".venv",
+        "venv",
+        "__pycache__",
+        "node_modules",
+        "build",
+        "dist",
+        ".tox",
+        ".nox",
+        ".pytest_cache",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".ipynb_checkpoints",
+        "artifacts",
+        ".eggs",
+    }
+)
 _PLATFORMS = {"x86_64": "linux/amd64", "arm64": "linux/arm64"}
 
 
@@ -73,7 +92,8 @@ def check_base_image(ref: str) -> str:
     if not tag or tag == "latest":
         raise BurstImageError(
             f"base_image {ref!r} is not pinned: give an exact version tag (e.g. python:3.11.7-slim-bookworm) or a "
-            f"digest (name@sha256:...), never :latest, so the same environment always builds the same image.")
+            f"digest (name@sha256:...), never :latest, so the same environment always builds the same image."
+        )
     return ref
 
 
@@ -106,8 +126,13 @@ class EnvSpec:
     def manifest(self) -> dict[str, Any]:
         """Everything that decides the image's content, in canonical form (paths are not content)."""
         return {
-            "format": FORMAT, "template": TEMPLATE_DIGEST, "python": self.python, "arch": self.arch, "base_image": self.base_image,
-            "pins": list(self.pins), "requirements": list(self.requirements),
+            "format": FORMAT,
+            "template": TEMPLATE_DIGEST,
+            "python": self.python,
+            "arch": self.arch,
+            "base_image": self.base_image,
+            "pins": list(self.pins),
+            "requirements": list(self.requirements),
             "local": [{"name": p.name, "version": p.version, "digest": p.digest} for p in self.local],
         }
 
@@ -126,6 +151,7 @@ class EnvSpec:
 
 
 # ----- local projects -----------------------------------------------------------------------------
+
 
 def _direct_url(dist: md.Distribution) -> dict[str, Any] | None:
     text = dist.read_text("direct_url.json")
@@ -148,8 +174,12 @@ def tree_digest(root: Path) -> str:
     files: list[str] | None = None
     if (root / ".git").exists() or _inside_git(root):
         try:
-            out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "-c", "-o", "--exclude-standard"],
-                                 capture_output=True, check=True, timeout=60).stdout
+            out = subprocess.run(
+                ["git", "-C", str(root), "ls-files", "-z", "-c", "-o", "--exclude-standard"],
+                capture_output=True,
+                check=True,
+                timeout=60,
+            ).stdout
             files = [f for f in out.decode().split("\0") if f]
         except (OSError, subprocess.SubprocessError):
             files = None
@@ -188,13 +218,15 @@ def _local_project(name: str, version: str, url: dict[str, Any]) -> LocalProject
     if not target.exists():
         raise BurstImageError(
             f"{name} {version} was installed from {path}, which no longer exists, so it cannot be put in the worker "
-            f"image. Reinstall it, or give a requirements file (config `requirements`) that names it another way.")
+            f"image. Reinstall it, or give a requirements file (config `requirements`) that names it another way."
+        )
     editable = bool(url.get("dir_info", {}).get("editable"))
     digest = tree_digest(target) if target.is_dir() else file_digest(target)
     return LocalProject(name, version, str(target.resolve()), editable, digest)
 
 
 # ----- the kernel's environment -------------------------------------------------------------------
+
 
 def installed_distributions() -> dict[str, md.Distribution]:
     """Canonical name -> distribution, first on sys.path wins (as import does)."""
@@ -229,9 +261,12 @@ def _self_entry(dists: dict[str, md.Distribution]) -> tuple[str | None, LocalPro
     if dist is None:  # running from a source tree that is not installed: package the tree
         root = Path(__file__).resolve().parents[2]
         if not (root / "pyproject.toml").exists():
-            raise BurstImageError("starburst-jupyter is not installed as a distribution and its source tree has no "
-                                  "pyproject.toml, so the worker cannot be put in an image. pip install it first.")
+            raise BurstImageError(
+                "starburst-jupyter is not installed as a distribution and its source tree has no "
+                "pyproject.toml, so the worker cannot be put in an image. pip install it first."
+            )
         from starburst_jupyter import __version__
+
         return None, LocalProject(SELF, __version__, str(root), True, tree_digest(root))
     return _pin_or_local(SELF, dist)
 
@@ -255,8 +290,16 @@ def capture_kernel(*, arch: str = "x86_64", base_image: str | None = None) -> En
         pin, project = _self_entry(dists)
         local.extend([project] if project else [])
         pins.extend([pin] if pin else [])
-    return EnvSpec(python_xy(), arch, check_base_image(base_image or default_base_image()), tuple(sorted(pins)),
-                   tuple(sorted(local, key=lambda p: p.name)), (), "kernel", tuple(skipped))
+    return EnvSpec(
+        python_xy(),
+        arch,
+        check_base_image(base_image or default_base_image()),
+        tuple(sorted(pins)),
+        tuple(sorted(local, key=lambda p: p.name)),
+        (),
+        "kernel",
+        tuple(skipped),
+    )
 
 
 # ----- a requirements file ------------------------------------------------------------------------
@@ -319,9 +362,17 @@ def capture_requirements(path: str | os.PathLike, *, arch: str = "x86_64", base_
         project = _local_from_line(line, path.resolve().parent)
         if project is not None:
             local.append(project)
-        elif line.startswith("-") and line.split()[0] not in ("--index-url", "-i", "--extra-index-url", "--find-links",
-                                                              "-f", "--pre", "--prefer-binary", "--only-binary",
-                                                              "--no-binary"):
+        elif line.startswith("-") and line.split()[0] not in (
+            "--index-url",
+            "-i",
+            "--extra-index-url",
+            "--find-links",
+            "-f",
+            "--pre",
+            "--prefer-binary",
+            "--only-binary",
+            "--no-binary",
+        ):
             raise BurstImageError(f"Requirements line {line!r} is not supported in a worker image file.")
         else:
             requirements.append(line)
@@ -335,8 +386,15 @@ def capture_requirements(path: str | os.PathLike, *, arch: str = "x86_64", base_
         local.extend([project] if project else [])
     if "cloudpickle" not in named:
         pins.append(f"cloudpickle=={md.version('cloudpickle')}")
-    return EnvSpec(python_xy(), arch, check_base_image(base_image or default_base_image()), tuple(sorted(pins)),
-                   tuple(sorted(local, key=lambda p: p.name)), tuple(requirements), f"requirements:{path.resolve()}")
+    return EnvSpec(
+        python_xy(),
+        arch,
+        check_base_image(base_image or default_base_image()),
+        tuple(sorted(pins)),
+        tuple(sorted(local, key=lambda p: p.name)),
+        tuple(requirements),
+        f"requirements:{path.resolve()}",
+    )
 
 
 def capture(config: Any) -> EnvSpec:

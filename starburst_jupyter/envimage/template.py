@@ -1,5 +1,6 @@
 """The worker image's Dockerfile. Plain Dockerfile syntax (any builder); everything it installs is in
 the build context (wheels made on the host), so the build itself needs no network."""
+
 from __future__ import annotations
 
 import hashlib

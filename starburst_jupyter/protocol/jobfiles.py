@@ -11,6 +11,7 @@
 <prefix>/cancel               any face writes it; workers exit when they see it
 <prefix>/closed               an open job (BurstExecutor) gets no more tasks
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """What a worker runs for each item. Pickled once per job; imports nothing from IPython."""
+
 from __future__ import annotations
 
 import ast
@@ -56,7 +57,9 @@ class CellProgram:
         compiled = self.__dict__.get("_compiled")
         if compiled is None:
             body, last = split_trailing_expression(self.source, self.filename, 2 if self.header else 1)
-            bind = compile(f"{self.map_target} = __starburst_item__", "<burst map>", "exec") if self.map_target else None
+            bind = (
+                compile(f"{self.map_target} = __starburst_item__", "<burst map>", "exec") if self.map_target else None
+            )
             compiled = self.__dict__["_compiled"] = (body, last, bind)
         return compiled
 
@@ -82,7 +85,7 @@ class CellProgram:
                 continue
             try:
                 cloudpickle.dumps(scope[name], protocol=5, buffer_callback=lambda b: None)
-            except Exception as exc:  # noqa: BLE001 - any pickling failure means it cannot travel back
+            except Exception as exc:  # any pickling failure means it cannot travel back
                 dropped[name] = f"{type(scope[name]).__name__}: {exc}"
             else:
                 names[name] = scope[name]

@@ -4,6 +4,7 @@ Frame: MAGIC, buffer count, pickle length, each buffer's length, the pickle, the
 Writers hand the list of chunks straight to the store; readers slice one bytearray (writable,
 so arrays that come back can be modified like local ones).
 """
+
 from __future__ import annotations
 
 import pickle

@@ -12,8 +12,8 @@ Imports nothing from IPython: the kernel side passes a `label` function in.
 from __future__ import annotations
 
 import hashlib
-import linecache
 import itertools
+import linecache
 import os
 import sys
 import traceback
@@ -111,7 +111,9 @@ def collect(values: Iterable[Any], label: Callable[[str], str | None] = lambda n
             continue
         if isinstance(value, type):
             todo.extend(
-                v for v in vars(value).values() if isinstance(v, (types.FunctionType, classmethod, staticmethod, property))
+                v
+                for v in vars(value).values()
+                if isinstance(v, (types.FunctionType, classmethod, staticmethod, property))
             )
             continue
         if isinstance(value, property):
@@ -148,8 +150,9 @@ def format_exception(exc: BaseException, smap: SourceMap, skip_dir: str = "") ->
     return text
 
 
-def _restack(te: traceback.TracebackException, exc: BaseException | None, smap: SourceMap, skip_dir: str,
-             seen: set[int]) -> None:
+def _restack(
+    te: traceback.TracebackException, exc: BaseException | None, smap: SourceMap, skip_dir: str, seen: set[int]
+) -> None:
     if exc is None or id(exc) in seen:
         return
     seen.add(id(exc))
@@ -159,8 +162,9 @@ def _restack(te: traceback.TracebackException, exc: BaseException | None, smap: 
         if skip_dir and os.path.abspath(code.co_filename).startswith(skip_dir):
             continue
         filename = smap.filename_of(code)
-        frames.append(traceback.FrameSummary(filename, lineno, code.co_name, line=smap.line(filename, lineno),
-                                             lookup_line=False))
+        frames.append(
+            traceback.FrameSummary(filename, lineno, code.co_name, line=smap.line(filename, lineno), lookup_line=False)
+        )
     te.stack = traceback.StackSummary.from_list(frames)
     if te.__cause__ is not None:
         _restack(te.__cause__, exc.__cause__, smap, skip_dir, seen)

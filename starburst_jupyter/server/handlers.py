@@ -8,6 +8,7 @@ POST starburst/api/jobs/<id>/cancel  [{"reason": "..."}]                cancel (
 Every route needs the server's authentication (token or login cookie) and, for POST, its XSRF check.
 Errors are JSON `{"message": ..., "reason": ...}` with a 4xx status, never an HTML page.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,8 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from starburst_jupyter.stores.records import TERMINAL_STATES, JobIndex, JobStore
 from starburst_jupyter.server import views
+from starburst_jupyter.stores.records import TERMINAL_STATES, JobIndex, JobStore
 
 API = "starburst/api"
 JOB_ID = r"(?P<job_id>[^/]+)"
@@ -49,8 +50,9 @@ class BurstHandler(APIHandler):
 
     def job_id(self, raw: str) -> str:
         if not VALID_ID.match(raw):
-            raise web.HTTPError(400, f"{raw[:80]!r} is not a job id (ids look like bj-20261123-101500-3f9a2c)",
-                                reason="Bad job id")
+            raise web.HTTPError(
+                400, f"{raw[:80]!r} is not a job id (ids look like bj-20261123-101500-3f9a2c)", reason="Bad job id"
+            )
         return raw
 
     def record(self, raw: str) -> dict[str, Any]:
@@ -91,8 +93,15 @@ class JobsHandler(BurstHandler):
         finished = [r for r in ordered if r.get("state") in TERMINAL_STATES]
         now = time.time()
         shown = active + finished[:limit]
-        self.write_json({"jobs": [views.summary(r, now) for r in shown], "matched": len(records),
-                         "omitted": len(records) - len(shown), "version": version, "now": now})
+        self.write_json(
+            {
+                "jobs": [views.summary(r, now) for r in shown],
+                "matched": len(records),
+                "omitted": len(records) - len(shown),
+                "version": version,
+                "now": now,
+            }
+        )
 
 
 class JobHandler(BurstHandler):
@@ -110,26 +119,31 @@ class WorkerLogHandler(BurstHandler):
         info = views._workers(record).get(worker) if worker.isdigit() else None
         if not isinstance(info, dict):
             known = sorted(int(i) for i in views._workers(record) if str(i).isdigit())
-            raise web.HTTPError(404, f"Job {record['id']} has no worker {worker[:20]!r}; its workers are {known}",
-                                reason="No such worker")
+            raise web.HTTPError(
+                404,
+                f"Job {record['id']} has no worker {worker[:20]!r}; its workers are {known}",
+                reason="No such worker",
+            )
         cursor = self.int_argument("cursor", None, 0, 2**62)
         tail = self.int_argument("tail", None, 0, MAX_LOG_LINES)
         try:
             text = await asyncio.get_running_loop().run_in_executor(None, _read_log, record, int(worker))
-        except Exception as exc:  # noqa: BLE001 - e.g. a backend that is not available here
+        except Exception as exc:  # e.g. a backend that is not available here
             self.log.exception("starburst: reading log %s/%s failed", record["id"], worker)
-            raise web.HTTPError(500, f"could not read the log: {type(exc).__name__}: {exc}",
-                                reason="Log unavailable") from None
+            raise web.HTTPError(
+                500, f"could not read the log: {type(exc).__name__}: {exc}", reason="Log unavailable"
+            ) from None
         ended = not views.worker_running(info, record)
         if cursor is not None and cursor > len(text):
-            raise web.HTTPError(400, f"cursor {cursor} is past the end of the log ({len(text)} characters)",
-                                reason="Bad cursor")
+            raise web.HTTPError(
+                400, f"cursor {cursor} is past the end of the log ({len(text)} characters)", reason="Bad cursor"
+            )
         # Whole lines only while the worker runs: the last, unfinished line comes with the next read.
         end = len(text) if ended else text.rfind("\n") + 1
         start = cursor if cursor is not None else 0
         if cursor is None and tail is not None:
             lines = text[:end].splitlines(keepends=True)
-            start = end - sum(len(line) for line in lines[max(0, len(lines) - tail):]) if tail else end
+            start = end - sum(len(line) for line in lines[max(0, len(lines) - tail) :]) if tail else end
         start = min(start, end)
         chunk = text[start:end]
         truncated = False
@@ -140,9 +154,17 @@ class WorkerLogHandler(BurstHandler):
         if len(lines) > MAX_LOG_LINES:
             lines, truncated = lines[:MAX_LOG_LINES], True
             chunk = "".join(chunk.splitlines(keepends=True)[:MAX_LOG_LINES])
-        self.write_json({"job": record["id"], "worker": int(worker), "cursor": start,
-                         "next_cursor": start + len(chunk), "lines": lines, "more": truncated,
-                         "worker_running": not ended})
+        self.write_json(
+            {
+                "job": record["id"],
+                "worker": int(worker),
+                "cursor": start,
+                "next_cursor": start + len(chunk),
+                "lines": lines,
+                "more": truncated,
+                "worker_running": not ended,
+            }
+        )
 
 
 class CancelHandler(BurstHandler):
@@ -155,23 +177,30 @@ class CancelHandler(BurstHandler):
             try:
                 body = json.loads(self.request.body)
             except (ValueError, UnicodeDecodeError):
-                raise web.HTTPError(400, "the body must be JSON, e.g. {\"reason\": \"...\"}",
-                                    reason="Malformed JSON") from None
+                raise web.HTTPError(
+                    400, 'the body must be JSON, e.g. {"reason": "..."}', reason="Malformed JSON"
+                ) from None
             if not isinstance(body, dict) or not isinstance(body.get("reason", ""), str):
-                raise web.HTTPError(400, "the body must be a JSON object whose \"reason\" is a string",
-                                    reason="Bad request")
+                raise web.HTTPError(
+                    400, 'the body must be a JSON object whose "reason" is a string', reason="Bad request"
+                )
             reason = body.get("reason", "").strip()[:200] or CANCEL_REASON
         before = record.get("state")
         try:
             after = await asyncio.get_running_loop().run_in_executor(None, _cancel, record["id"], reason)
         except KeyError:
             raise web.HTTPError(404, f"No job {record['id']!r} in the job store", reason="No such job") from None
-        except Exception as exc:  # noqa: BLE001 - the core's own error, shown to the user
+        except Exception as exc:  # the core's own error, shown to the user
             self.log.exception("starburst: cancel of %s failed", record["id"])
             raise web.HTTPError(500, f"cancel failed: {type(exc).__name__}: {exc}", reason="Cancel failed") from None
-        self.write_json({"job": views.detail(after), "was": before,
-                         "cancelled": after.get("state") == "cancelled",
-                         "already_finished": before in TERMINAL_STATES})
+        self.write_json(
+            {
+                "job": views.detail(after),
+                "was": before,
+                "cancelled": after.get("state") == "cancelled",
+                "already_finished": before in TERMINAL_STATES,
+            }
+        )
 
 
 class NotFoundHandler(BurstHandler):
@@ -208,10 +237,13 @@ def _cancel(job_id: str, reason: str) -> dict[str, Any]:
 def setup_handlers(web_app: Any, store: JobStore | None = None) -> None:
     web_app.settings["starburst_index"] = JobIndex(store or JobStore())
     base = url_path_join(web_app.settings.get("base_url", "/"), API)
-    web_app.add_handlers(".*$", [
-        (url_path_join(base, "jobs") + "/?", JobsHandler),
-        (url_path_join(base, "jobs", JOB_ID) + "/?", JobHandler),
-        (url_path_join(base, "jobs", JOB_ID, "workers", r"(?P<worker>[^/]+)", "log") + "/?", WorkerLogHandler),
-        (url_path_join(base, "jobs", JOB_ID, "cancel") + "/?", CancelHandler),
-        (url_path_join(base, "(?P<path>.*)"), NotFoundHandler),
-    ])
+    web_app.add_handlers(
+        ".*$",
+        [
+            (url_path_join(base, "jobs") + "/?", JobsHandler),
+            (url_path_join(base, "jobs", JOB_ID) + "/?", JobHandler),
+            (url_path_join(base, "jobs", JOB_ID, "workers", r"(?P<worker>[^/]+)", "log") + "/?", WorkerLogHandler),
+            (url_path_join(base, "jobs", JOB_ID, "cancel") + "/?", CancelHandler),
+            (url_path_join(base, "(?P<path>.*)"), NotFoundHandler),
+        ],
+    )

@@ -4,6 +4,7 @@ Records are written by the core; these functions copy out named fields only (a w
 whatever a record may carry later (store URLs, config extras, credentials by mistake) never
 reaches the browser unless it is added here on purpose.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,9 +17,24 @@ STATES = ACTIVE_STATES + TERMINAL_STATES
 STATE_GROUPS = {"active": ACTIVE_STATES, "finished": TERMINAL_STATES}
 
 # Spec fields a user asked for and may see again. Not `extra` (backend settings), nothing else.
-SPEC_FIELDS = ("mode", "backend", "workers", "cpu_units", "memory_mib", "timeout", "on_error",
-               "max_result_bytes", "max_cost", "retries", "region", "arch", "name", "spot",
-               "source", "map_expr")
+SPEC_FIELDS = (
+    "mode",
+    "backend",
+    "workers",
+    "cpu_units",
+    "memory_mib",
+    "timeout",
+    "on_error",
+    "max_result_bytes",
+    "max_cost",
+    "retries",
+    "region",
+    "arch",
+    "name",
+    "spot",
+    "source",
+    "map_expr",
+)
 WORKER_FIELDS = ("wave", "pid", "started", "ended", "exit_code", "reason")
 OUTCOME_NAMES = {"D": "done", "F": "failed", "C": "cancelled", "R": "running", "P": "pending"}
 
@@ -47,9 +63,13 @@ def elapsed(record: dict[str, Any], now: float) -> float | None:
 
 def _cost(record: dict[str, Any]) -> dict[str, Any]:
     cost = record.get("cost") if isinstance(record.get("cost"), dict) else {}
-    return {"accrued": _number(cost.get("accrued")) or 0.0, "projected": _number(cost.get("projected")) or 0.0,
-            "cap": _number(cost.get("cap")), "label": _text(cost.get("label"), 300),
-            "estimate": record.get("backend") != "fargate"}
+    return {
+        "accrued": _number(cost.get("accrued")) or 0.0,
+        "projected": _number(cost.get("projected")) or 0.0,
+        "cap": _number(cost.get("cap")),
+        "label": _text(cost.get("label"), 300),
+        "estimate": record.get("backend") != "fargate",
+    }
 
 
 def _waves(record: dict[str, Any]) -> dict[str, int]:
@@ -82,15 +102,27 @@ def summary(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     workers = _workers(record)
     state = record.get("state") if record.get("state") in STATES else "unknown"
     return {
-        "id": record["id"], "name": _text(record.get("name"), 200), "backend": _text(record.get("backend"), 40),
-        "state": state, "active": state in ACTIVE_STATES, "message": _text(record.get("message"), 2000),
-        "created": _number(record.get("created")), "started": _number(record.get("started")),
-        "finished": _number(record.get("finished")), "elapsed": elapsed(record, now),
-        "total": total, "done": done, "failed": failed, "cancelled": cancelled,
+        "id": record["id"],
+        "name": _text(record.get("name"), 200),
+        "backend": _text(record.get("backend"), 40),
+        "state": state,
+        "active": state in ACTIVE_STATES,
+        "message": _text(record.get("message"), 2000),
+        "created": _number(record.get("created")),
+        "started": _number(record.get("started")),
+        "finished": _number(record.get("finished")),
+        "elapsed": elapsed(record, now),
+        "total": total,
+        "done": done,
+        "failed": failed,
+        "cancelled": cancelled,
         "progress": (done + failed) / total if total else (1.0 if state in TERMINAL_STATES else 0.0),
-        "workers": {"count": len(workers), "running": sum(1 for w in workers.values()
-                                                          if isinstance(w, dict) and worker_running(w, record))},
-        "waves": _waves(record), "cost": _cost(record),
+        "workers": {
+            "count": len(workers),
+            "running": sum(1 for w in workers.values() if isinstance(w, dict) and worker_running(w, record)),
+        },
+        "waves": _waves(record),
+        "cost": _cost(record),
     }
 
 
@@ -107,16 +139,20 @@ def detail(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         if worker_running(info, record):
             row["state"] = "running"
         else:
-            row["state"] = info.get("reason") or (f"exit {info['exit_code']}" if info.get("exit_code") is not None
-                                                  else f"stopped (job {record.get('state')})")
+            row["state"] = info.get("reason") or (
+                f"exit {info['exit_code']}"
+                if info.get("exit_code") is not None
+                else f"stopped (job {record.get('state')})"
+            )
         workers.append(row)
     view["workers"] = {**view["workers"], "list": workers}
     outcomes = _text(record.get("outcomes"), 10_000_000)
     view["outcomes"] = outcomes
     view["outcome_counts"] = {name: outcomes.count(code) for code, name in OUTCOME_NAMES.items()}
     failures = record.get("failures") if isinstance(record.get("failures"), list) else []
-    view["failures"] = [{"index": _int(f.get("index")), "error": _text(f.get("error"), 500)}
-                        for f in failures if isinstance(f, dict)]
+    view["failures"] = [
+        {"index": _int(f.get("index")), "error": _text(f.get("error"), 500)} for f in failures if isinstance(f, dict)
+    ]
     return view
 
 

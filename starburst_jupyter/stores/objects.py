@@ -3,14 +3,16 @@
 Writes are atomic (a reader sees the whole object or nothing), and `create_exclusive` is the
 one primitive workers use to claim work (O_EXCL locally; a conditional PUT on S3).
 """
+
 from __future__ import annotations
 
 import bisect
 import os
 import shutil
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 from urllib.parse import urlparse
 
 
@@ -81,7 +83,7 @@ class LocalFolderStore:
         except FileNotFoundError:
             return []
         if start_after is not None:
-            keys = keys[bisect.bisect_right(keys, start_after):]
+            keys = keys[bisect.bisect_right(keys, start_after) :]
         return keys
 
     def delete(self, key: str) -> None:
@@ -99,7 +101,7 @@ def open_store(url: str) -> ObjectStore:
     if parsed.scheme == "file":
         return LocalFolderStore(parsed.path)
     if parsed.scheme == "s3":
-        from starburst_jupyter.stores.s3 import from_url# boto3 is imported only by jobs that use S3
+        from starburst_jupyter.stores.s3 import from_url  # boto3 is imported only by jobs that use S3
 
         return from_url(url)
     raise ValueError(f"No object store for {url!r}: use file:///path or s3://bucket[/prefix].")

@@ -3,6 +3,7 @@
 Records live at $STARBURST_HOME/jobs/<job_id>/record.json and are replaced atomically, so a
 reader never sees half a record.
 """
+
 from __future__ import annotations
 
 import json
@@ -131,8 +132,11 @@ class JobIndex:
         """Every record, newest first (as JobStore.list)."""
         with self._lock:
             try:
-                entries = [e for e in os.scandir(self.store.jobs_dir)
-                           if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+                entries = [
+                    e
+                    for e in os.scandir(self.store.jobs_dir)
+                    if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
+                ]
             except FileNotFoundError:
                 entries = []
             seen = set()

@@ -22,6 +22,7 @@ Region, endpoint and credentials come from boto3's standard configuration (AWS_R
 AWS_DEFAULT_REGION, AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3, profiles, the task role), and
 nothing here ever logs or prints a credential.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,7 +31,7 @@ import io
 import os
 import threading
 import uuid
-from typing import Iterable
+from collections.abc import Iterable
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -159,7 +160,9 @@ class S3ObjectStore:
                     raise S3StoreError(
                         f"s3://{self.bucket}/{full} changed size while it was read ({sink.high} of {size} "
                         f"bytes); it is being rewritten, so read it again once the writer is done.",
-                        bucket=self.bucket, key=full)
+                        bucket=self.bucket,
+                        key=full,
+                    )
                 return data
             data = bytearray(size)
             view = memoryview(data)
@@ -175,7 +178,9 @@ class S3ObjectStore:
                 raise S3StoreError(
                     f"s3://{self.bucket}/{full}: the connection ended after {filled} of {size} bytes. "
                     f"Read the object again; if it keeps happening, check the network to S3.",
-                    bucket=self.bucket, key=full)
+                    bucket=self.bucket,
+                    key=full,
+                )
             return data
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "reading", key) from None
@@ -228,13 +233,16 @@ class S3ObjectStore:
         extra = {"StartAfter": self.full_key(start_after)} if start_after else {}
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=folder, Delimiter="/",
-                PaginationConfig={"PageSize": self.list_page_size}, **extra,
+                Bucket=self.bucket,
+                Prefix=folder,
+                Delimiter="/",
+                PaginationConfig={"PageSize": self.list_page_size},
+                **extra,
             )
             for page in pages:
-                keys.extend(obj["Key"][len(self.prefix):] for obj in page.get("Contents", ()))
+                keys.extend(obj["Key"][len(self.prefix) :] for obj in page.get("Contents", ()))
         except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, "listing", folder[len(self.prefix):]) from None
+            raise self._error(exc, "listing", folder[len(self.prefix) :]) from None
         return keys
 
     def delete(self, key: str) -> None:
@@ -262,9 +270,12 @@ class S3ObjectStore:
                         f"Could not delete {len(errors)} object(s) under s3://{self.bucket}/{folder}, e.g. "
                         f"{first.get('Key')}: {first.get('Code')} {first.get('Message')}. "
                         f"{_ADVICE.get(first.get('Code', ''), 'Run the clean-up again.')}",
-                        bucket=self.bucket, key=first.get("Key", ""), code=first.get("Code", ""))
+                        bucket=self.bucket,
+                        key=first.get("Key", ""),
+                        code=first.get("Code", ""),
+                    )
         except (ClientError, BotoCoreError) as exc:
-            raise self._error(exc, "deleting under", folder[len(self.prefix):]) from None
+            raise self._error(exc, "deleting under", folder[len(self.prefix) :]) from None
 
     # ----- errors ---------------------------------------------------------------------------
     def _error(self, exc: Exception, action: str, key: str) -> S3StoreError:
@@ -274,38 +285,55 @@ class S3ObjectStore:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             message = exc.response.get("Error", {}).get("Message", "")
             if code == "NoSuchBucket":
-                text = (f"The S3 bucket {self.bucket!r} does not exist (while {action} {where}). Run "
-                        f"`starburst setup` to create the job bucket, or check the bucket name and the "
-                        f"region (AWS_REGION / AWS_DEFAULT_REGION).")
+                text = (
+                    f"The S3 bucket {self.bucket!r} does not exist (while {action} {where}). Run "
+                    f"`starburst setup` to create the job bucket, or check the bucket name and the "
+                    f"region (AWS_REGION / AWS_DEFAULT_REGION)."
+                )
             elif code in _MISSING_CODES:
-                return S3KeyNotFound(f"{where} does not exist (while {action} it).",
-                                     bucket=self.bucket, key=self.full_key(key), code="NoSuchKey")
+                return S3KeyNotFound(
+                    f"{where} does not exist (while {action} it).",
+                    bucket=self.bucket,
+                    key=self.full_key(key),
+                    code="NoSuchKey",
+                )
             else:
-                advice = _ADVICE.get(code) or _ADVICE_BY_STATUS.get(status or 0) or \
-                    "Check the message above; if it persists, run `starburst setup` to repair the set-up."
+                advice = (
+                    _ADVICE.get(code)
+                    or _ADVICE_BY_STATUS.get(status or 0)
+                    or "Check the message above; if it persists, run `starburst setup` to repair the set-up."
+                )
                 text = f"S3 refused {action} {where}: {code} (HTTP {status}) {message}. {advice}"
             return S3StoreError(text, bucket=self.bucket, key=self.full_key(key), code=code)
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
-            text = (f"No usable AWS credentials for {action} {where}. Configure them the standard way "
-                    f"(`aws configure` or `aws sso login`, AWS_PROFILE, or a task role on Fargate).")
+            text = (
+                f"No usable AWS credentials for {action} {where}. Configure them the standard way "
+                f"(`aws configure` or `aws sso login`, AWS_PROFILE, or a task role on Fargate)."
+            )
             return S3StoreError(text, bucket=self.bucket, key=self.full_key(key), code=type(exc).__name__)
         endpoint = self.client.meta.endpoint_url
         attempts = self.client.meta.config.retries.get("total_max_attempts", "several")
-        text = (f"Could not complete {action} {where} through {endpoint} after {attempts} "
-                f"attempts: {type(exc).__name__}: {exc}. Check the network path to S3 (and AWS_ENDPOINT_URL "
-                f"if you set it), then try again.")
+        text = (
+            f"Could not complete {action} {where} through {endpoint} after {attempts} "
+            f"attempts: {type(exc).__name__}: {exc}. Check the network path to S3 (and AWS_ENDPOINT_URL "
+            f"if you set it), then try again."
+        )
         return S3StoreError(text, bucket=self.bucket, key=self.full_key(key), code=type(exc).__name__)
 
 
 _ADVICE = {
-    "AccessDenied": ("The credentials in use are not allowed to do this: on Fargate the task role must "
-                     "allow s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket on the job "
-                     "bucket; run `starburst setup` to (re)create it."),
+    "AccessDenied": (
+        "The credentials in use are not allowed to do this: on Fargate the task role must "
+        "allow s3:GetObject, s3:PutObject, s3:DeleteObject and s3:ListBucket on the job "
+        "bucket; run `starburst setup` to (re)create it."
+    ),
     "InvalidAccessKeyId": "The AWS access key is not valid: refresh your credentials (e.g. `aws sso login`).",
     "ExpiredToken": "The AWS session has expired: refresh your credentials (e.g. `aws sso login`).",
     "SignatureDoesNotMatch": "The AWS secret key does not match the access key: check your credentials.",
-    "SlowDown": ("S3 kept throttling after every retry: fewer workers, or fewer requests per worker "
-                 "(longer flush/heartbeat intervals), will get under the request-rate limit."),
+    "SlowDown": (
+        "S3 kept throttling after every retry: fewer workers, or fewer requests per worker "
+        "(longer flush/heartbeat intervals), will get under the request-rate limit."
+    ),
     "PermanentRedirect": "The bucket is in another region: set AWS_REGION to the bucket's region.",
     "AuthorizationHeaderMalformed": "The bucket is in another region: set AWS_REGION to the bucket's region.",
 }
@@ -319,8 +347,15 @@ _ADVICE_BY_STATUS = {
 _sessions: dict[str, boto3.session.Session] = {}
 _sessions_lock = threading.Lock()
 # The variables that choose whose credentials a session finds (a session caches them once found).
-_CREDENTIAL_VARS = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_CONFIG_FILE",
-                    "AWS_SHARED_CREDENTIALS_FILE", "AWS_ROLE_ARN", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+_CREDENTIAL_VARS = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+)
 
 
 def _client(config: Config):
@@ -426,7 +461,7 @@ class BytearrayWriter(io.RawIOBase):
         end = self.pos + view.nbytes
         if end > len(self.data):
             raise OSError(f"the object grew while it was read (write up to byte {end} of {len(self.data)})")
-        self.data[self.pos:end] = view
+        self.data[self.pos : end] = view
         self.pos = end
         self.high = max(self.high, end)
         return view.nbytes

@@ -4,6 +4,7 @@ Every backend starts exactly this. A worker claims blocks of items from the job'
 none are left (or its budget is spent), writes results as it goes, heartbeats, and exits as
 soon as it sees the job's cancel marker or passes the job's deadline, even mid-item.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,8 @@ import time
 import traceback
 from typing import Any
 
-from starburst_jupyter.protocol import serialize
-from starburst_jupyter.protocol import sourcemap
 from starburst_jupyter.errors import RemoteTraceback, ResultTooLarge
+from starburst_jupyter.protocol import serialize, sourcemap
 from starburst_jupyter.protocol.jobfiles import ItemResult, JobFiles
 from starburst_jupyter.protocol.sourcemap import SourceMap
 from starburst_jupyter.stores.objects import open_store
@@ -97,21 +97,27 @@ def run_item(program: Any, index: int, item: Any, worker: int, max_result_bytes:
     started = time.time()
     t0 = time.perf_counter()
     try:
-        with contextlib.redirect_stdout(_Tee(out, sys.__stdout__)), contextlib.redirect_stderr(_Tee(err, sys.__stderr__)):
+        with (
+            contextlib.redirect_stdout(_Tee(out, sys.__stdout__)),
+            contextlib.redirect_stderr(_Tee(err, sys.__stderr__)),
+        ):
             value = program.run(item)
         ok, tb = True, ""
-    except BaseException as exc:  # noqa: BLE001 - the item's failure is its result
+    except BaseException as exc:  # the item's failure is its result
         value, ok = exc, False
         tb = format_remote_traceback(exc, getattr(program, "sources", None))
     duration = time.perf_counter() - t0
     encoded, ok = _encode(value, ok, tb, index)
     if ok and encoded.size > max_result_bytes:  # too large to bring back
         ok, tb = False, ""
-        encoded = serialize.encode(ResultTooLarge(
-            f"Item {index} returned {encoded.size:,} bytes, above max_result_bytes ({max_result_bytes:,} bytes). Return a "
-            f"smaller value (or save it to storage and return its path), or raise the limit with "
-            f"%burst_config max_result_bytes=..."
-        ))
+        encoded = serialize.encode(
+            ResultTooLarge(
+                f"Item {index} returned {encoded.size:,} bytes, above max_result_bytes ({max_result_bytes:,} bytes). "
+                f"Return a "
+                f"smaller value (or save it to storage and return its path), or raise the limit with "
+                f"%burst_config max_result_bytes=..."
+            )
+        )
     return ItemResult(index, ok, encoded, tb, out.getvalue(), err.getvalue(), started, duration, worker)
 
 
@@ -119,10 +125,12 @@ def _encode(value: Any, ok: bool, tb: str, index: int) -> tuple[serialize.Encode
     """The value ready to travel, and whether the item succeeded: a value that cannot travel is a failure."""
     try:
         return serialize.encode(value), ok
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if ok:
-            value = TypeError(f"Item {index} returned a {type(value).__qualname__} that cannot be pickled: {exc}. "
-                              f"Return plain data (numbers, strings, lists, dicts, arrays) instead.")
+            value = TypeError(
+                f"Item {index} returned a {type(value).__qualname__} that cannot be pickled: {exc}. "
+                f"Return plain data (numbers, strings, lists, dicts, arrays) instead."
+            )
         else:
             summary = "".join(traceback.format_exception_only(type(value), value)).strip()
             value = RuntimeError(f"{summary} (the original exception could not be pickled: {exc})")
@@ -167,10 +175,12 @@ class Worker:
     def run(self, control: Control) -> int:
         try:
             program = self.files.read_program()
-        except Exception:  # noqa: BLE001 - say why in the log; the launcher reports it
-            log(f"worker {self.index}: could not load the job's program (the cell or function and the names it "
+        except Exception:  # say why in the log; the launcher reports it
+            log(
+                f"worker {self.index}: could not load the job's program (the cell or function and the names it "
                 f"uses); usually a module or package the kernel has and this worker does not:\n"
-                f"{traceback.format_exc()}")
+                f"{traceback.format_exc()}"
+            )
             return EXIT_NO_PROGRAM
         while not (self.budget and self.done >= self.budget):
             control.check()
@@ -218,8 +228,10 @@ def wait_warm(files: JobFiles, worker: int, spec: dict) -> tuple[JobFiles, int] 
         return None
     store, name = files.store, f"{files.job_id}-{worker:04d}"
     until = time.time() + seconds
-    store.put(f"{pool}{name}.json", [json.dumps({"job": files.job_id, "worker": worker, "until": until,
-                                                 "task_arn": _own_task_arn()}).encode()])
+    store.put(
+        f"{pool}{name}.json",
+        [json.dumps({"job": files.job_id, "worker": worker, "until": until, "task_arn": _own_task_arn()}).encode()],
+    )
     log(f"worker {worker}: job {files.job_id} done; kept warm for the next job for {seconds:g} s")
     try:
         while True:
@@ -235,7 +247,9 @@ def wait_warm(files: JobFiles, worker: int, spec: dict) -> tuple[JobFiles, int] 
                 return None
             log(f"worker {worker}: taken warm by job {assignment['job']} as its worker {assignment['worker']}")
             # (the assignment stays: it tells this job's launcher the worker left for another job, not to stop it)
-            return JobFiles(open_store(assignment["store"]), assignment["job"], assignment["prefix"]), int(assignment["worker"])
+            return JobFiles(open_store(assignment["store"]), assignment["job"], assignment["prefix"]), int(
+                assignment["worker"]
+            )
     finally:
         with contextlib.suppress(OSError):
             store.delete(f"{pool}{name}.json")

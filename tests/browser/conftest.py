@@ -13,6 +13,7 @@
 Without Playwright or Chromium the tests skip, unless STARBURST_REQUIRE_BROWSER=1 (set by .ci/run),
 where they fail instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from helpers import file_tail, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ANN001
+def pytest_collection_modifyitems(config, items):
     here = Path(__file__).parent
     for item in items:
         if here in Path(str(item.fspath)).parents:
@@ -129,16 +129,30 @@ def jupyter_lab(tmp_path_factory: pytest.TempPathFactory):
     }
     log_path = base / "jupyterlab.log"
     cmd = [
-        sys.executable, "-m", "jupyterlab",
-        "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}",
-        "--LabApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=False",
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--port-retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root_dir}",
+        "--LabApp.expose_app_in_browser=True",
+        "--ServerApp.disable_check_xsrf=False",
     ]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, cwd=root_dir, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=root_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     lab = Lab(f"http://127.0.0.1:{port}", token, root_dir, home, proc.pid, log_path)
     try:
         deadline = time.monotonic() + LAB_START_TIMEOUT
@@ -150,8 +164,9 @@ def jupyter_lab(tmp_path_factory: pytest.TempPathFactory):
                 break
             except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"JupyterLab did not answer /api/status in {LAB_START_TIMEOUT:.0f} s:\n"
-                                       f"{lab.log_tail()}") from None
+                    raise RuntimeError(
+                        f"JupyterLab did not answer /api/status in {LAB_START_TIMEOUT:.0f} s:\n{lab.log_tail()}"
+                    ) from None
                 time.sleep(0.25)
         yield lab
     finally:
@@ -170,8 +185,12 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory):
     profile = tmp_path_factory.mktemp("chromium-profile")  # new, empty user-data-dir
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 900}, timeout=UI_TIMEOUT_MS,
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 900},
+            timeout=UI_TIMEOUT_MS,
             env={**os.environ, "TZ": "UTC"},
         )
         context.set_default_timeout(UI_TIMEOUT_MS)
@@ -192,7 +211,7 @@ def lab_page(jupyter_lab: Lab, browser_context):
         page.close()
 
 
-def _wait_for_shell(page) -> None:  # noqa: ANN001
+def _wait_for_shell(page) -> None:
     page.wait_for_selector("#jp-main-dock-panel", state="visible", timeout=UI_TIMEOUT_MS)
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=UI_TIMEOUT_MS)
     # The app is started once its menu bar is up: commands (and the Run menu) exist from then on.
@@ -210,7 +229,8 @@ def write_notebook(path: Path, cells: list[str]) -> None:
     nbformat.write(nb, str(path))
 
 
-_KERNEL_READY_JS = """
+_KERNEL_READY_JS = (
+    """
 async (name) => {
   const app = window.jupyterapp;
   const deadline = Date.now() + %d;
@@ -233,13 +253,16 @@ async (name) => {
   }
   throw new Error('kernel of ' + name + ' not idle in time');
 }
-""" % KERNEL_TIMEOUT_MS
+"""
+    % KERNEL_TIMEOUT_MS
+)
 
 _PROMPT_DONE = re.compile(r"^\[\d+\]:$")
 
 
-def run_notebook_in_lab(page, lab: Lab, name: str, cells: list[str], *,  # noqa: ANN001
-                        timeout_ms: int = RUN_TIMEOUT_MS, before_run=None) -> list[str]:  # noqa: ANN001
+def run_notebook_in_lab(
+    page, lab: Lab, name: str, cells: list[str], *, timeout_ms: int = RUN_TIMEOUT_MS, before_run=None
+) -> list[str]:
     """Write `name` (cells = code sources) into the lab's root, open it, wait for its kernel to be ready,
     Run -> Run All Cells, and wait until every cell shows an execution count and the kernel is idle.
 
@@ -250,7 +273,7 @@ def run_notebook_in_lab(page, lab: Lab, name: str, cells: list[str], *,  # noqa:
     return wait_for_notebook(page, code_cells, len(cells), timeout_ms)
 
 
-def start_notebook_in_lab(page, lab: Lab, name: str, cells: list[str], *, before_run=None):  # noqa: ANN001
+def start_notebook_in_lab(page, lab: Lab, name: str, cells: list[str], *, before_run=None):
     """Write and open `name`, wait for its kernel, click Run -> Run All; returns the code cells' locator."""
     write_notebook(lab.root_dir / name, cells)
     page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}", wait_until="domcontentloaded")
@@ -260,7 +283,9 @@ def start_notebook_in_lab(page, lab: Lab, name: str, cells: list[str], *, before
     code_cells = notebook.locator(".jp-CodeCell")
     page.wait_for_function(
         "([n]) => document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell').length >= n",
-        arg=[len(cells)], timeout=UI_TIMEOUT_MS)
+        arg=[len(cells)],
+        timeout=UI_TIMEOUT_MS,
+    )
     # The kernel can show "idle" before its session is ready and then swallow the first execution:
     # wait on the session itself, then check every prompt afterwards.
     page.evaluate(_KERNEL_READY_JS, name)
@@ -273,7 +298,7 @@ def start_notebook_in_lab(page, lab: Lab, name: str, cells: list[str], *, before
     return code_cells
 
 
-def wait_for_notebook(page, code_cells, n_cells: int, timeout_ms: int = RUN_TIMEOUT_MS) -> list[str]:  # noqa: ANN001
+def wait_for_notebook(page, code_cells, n_cells: int, timeout_ms: int = RUN_TIMEOUT_MS) -> list[str]:
     """Wait until every cell has run and the kernel is idle; returns each cell's output text."""
     cells = range(n_cells)
     # Every cell: an execution count (not "[*]:" nor "[ ]:"), then the kernel idle.
@@ -282,10 +307,15 @@ def wait_for_notebook(page, code_cells, n_cells: int, timeout_ms: int = RUN_TIME
           const prompts = [...document.querySelectorAll(
             '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')];
           return prompts.length >= n && prompts.every(p => /^\\[\\d+\\]:$/.test(p.textContent.trim()));
-        }""", arg=[n_cells], timeout=timeout_ms)
+        }""",
+        arg=[n_cells],
+        timeout=timeout_ms,
+    )
     page.wait_for_function(
         """() => { const k = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
-                   return k && k.status === 'idle'; }""", timeout=timeout_ms)
+                   return k && k.status === 'idle'; }""",
+        timeout=timeout_ms,
+    )
     prompts = [code_cells.nth(i).locator(".jp-InputArea-prompt").inner_text().strip() for i in cells]
     assert all(_PROMPT_DONE.match(p) for p in prompts), prompts
     return [code_cells.nth(i).locator(".jp-OutputArea").inner_text() for i in cells]
@@ -310,7 +340,7 @@ def open_and_run_notebook(jupyter_lab: Lab):
 
 
 # ----- screenshots ----------------------------------------------------------------------------
-def save_screenshot(page, test: str, step: str) -> Path:  # noqa: ANN001
+def save_screenshot(page, test: str, step: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{test}-{step}")
     path = SCREENSHOTS / f"{safe}.png"

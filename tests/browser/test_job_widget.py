@@ -1,11 +1,11 @@
 """The live job widget in a real browser: progress advances, logs stream in, Cancel works mid-cell."""
+
 from __future__ import annotations
 
 import json
 import time
 
 import pytest
-
 from helpers import pid_alive, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
@@ -35,14 +35,22 @@ def test_widget_progress_logs_and_cancel_while_running(lab_page, jupyter_lab, st
 
     page.wait_for_function(  # the bar advances while the cell runs
         "() => { const l = document.querySelector('.starburst-job .widget-hprogress .widget-label');"
-        " return l && parseInt(l.textContent) >= 2; }", timeout=60_000)
+        " return l && parseInt(l.textContent) >= 2; }",
+        timeout=60_000,
+    )
     first = finished_items()
     page.wait_for_function(
         "([n]) => { const l = document.querySelector('.starburst-job .widget-hprogress .widget-label');"
-        " return l && parseInt(l.textContent) > n; }", arg=[first], timeout=60_000)
+        " return l && parseInt(l.textContent) > n; }",
+        arg=[first],
+        timeout=60_000,
+    )
     logs = widget.locator(".starburst-logs")
-    page.wait_for_function("() => (document.querySelector('.starburst-job .starburst-logs') || {}).textContent"
-                           "?.includes('working on item')", timeout=60_000)
+    page.wait_for_function(
+        "() => (document.querySelector('.starburst-job .starburst-logs') || {}).textContent"
+        "?.includes('working on item')",
+        timeout=60_000,
+    )
     assert "working on item" in logs.inner_text()
     assert "slow-demo" in widget.inner_text() and "running" in widget.inner_text()
     screenshot(page, "running")
@@ -53,7 +61,8 @@ def test_widget_progress_logs_and_cancel_while_running(lab_page, jupyter_lab, st
     page.wait_for_function(  # the cell returns: its prompt gets its execution count
         "() => /^\\[\\d+\\]:$/.test(document.querySelectorAll("
         "'.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')[1].textContent.trim())",
-        timeout=60_000)
+        timeout=60_000,
+    )
     assert time.monotonic() - clicked < 30  # far less than the remaining work would take
     page.locator(".starburst-summary").first.wait_for(state="visible", timeout=30_000)
     screenshot(page, "cancelled")

@@ -1,10 +1,10 @@
 """Smoke test in a real browser: %%burst --map in JupyterLab, progress and results in the output area."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
-
 from helpers import pid_alive, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
@@ -17,8 +17,7 @@ CELLS = [
 
 
 def test_burst_map_in_jupyterlab(lab_page, jupyter_lab, open_and_run_notebook, screenshot):
-    outputs = open_and_run_notebook(lab_page, "smoke.ipynb", CELLS,
-                                    before_run=lambda page: screenshot(page, "before"))
+    outputs = open_and_run_notebook(lab_page, "smoke.ipynb", CELLS, before_run=lambda page: screenshot(page, "before"))
     screenshot(lab_page, "after")
 
     burst_out, sum_out = outputs[1], outputs[2]

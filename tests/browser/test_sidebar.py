@@ -1,13 +1,13 @@
 """The Burst sidebar in a real browser: a notebook's slow %%burst job shows up with advancing progress,
 its row expands to waves, workers and log tails, the panel stops polling while hidden, and Cancel in
 the sidebar (after its confirmation) cancels the job and ends every worker. Light and dark screenshots."""
+
 from __future__ import annotations
 
 import json
 import time
 
 import pytest
-
 from helpers import pid_alive, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600)]
@@ -21,18 +21,18 @@ TAB = ".jp-SideBar .lm-TabBar-tab[data-id='starburst-jobs']"
 ROW = ".jp-BurstJob:has(.jp-BurstJob-name:text-is('sidebar-demo'))"
 
 
-def set_theme(page, name: str, light: bool) -> None:  # noqa: ANN001
+def set_theme(page, name: str, light: bool) -> None:
     page.evaluate("(theme) => window.jupyterapp.commands.execute('apputils:change-theme', {theme})", name)
-    page.wait_for_function("(light) => document.body.dataset.jpThemeLight === String(light)", arg=light,
-                           timeout=60_000)
+    page.wait_for_function("(light) => document.body.dataset.jpThemeLight === String(light)", arg=light, timeout=60_000)
     page.wait_for_timeout(500)  # the theme's CSS variables settle
 
 
 def test_sidebar_shows_the_job_live_and_cancels_it(lab_page, jupyter_lab, start_notebook, screenshot):
     page = lab_page
     api_requests: list[tuple[float, str]] = []
-    page.on("request", lambda r: api_requests.append((time.monotonic(), r.url)) if "/starburst/api/jobs" in r.url
-            else None)
+    page.on(
+        "request", lambda r: api_requests.append((time.monotonic(), r.url)) if "/starburst/api/jobs" in r.url else None
+    )
     cells = start_notebook(page, "sidebar.ipynb", CELLS)
     try:
         # The panel is a left-sidebar tab with an icon and an accessible name.
@@ -47,17 +47,19 @@ def test_sidebar_shows_the_job_live_and_cancels_it(lab_page, jupyter_lab, start_
         job_id = page.locator(ROW).first.get_attribute("data-job-id")  # newest first
         sel = f".jp-BurstJob[data-job-id='{job_id}']"  # plain CSS, for the page's own querySelector
         row = page.locator(sel)
-        page.wait_for_function(f"() => document.querySelector(\"{sel}\")?.dataset.state === 'running'",
-                               timeout=60_000)
+        page.wait_for_function(f"() => document.querySelector(\"{sel}\")?.dataset.state === 'running'", timeout=60_000)
         bar = row.get_by_role("progressbar")
         assert bar.get_attribute("aria-valuemax") == "60"
         page.wait_for_function(  # progress advances in the sidebar while the cell runs
             f"() => +document.querySelector(\"{sel} .jp-BurstJob-progress\").getAttribute('aria-valuenow') >= 2",
-            timeout=60_000)
+            timeout=60_000,
+        )
         first = int(bar.get_attribute("aria-valuenow"))
         page.wait_for_function(
             f"(n) => +document.querySelector(\"{sel} .jp-BurstJob-progress\").getAttribute('aria-valuenow') > n",
-            arg=first, timeout=60_000)
+            arg=first,
+            timeout=60_000,
+        )
         assert "local" in row.locator(".jp-BurstJob-backend").inner_text()
         assert row.locator(".jp-BurstJob-cost").inner_text().startswith("$")
         assert row.locator(".jp-BurstJob-elapsed").inner_text().endswith("s")
@@ -71,8 +73,10 @@ def test_sidebar_shows_the_job_live_and_cancels_it(lab_page, jupyter_lab, start_
         details.locator(".jp-BurstWorker").nth(1).wait_for(state="visible")
         assert "Waves" in details.inner_text() and "Worker 0" in details.inner_text()
         page.wait_for_function(
-            f"() => [...document.querySelectorAll(\"{sel} .jp-BurstWorker-log\")]"
-            ".filter(p => p.textContent.includes('working on item')).length === 2", timeout=60_000)
+            f'() => [...document.querySelectorAll("{sel} .jp-BurstWorker-log")]'
+            ".filter(p => p.textContent.includes('working on item')).length === 2",
+            timeout=60_000,
+        )
         screenshot(page, "light-running")
 
         # Hidden panel: no polling. Collapse the sidebar, watch the requests, open it again.
@@ -103,16 +107,20 @@ def test_sidebar_shows_the_job_live_and_cancels_it(lab_page, jupyter_lab, start_
         row.get_by_role("button", name="Cancel job sidebar-demo").click()
         page.locator(".jp-Dialog").get_by_role("button", name="Cancel job").click()
 
-        page.wait_for_function(f"() => document.querySelector(\"{sel}\")?.dataset.state === 'cancelled'",
-                               timeout=60_000)
+        page.wait_for_function(
+            f"() => document.querySelector(\"{sel}\")?.dataset.state === 'cancelled'", timeout=60_000
+        )
         page.wait_for_function(  # the cell returns: its prompt gets its execution count
             "() => /^\\[\\d+\\]:$/.test(document.querySelectorAll("
             "'.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputArea-prompt')[1].textContent.trim())",
-            timeout=60_000)
+            timeout=60_000,
+        )
         assert row.locator(".jp-BurstJob-cancel").count() == 0  # nothing left to cancel
         counts = row.locator(".jp-BurstJob-counts").inner_text()  # stopped items are not failures
-        page.wait_for_function(f"() => document.querySelector(\"{sel} .jp-BurstJob-counts\")"
-                               ".textContent.includes('cancelled')", timeout=30_000)
+        page.wait_for_function(
+            f"() => document.querySelector(\"{sel} .jp-BurstJob-counts\").textContent.includes('cancelled')",
+            timeout=30_000,
+        )
         assert "failed" not in row.locator(".jp-BurstJob-counts").inner_text(), counts
         records = [json.loads(p.read_text()) for p in jupyter_lab.starburst_home.glob("jobs/*/record.json")]
         record = max((r for r in records if r["name"] == "sidebar-demo"), key=lambda r: r["created"])
@@ -122,8 +130,9 @@ def test_sidebar_shows_the_job_live_and_cancels_it(lab_page, jupyter_lab, start_
         wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=15)  # every worker is gone
         screenshot(page, "dark-cancelled")
         # Nothing changes any more: the panel polls less and less often (1 s, 2 s, 4 s, ...).
-        page.wait_for_function("() => +document.querySelector('.jp-BurstPanel').dataset.polling >= 4000",
-                               timeout=60_000)
+        page.wait_for_function(
+            "() => +document.querySelector('.jp-BurstPanel').dataset.polling >= 4000", timeout=60_000
+        )
         set_theme(page, "JupyterLab Light", light=True)
         screenshot(page, "light-cancelled")
     finally:  # the lab's settings and layout outlive this test: light theme, sidebar closed
@@ -144,16 +153,18 @@ def test_palette_commands(lab_page):
     search.wait_for(state="visible")
     search.fill("Burst:")  # into the palette's own input: typed keys went astray when focus moved (seen in CI)
     items = palette.locator(".lm-CommandPalette-item")
-    page.wait_for_function("() => document.querySelectorAll('.jp-ModalCommandPalette .lm-CommandPalette-item')"
-                           ".length >= 2")
+    page.wait_for_function(
+        "() => document.querySelectorAll('.jp-ModalCommandPalette .lm-CommandPalette-item').length >= 2"
+    )
     labels = items.all_inner_texts()
     assert any("Burst: refresh" in label for label in labels), labels
     assert any("Burst: cancel job" in label for label in labels), labels
     # narrow the list to the one command and run it from the keyboard: clicking an item races the
     # palette re-rendering its list as the search settles (seen in CI: "element was detached from the DOM")
     search.fill("Burst: cancel job")
-    page.wait_for_function("() => document.querySelectorAll('.jp-ModalCommandPalette .lm-CommandPalette-item')"
-                           ".length === 1")
+    page.wait_for_function(
+        "() => document.querySelectorAll('.jp-ModalCommandPalette .lm-CommandPalette-item').length === 1"
+    )
     page.keyboard.press("Enter")
     dialog = page.locator(".jp-Dialog")  # no job is running now
     dialog.wait_for(state="visible")

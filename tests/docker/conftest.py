@@ -11,6 +11,7 @@
 Without docker/dockerd/debootstrap (run .ci/install.d/30-docker.sh) these tests skip; in CI (CI=true)
 they fail instead, so a missing engine can never pass silently.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -29,7 +30,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dockerkit import make_mylib  # noqa: E402
+from dockerkit import make_mylib
 
 DATA_ROOT = Path("/var/lib/starburst-test-docker")
 BASE_SUITE = "bookworm"
@@ -99,12 +100,25 @@ def dockerd(tmp_path_factory):
         data_root, shared = Path(tempfile.mkdtemp(prefix="starburst-docker-", dir="/var/tmp")), False
     run = Path(tempfile.mkdtemp(prefix="sbd-", dir="/tmp"))  # short: a unix socket path is at most 107 bytes
     sock, log = run / "docker.sock", tmp_path_factory.mktemp("dockerd") / "dockerd.log"
-    argv = ["dockerd", "--host", f"unix://{sock}", "--data-root", str(data_root), "--exec-root", str(run / "exec"),
-            "--pidfile", str(run / "docker.pid"), "--bridge=none", "--iptables=false", "--ip6tables=false",
-            "--log-level=warn"]
+    argv = [
+        "dockerd",
+        "--host",
+        f"unix://{sock}",
+        "--data-root",
+        str(data_root),
+        "--exec-root",
+        str(run / "exec"),
+        "--pidfile",
+        str(run / "docker.pid"),
+        "--bridge=none",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--log-level=warn",
+    ]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     host = f"unix://{sock}"
     old = os.environ.get("DOCKER_HOST")
     os.environ["DOCKER_HOST"] = host
@@ -114,7 +128,7 @@ def dockerd(tmp_path_factory):
         def up() -> bool:
             try:
                 return docker.DockerClient(base_url=host, timeout=5).ping()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 return False
 
         _wait_for(up, 60, "dockerd", proc, log)
@@ -130,7 +144,7 @@ def dockerd(tmp_path_factory):
             client = docker.DockerClient(base_url=host, timeout=30)
             for container in client.containers.list(all=True, filters={"label": "starburst.managed=true"}):
                 container.remove(force=True)
-        except Exception:  # noqa: BLE001 - the daemon may be gone already
+        except Exception:  # the daemon may be gone already
             pass
         _stop_pid(proc)
         shutil.rmtree(run, ignore_errors=True)
@@ -157,11 +171,22 @@ def _make_rootfs_tarball(target: Path) -> None:
         _unavailable("debootstrap is not installed")
     root = Path(tempfile.mkdtemp(prefix="starburst-rootfs-", dir="/var/tmp"))
     try:
-        subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", BASE_SUITE,
-                        str(root), MIRROR], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                       timeout=1200)
-        for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
-                     "usr/share/locale", "usr/share/info", "var/log"):
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", BASE_SUITE, str(root), MIRROR],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=1200,
+        )
+        for junk in (
+            "var/cache/apt/archives",
+            "var/lib/apt/lists",
+            "usr/share/doc",
+            "usr/share/man",
+            "usr/share/locale",
+            "usr/share/info",
+            "var/log",
+        ):
             shutil.rmtree(root / junk, ignore_errors=True)
             (root / junk).mkdir(parents=True, exist_ok=True)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -210,11 +235,17 @@ def registry(tmp_path_factory):
     port = _free_port()
     (folder / "config.yml").write_text(
         "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: %s\n"
-        "  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:%d\n" % (folder / "data", port))
+        "  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:%d\n" % (folder / "data", port)
+    )
     log = folder / "registry.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([binary, "serve", str(folder / "config.yml")], stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [binary, "serve", str(folder / "config.yml")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def up() -> bool:
         try:
@@ -231,6 +262,7 @@ def registry(tmp_path_factory):
 
 # ----- the small worker environment every docker test uses ---------------------------------------
 
+
 @pytest.fixture(scope="session")
 def worker_env(tmp_path_factory) -> dict:
     """A requirements file naming a local editable project; the worker (this checkout of
@@ -246,8 +278,13 @@ def worker_env(tmp_path_factory) -> dict:
 def worker_config(base_image, worker_env):
     from starburst_jupyter.core.config import Config
 
-    return Config().with_values({"base_image": base_image, "requirements": str(worker_env["requirements"]),
-                                 "ecr_repository": "starburst-test-worker"})
+    return Config().with_values(
+        {
+            "base_image": base_image,
+            "requirements": str(worker_env["requirements"]),
+            "ecr_repository": "starburst-test-worker",
+        }
+    )
 
 
 @pytest.fixture(scope="session")

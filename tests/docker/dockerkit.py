@@ -1,8 +1,8 @@
 """Helpers the docker tests import (a module name of their own: tests/conftest.py is `conftest` too)."""
+
 from __future__ import annotations
 
 from pathlib import Path
-
 
 MYLIB_PYPROJECT = """\
 [build-system]
@@ -23,8 +23,7 @@ def make_mylib(root: Path, marker: str = "v1") -> Path:
     project = root / "mylib"
     (project / "mylib").mkdir(parents=True, exist_ok=True)
     (project / "pyproject.toml").write_text(MYLIB_PYPROJECT)
-    (project / "mylib" / "__init__.py").write_text(
-        f"MARKER = {marker!r}\n\ndef triple(x):\n    return 3 * x\n")
+    (project / "mylib" / "__init__.py").write_text(f"MARKER = {marker!r}\n\ndef triple(x):\n    return 3 * x\n")
     return project
 
 

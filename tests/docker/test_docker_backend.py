@@ -1,4 +1,5 @@
 """The docker backend: %%burst jobs whose workers are real containers of the worker image."""
+
 from __future__ import annotations
 
 import json
@@ -6,16 +7,15 @@ import time
 from pathlib import Path
 
 import pytest
+from dockerkit import make_mylib
 from IPython.utils.capture import capture_output
 
 from starburst_jupyter.core import events as ev
 from starburst_jupyter.core.config import Config
-from starburst_jupyter.errors import BurstCancelled
 from starburst_jupyter.core.launcher import Launcher
-from starburst_jupyter.protocol.programs import CallProgram
 from starburst_jupyter.core.spec import build_spec
-
-from dockerkit import make_mylib
+from starburst_jupyter.errors import BurstCancelled
+from starburst_jupyter.protocol.programs import CallProgram
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -48,9 +48,11 @@ def test_burst_map_runs_end_to_end_in_real_containers(ip, starburst_home, docker
     ref = worker_image["ref"]
     result, text = run(ip, f"%burst_config image={ref}")
     assert result.success, text
-    cell = ("%%burst --backend docker --map x in range(24) --workers 2 --out tripled\n"
-            "import mylib, os\n"
-            "(mylib.triple(x), open('/proc/self/cgroup').read(), os.getcwd(), os.getpid())")
+    cell = (
+        "%%burst --backend docker --map x in range(24) --workers 2 --out tripled\n"
+        "import mylib, os\n"
+        "(mylib.triple(x), open('/proc/self/cgroup').read(), os.getcwd(), os.getpid())"
+    )
     result, text = run(ip, cell)
     assert result.success, text
     assert "24/24 items ok" in text
@@ -72,8 +74,12 @@ def test_burst_map_runs_end_to_end_in_real_containers(ip, starburst_home, docker
 def test_cancel_stops_and_removes_every_container(starburst_home, docker_client, worker_image):
     config = Config().with_values({"image": worker_image["ref"]})
     seen: list[ev.Event] = []
-    handle = Launcher(config).submit(build_spec(config, mode="map", workers=2, backend="docker"),
-                                     CallProgram(time.sleep), [60] * 4, subscribers=[seen.append])
+    handle = Launcher(config).submit(
+        build_spec(config, mode="map", workers=2, backend="docker"),
+        CallProgram(time.sleep),
+        [60] * 4,
+        subscribers=[seen.append],
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and sum(isinstance(e, ev.TaskStarted) for e in seen) < 2:
         time.sleep(0.2)
@@ -105,8 +111,12 @@ def test_a_job_whose_image_is_missing_says_how_to_build_it(ip, starburst_home, d
 def test_container_start_to_first_task(starburst_home, docker_client, worker_image):
     config = Config().with_values({"image": worker_image["ref"]})
     seen: list[ev.Event] = []
-    handle = Launcher(config).submit(build_spec(config, mode="map", workers=2, backend="docker"),
-                                     CallProgram(abs), list(range(-20, 0)), subscribers=[seen.append])
+    handle = Launcher(config).submit(
+        build_spec(config, mode="map", workers=2, backend="docker"),
+        CallProgram(abs),
+        list(range(-20, 0)),
+        subscribers=[seen.append],
+    )
     assert handle.wait(timeout=120).values == list(range(20, 0, -1))
     starts = {e.worker: e.at for e in seen if isinstance(e, ev.WorkerStarted)}
     first = {}
@@ -116,7 +126,7 @@ def test_container_start_to_first_task(starburst_home, docker_client, worker_ima
     delays = [first[w] - starts[w] for w in first if w in starts]
     assert delays
     note("container_start_to_first_task_seconds", round(min(delays), 2))
-    note("image_size_mb", round(docker_client.images.get(worker_image["ref"]).attrs["Size"] / 1024 ** 2, 1))
+    note("image_size_mb", round(docker_client.images.get(worker_image["ref"]).attrs["Size"] / 1024**2, 1))
     if worker_image["facts"].get("built"):
         note("build_seconds_cold", round(worker_image["facts"]["seconds"], 1))
     assert labelled(docker_client, handle.id) == []

@@ -5,11 +5,11 @@ moto serves the ECR API (GetAuthorizationToken, DescribeImages, repositories); m
 registry endpoint, so Debian's docker-registry on 127.0.0.1 stands in for it (STARBURST_ECR_REGISTRY).
 After the push the test does what ECR does on its own: it registers the pushed manifest (PutImage).
 """
+
 from __future__ import annotations
 
 import base64
 import json
-import os
 import threading
 import time
 import urllib.request
@@ -55,8 +55,9 @@ def registry_get(host: str, path: str, accept: str = "application/json") -> tupl
         return response.read(), response.headers.get("Content-Type", "")
 
 
-def test_push_reaches_the_registry_and_a_second_run_reuses_it(moto_env, moto_server, registry, dockerd, docker_client,
-                                                             worker_config, worker_image, monkeypatch, caplog):
+def test_push_reaches_the_registry_and_a_second_run_reuses_it(
+    moto_env, moto_server, registry, dockerd, docker_client, worker_config, worker_image, monkeypatch, caplog
+):
     monkeypatch.setenv(REGISTRY_OVERRIDE, registry["host"])
     ecr = moto_server.client("ecr")
     token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
@@ -81,22 +82,30 @@ def test_push_reaches_the_registry_and_a_second_run_reuses_it(moto_env, moto_ser
     assert events[-1].phase == "done"
     # no credential anywhere: process arguments and environments (watched throughout), logs, progress, ~/.docker
     assert watch.scans > 3 and watch.found == []
-    logs = [dockerd["log"].read_text(errors="replace"), registry["log"].read_text(errors="replace"), caplog.text,
-            "\n".join(e.message for e in events), repr(envimage.last_result)]
+    logs = [
+        dockerd["log"].read_text(errors="replace"),
+        registry["log"].read_text(errors="replace"),
+        caplog.text,
+        "\n".join(e.message for e in events),
+        repr(envimage.last_result),
+    ]
     docker_config = Path.home() / ".docker" / "config.json"
     if docker_config.exists():
         logs.append(docker_config.read_text())
     assert not any(secret in text for text in logs for secret in (password, token))
     # ECR registers what was pushed (moto cannot: the test plays that part)
-    manifest, media_type = registry_get(registry["host"], f"/v2/{repo}/manifests/{env.tag}",
-                                        "application/vnd.docker.distribution.manifest.v2+json")
-    ecr.put_image(repositoryName=repo, imageManifest=manifest.decode(), imageTag=env.tag,
-                  imageManifestMediaType=media_type)
+    manifest, media_type = registry_get(
+        registry["host"], f"/v2/{repo}/manifests/{env.tag}", "application/vnd.docker.distribution.manifest.v2+json"
+    )
+    ecr.put_image(
+        repositoryName=repo, imageManifest=manifest.decode(), imageTag=env.tag, imageManifestMediaType=media_type
+    )
     # a second run finds the tag with DescribeImages and neither builds nor pushes
     images_before = sorted(i.id for i in docker_client.images.list(all=True))
     again: list = []
-    assert envimage.ensure_worker_image(worker_config, on_progress=again.append, client=docker_client,
-                                        env=env) == pushed
+    assert (
+        envimage.ensure_worker_image(worker_config, on_progress=again.append, client=docker_client, env=env) == pushed
+    )
     assert [e.phase for e in again] == ["check", "reuse"]
     assert envimage.last_result["built"] is False and envimage.last_result["pushed"] is False
     assert sorted(i.id for i in docker_client.images.list(all=True)) == images_before

@@ -1,17 +1,17 @@
 """Environment capture and its hash (no Docker engine needed): what decides the worker image's tag."""
+
 from __future__ import annotations
 
 import importlib.metadata as md
 from pathlib import Path
 
 import pytest
+from dockerkit import make_mylib
 
 from starburst_jupyter import envimage
 from starburst_jupyter.core.config import Config
 from starburst_jupyter.envimage import BurstImageError, capture_kernel, capture_requirements, check_skew
 from starburst_jupyter.envimage.build import check_disk
-
-from dockerkit import make_mylib
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = "python:3.11.7-slim-bookworm"
@@ -51,9 +51,11 @@ def test_a_changed_pin_changes_the_tag(tmp_path):
 def test_base_image_python_and_architecture_are_part_of_the_tag(tmp_path):
     req = tmp_path / "requirements.txt"
     req.write_text("six==1.16.0\n")
-    tags = {capture_requirements(req, base_image=BASE).tag,
-            capture_requirements(req, base_image="python:3.11.9-slim-bookworm").tag,
-            capture_requirements(req, base_image=BASE, arch="arm64").tag}
+    tags = {
+        capture_requirements(req, base_image=BASE).tag,
+        capture_requirements(req, base_image="python:3.11.9-slim-bookworm").tag,
+        capture_requirements(req, base_image=BASE, arch="arm64").tag,
+    }
     assert len(tags) == 3
     assert capture_requirements(req, arch="arm64").platform == "linux/arm64"
     assert capture_requirements(req).platform == "linux/amd64"
@@ -94,20 +96,26 @@ def test_a_digest_pinned_base_image_is_accepted():
 
 def test_skew_names_each_difference_that_matters():
     kernel = {"cloudpickle": "3.1.1", "starburst-jupyter": "0.1.0", "numpy": "2.1.0", "pandas": "2.2.0"}
-    image = {"python": "3.11", "packages": {"cloudpickle": "3.0.0", "starburst_jupyter": "0.1.0",
-                                            "numpy": "1.26.4", "pandas": "2.2.0"}}
+    image = {
+        "python": "3.11",
+        "packages": {"cloudpickle": "3.0.0", "starburst_jupyter": "0.1.0", "numpy": "1.26.4", "pandas": "2.2.0"},
+    }
     assert check_skew(image, kernel, python="3.11") == ["cloudpickle 3.1.1 in the kernel, 3.0.0 in the image"]
     problems = check_skew(image, kernel, python="3.12", matters=["numpy", "pandas"])
-    assert problems == ["Python 3.12 in the kernel, Python 3.11 in the image",
-                        "cloudpickle 3.1.1 in the kernel, 3.0.0 in the image",
-                        "numpy 2.1.0 in the kernel, 1.26.4 in the image"]
+    assert problems == [
+        "Python 3.12 in the kernel, Python 3.11 in the image",
+        "cloudpickle 3.1.1 in the kernel, 3.0.0 in the image",
+        "numpy 2.1.0 in the kernel, 1.26.4 in the image",
+    ]
     image["packages"].pop("numpy")
     assert "numpy 2.1.0 in the kernel, not installed in the image" in check_skew(image, kernel, matters=["numpy"])
 
 
 def test_skew_refusal_names_the_difference_and_the_fix():
-    image = {"python": "3.10", "packages": {"cloudpickle": md.version("cloudpickle"),
-                                            "starburst-jupyter": md.version("starburst-jupyter")}}
+    image = {
+        "python": "3.10",
+        "packages": {"cloudpickle": md.version("cloudpickle"), "starburst-jupyter": md.version("starburst-jupyter")},
+    }
     with pytest.raises(envimage.BurstSkewError) as info:
         envimage.ensure_no_skew(image, "starburst-worker:abc")
     message = str(info.value)
@@ -117,7 +125,7 @@ def test_skew_refusal_names_the_difference_and_the_fix():
 def test_disk_check_says_what_is_needed(tmp_path):
     check_disk([tmp_path], 1024, "a test")  # plenty
     with pytest.raises(BurstImageError, match=r"needs about 1048576\.0 GB free"):
-        check_disk([tmp_path], 1024 ** 5, "building the worker image")
+        check_disk([tmp_path], 1024**5, "building the worker image")
 
 
 def test_text_progress_shows_steps_and_pushes_but_not_pip_chatter():
@@ -125,14 +133,21 @@ def test_text_progress_shows_steps_and_pushes_but_not_pip_chatter():
 
     lines: list[str] = []
     show = envimage.TextProgress(lines.append)
-    for event in [P("", phase="check", message="checking free disk space"),
-                  P("", phase="context", message="gathering packages: pip wheel ..."),
-                  P("", phase="context", message="Collecting cloudpickle"),
-                  P("", phase="build", message="Step 1/9 : FROM base:1", current=1, total=9),
-                  P("", phase="build", message=" ---> 1234abcd"),
-                  P("", phase="push", message="Pushing", current=50 * 2 ** 20, total=100 * 2 ** 20),
-                  P("", phase="push", message="Pushing", current=60 * 2 ** 20, total=100 * 2 ** 20),
-                  P("", phase="done", message="pushed x in 3 s")]:
+    for event in [
+        P("", phase="check", message="checking free disk space"),
+        P("", phase="context", message="gathering packages: pip wheel ..."),
+        P("", phase="context", message="Collecting cloudpickle"),
+        P("", phase="build", message="Step 1/9 : FROM base:1", current=1, total=9),
+        P("", phase="build", message=" ---> 1234abcd"),
+        P("", phase="push", message="Pushing", current=50 * 2**20, total=100 * 2**20),
+        P("", phase="push", message="Pushing", current=60 * 2**20, total=100 * 2**20),
+        P("", phase="done", message="pushed x in 3 s"),
+    ]:
         show(event)
-    assert lines == ["[image] checking free disk space", "[image] gathering packages: pip wheel ...",
-                     "[image] Step 1/9 : FROM base:1", "[image] pushing 50/100 MB", "[image] pushed x in 3 s"]
+    assert lines == [
+        "[image] checking free disk space",
+        "[image] gathering packages: pip wheel ...",
+        "[image] Step 1/9 : FROM base:1",
+        "[image] pushing 50/100 MB",
+        "[image] pushed x in 3 s",
+    ]

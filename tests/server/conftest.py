@@ -4,6 +4,7 @@ The server gets a fixed random token, fresh Jupyter config/data/runtime dirs and
 STARBURST_HOME; nothing enables the extension but what `pip install` put in the environment's
 jupyter_server_config.d. `api(method, path, ...)` sends a request and returns (status, JSON body).
 """
+
 from __future__ import annotations
 
 import http.cookiejar
@@ -20,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from helpers import file_tail, free_port
 
 START_TIMEOUT = 90.0
@@ -35,8 +35,17 @@ class Server:
     pid: int
     cookies: http.cookiejar.CookieJar = field(default_factory=http.cookiejar.CookieJar)
 
-    def api(self, method: str, path: str, body: bytes | dict | None = None, *, token: str | None = "default",
-            headers: dict | None = None, cookies: bool = False, timeout: float = 30.0):
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: bytes | dict | None = None,
+        *,
+        token: str | None = "default",
+        headers: dict | None = None,
+        cookies: bool = False,
+        timeout: float = 30.0,
+    ):
         """(status, parsed JSON or raw text, content type) of one request to `path` (under the base URL)."""
         data = json.dumps(body).encode() if isinstance(body, dict) else body
         request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
@@ -70,18 +79,39 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     for d in dirs.values():
         d.mkdir()
     token, port = secrets.token_hex(24), free_port()
-    env = {**os.environ, "STARBURST_HOME": str(dirs["home"]), "JUPYTER_CONFIG_DIR": str(dirs["config"]),
-           "JUPYTER_DATA_DIR": str(dirs["data"]), "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
-           "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           "--port-retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={dirs['root']}",
-           "--ServerApp.disable_check_xsrf=False"]
+    env = {
+        **os.environ,
+        "STARBURST_HOME": str(dirs["home"]),
+        "JUPYTER_CONFIG_DIR": str(dirs["config"]),
+        "JUPYTER_DATA_DIR": str(dirs["data"]),
+        "JUPYTER_RUNTIME_DIR": str(dirs["runtime"]),
+        "PYTHONUNBUFFERED": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyter_server",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--port-retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={dirs['root']}",
+        "--ServerApp.disable_check_xsrf=False",
+    ]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     log_path = base / "server.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, cwd=dirs["root"], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=dirs["root"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     srv = Server(f"http://127.0.0.1:{port}", token, dirs["home"], log_path, proc.pid)
     try:
         deadline = time.monotonic() + START_TIMEOUT

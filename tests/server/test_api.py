@@ -1,5 +1,6 @@
 """The job REST API through a real `jupyter server` (tests/server/conftest.py): every endpoint, the
 server's authentication and XSRF checks, bad input as 4xx JSON, and cancel of a job whose kernel died."""
+
 from __future__ import annotations
 
 import os
@@ -7,11 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-
 from helpers import pid_alive, wait_for
+
 from starburst_jupyter.stores.records import JobStore
 
 pytestmark = pytest.mark.timeout(240)
@@ -21,15 +21,39 @@ JOBS = "/starburst/api/jobs"
 
 def fake_record(job_id: str, state: str, created: float, **extra) -> dict:
     record = {
-        "id": job_id, "name": f"name-{job_id[-4:]}", "backend": "local", "state": state, "message": "",
-        "created": created, "started": created, "finished": None if state == "running" else created + 5,
-        "spec": {"mode": "map", "backend": "local", "cpu_units": 1024, "memory_mib": 2048, "name": "",
-                 "extra": {"aws_secret_access_key": "SECRET-IN-EXTRA"}},
-        "total": 10, "done": 4, "failed": 1, "outcomes": "DDDDFRRPPP",
+        "id": job_id,
+        "name": f"name-{job_id[-4:]}",
+        "backend": "local",
+        "state": state,
+        "message": "",
+        "created": created,
+        "started": created,
+        "finished": None if state == "running" else created + 5,
+        "spec": {
+            "mode": "map",
+            "backend": "local",
+            "cpu_units": 1024,
+            "memory_mib": 2048,
+            "name": "",
+            "extra": {"aws_secret_access_key": "SECRET-IN-EXTRA"},
+        },
+        "total": 10,
+        "done": 4,
+        "failed": 1,
+        "outcomes": "DDDDFRRPPP",
         "failures": [{"index": 4, "error": "ValueError: bad item"}],
         "waves": {"count": 2, "started": 1, "finished": 0, "concurrency": 2, "workers": 4},
-        "workers": {"0": {"pid": 999999, "wave": 1, "started": created, "ended": None, "exit_code": None,
-                          "reason": None, "token": "SECRET-IN-WORKER"}},
+        "workers": {
+            "0": {
+                "pid": 999999,
+                "wave": 1,
+                "started": created,
+                "ended": None,
+                "exit_code": None,
+                "reason": None,
+                "token": "SECRET-IN-WORKER",
+            }
+        },
         "cost": {"accrued": 0.0123, "projected": 0.05, "cap": 1.0, "label": "estimate", "prices_as_of": "x"},
         "store": {"url": "s3://SECRET-BUCKET", "prefix": "jobs/x/"},
         "owner": {"pid": 1, "host": "elsewhere"},
@@ -50,8 +74,12 @@ def assert_json_error(reply, status: int, *words: str) -> None:
 # ----- authentication and XSRF ------------------------------------------------------------------
 def test_every_route_requires_authentication(server):
     JobStore(server.home).write(fake_record("bj-auth-000001", "running", time.time()))
-    for method, path in [("GET", JOBS), ("GET", f"{JOBS}/bj-auth-000001"),
-                         ("GET", f"{JOBS}/bj-auth-000001/workers/0/log"), ("POST", f"{JOBS}/bj-auth-000001/cancel")]:
+    for method, path in [
+        ("GET", JOBS),
+        ("GET", f"{JOBS}/bj-auth-000001"),
+        ("GET", f"{JOBS}/bj-auth-000001/workers/0/log"),
+        ("POST", f"{JOBS}/bj-auth-000001/cancel"),
+    ]:
         for token in (None, "wrong-token"):
             code, body, ctype = server.api(method, path, b"" if method == "POST" else None, token=token)
             assert code == 403 and "application/json" in ctype, (method, path, token, code, body)
@@ -70,16 +98,21 @@ def test_post_with_a_login_cookie_needs_the_xsrf_token(server):
     code, body, _ = server.api("POST", f"{JOBS}/bj-xsrf-000001/cancel", b"", token=None, cookies=True)
     assert code == 403 and "_xsrf" in body["message"], body
     xsrf = next(c.value for c in server.cookies if c.name == "_xsrf")
-    code, body, _ = server.api("POST", f"{JOBS}/bj-xsrf-000001/cancel", b"", token=None, cookies=True,
-                               headers={"X-XSRFToken": xsrf})
+    code, body, _ = server.api(
+        "POST", f"{JOBS}/bj-xsrf-000001/cancel", b"", token=None, cookies=True, headers={"X-XSRFToken": xsrf}
+    )
     assert code == 200 and body["already_finished"], body
 
 
 # ----- list, detail ------------------------------------------------------------------------------
 def test_list_running_first_with_state_filter_and_limit(server):
     store, now = JobStore(server.home), time.time()
-    for job_id, state, age in [("bj-list-done01", "done", 50), ("bj-list-run001", "running", 40),
-                               ("bj-list-fail01", "failed", 10), ("bj-list-canc01", "cancelled", 5)]:
+    for job_id, state, age in [
+        ("bj-list-done01", "done", 50),
+        ("bj-list-run001", "running", 40),
+        ("bj-list-fail01", "failed", 10),
+        ("bj-list-canc01", "cancelled", 5),
+    ]:
         store.write(fake_record(job_id, state, now + 1000 - age))  # in the future: newest of this module
     code, body, _ = server.api("GET", JOBS)
     assert code == 200
@@ -196,10 +229,17 @@ burst_map(slow, range(40), workers=2)
 def test_cancel_a_job_whose_kernel_is_gone_then_again(server_env, tmp_path):
     store = JobStore(server_env.home)
     before = {r["id"] for r in store.list()}
-    kernel = subprocess.Popen([sys.executable, "-c", LAUNCHER], env=os.environ.copy(), cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    kernel = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER],
+        env=os.environ.copy(),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     record = None
     try:
+
         def running_job():
             new = [r for r in store.list() if r["id"] not in before]
             if new and new[0]["state"] == "running" and len(new[0]["workers"]) == 2 and new[0]["done"] >= 1:
@@ -252,8 +292,7 @@ def test_cancel_of_a_finished_job_changes_nothing_and_bad_bodies_are_400(server)
 def test_pip_install_enabled_both_extensions(kind, expected, tmp_path):
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path), "NO_COLOR": "1"}
     cmd = ["server", "extension", "list"] if kind == "server" else ["labextension", "list"]
-    out = subprocess.run([sys.executable, "-m", "jupyter", *cmd], env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-m", "jupyter", *cmd], env=env, capture_output=True, text=True, timeout=120)
     text = (out.stdout + out.stderr).replace("\x1b[32m", "").replace("\x1b[0m", "")
     line = next((ln for ln in text.splitlines() if expected in ln and "enabled" in ln), None)
     assert line is not None, text

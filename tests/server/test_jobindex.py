@@ -1,4 +1,5 @@
 """JobIndex: the server's cached view of the job store re-reads only the records that changed."""
+
 from __future__ import annotations
 
 import time

@@ -6,17 +6,19 @@ the cancel marker and (every few seconds) one FilterLogEvents per 100 workers: n
 per task. The worker gets only pointers in its overrides (job id, worker index, store, region);
 its credentials come from the task role, never from us.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
 import threading
-import uuid
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
 
+from starburst_jupyter.backends import LaunchFailure, WorkerRef
 from starburst_jupyter.backends.fargate.clients import ApiCalls, client, error_code, error_message
 from starburst_jupyter.backends.fargate.quota import Quota, read_quota, running_vcpus
 from starburst_jupyter.backends.fargate.taskdef import (
@@ -28,10 +30,9 @@ from starburst_jupyter.backends.fargate.taskdef import (
 )
 from starburst_jupyter.core.config import Config, load_config, starburst_home
 from starburst_jupyter.errors import BurstBackendUnavailable
-from starburst_jupyter.stores.records import JobStore
 from starburst_jupyter.protocol.jobfiles import JobFiles
+from starburst_jupyter.stores.records import JobStore
 from starburst_jupyter.worker.runner import EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM, EXIT_OK
-from starburst_jupyter.backends import LaunchFailure, WorkerRef
 
 DESCRIBE_BATCH = 100  # DescribeTasks takes up to 100 tasks
 LOG_STREAMS_BATCH = 100  # FilterLogEvents takes up to 100 stream names
@@ -71,8 +72,9 @@ def _retryable(reason: str) -> bool:
 
 def describe_stop(task: dict[str, Any]) -> tuple[int, str]:
     """(exit code, why) of a stopped task, in words a user can act on."""
-    container = next((c for c in task.get("containers", ()) if c.get("name") == CONTAINER),
-                     (task.get("containers") or [{}])[0])
+    container = next(
+        (c for c in task.get("containers", ()) if c.get("name") == CONTAINER), (task.get("containers") or [{}])[0]
+    )
     code = container.get("exitCode")
     stop_code, why = task.get("stopCode", ""), task.get("stoppedReason", "")
     detail = container.get("reason", "")
@@ -82,8 +84,12 @@ def describe_stop(task: dict[str, Any]) -> tuple[int, str]:
         return -1, f"the task stopped before the worker ran: {why or stop_code or 'no reason given'}"
     if code == 137 or "OutOfMemory" in detail:
         return code, f"out of memory (exit {code}{': ' + detail if detail else ''}); try a larger --memory"
-    known = {EXIT_OK: "finished", EXIT_CANCELLED: "stopped: job cancelled", EXIT_DEADLINE: "stopped: job deadline passed",
-             EXIT_NO_PROGRAM: "could not load the job's program"}
+    known = {
+        EXIT_OK: "finished",
+        EXIT_CANCELLED: "stopped: job cancelled",
+        EXIT_DEADLINE: "stopped: job deadline passed",
+        EXIT_NO_PROGRAM: "could not load the job's program",
+    }
     if code in known:
         return code, known[code]
     return code, f"exit code {code} ({why or detail or 'essential container exited'})"
@@ -105,7 +111,9 @@ class FargateBackend:
         self._store = None
         self._taskdefs: dict[str, str] = {}
         self._images: dict[str, str] = {}
-        self._pools: dict[str, str | None] = {}  # job id -> its warm pool (None: keeps none warm)  # environment tag -> image URI in ECR
+        self._pools: dict[
+            str, str | None
+        ] = {}  # job id -> its warm pool (None: keeps none warm)  # environment tag -> image URI in ECR
         self._image_ref: str | None = None
         self.quota: Quota | None = None
 
@@ -116,13 +124,17 @@ class FargateBackend:
         return self._clients[service]
 
     def _require_setup(self) -> None:
-        missing = [key for key in ("bucket", "subnets", "security_groups", "execution_role_arn", "task_role_arn")
-                   if not getattr(self.config, key)]
+        missing = [
+            key
+            for key in ("bucket", "subnets", "security_groups", "execution_role_arn", "task_role_arn")
+            if not getattr(self.config, key)
+        ]
         if missing:
             raise BurstBackendUnavailable(
                 f"The fargate backend is not set up in {self.region} (missing {', '.join(missing)} in the config). "
                 f"Run %burst_setup (or `starburst setup`) once; it creates the bucket, cluster, roles and "
-                f"networking and saves them.")
+                f"networking and saves them."
+            )
 
     def prepare(self, spec, *, on_progress: Any = None, job_id: str = "") -> str:
         """The image Fargate runs: config `image`, else this kernel's environment image in ECR (found by its
@@ -137,10 +149,12 @@ class FargateBackend:
         if env.tag not in self._images:
             ecr = self._client("ecr")
             if not self.config.auto_build and not registry.tag_exists(ecr, self.config.ecr_repository, env.tag):
-                raise envimage.BurstImageError(envimage.missing_image_message(
-                    f"{self.config.ecr_repository}:{env.tag}", f"in ECR ({self.region})"))
+                raise envimage.BurstImageError(
+                    envimage.missing_image_message(f"{self.config.ecr_repository}:{env.tag}", f"in ECR ({self.region})")
+                )
             self._images[env.tag] = envimage.ensure_worker_image(
-                self.config, on_progress=on_progress, job_id=job_id, ecr=ecr, env=env)
+                self.config, on_progress=on_progress, job_id=job_id, ecr=ecr, env=env
+            )
         self._image_ref = self._images[env.tag]
         return self._image_ref
 
@@ -177,10 +191,11 @@ class FargateBackend:
                     with contextlib.suppress(FileNotFoundError, ValueError):
                         if json.loads(self.store.get(key)).get("until", 0) > now + 5:
                             running -= vcpus_per_worker
-        except Exception as exc:  # noqa: BLE001 - the cluster missing is a set-up problem, said plainly
+        except Exception as exc:  # the cluster missing is a set-up problem, said plainly
             raise BurstBackendUnavailable(
                 f"Could not list the tasks of ECS cluster {self.config.cluster!r} in {self.region}: "
-                f"{error_code(exc)}: {error_message(exc)}. Run %burst_setup (or `starburst setup`).") from None
+                f"{error_code(exc)}: {error_message(exc)}. Run %burst_setup (or `starburst setup`)."
+            ) from None
         self.quota = Quota(quota.vcpus, quota.source, running, quota.note)
         return max(1, int(self.quota.free_vcpus // vcpus_per_worker))
 
@@ -188,8 +203,16 @@ class FargateBackend:
         return JobFiles(self.store, job_id)
 
     def _shape(self, spec) -> TaskShape:
-        return TaskShape(self._image(), spec.cpu_units, spec.memory_mib, self.config.execution_role_arn,
-                         self.config.task_role_arn, self.config.log_group, self.region, spec.arch)
+        return TaskShape(
+            self._image(),
+            spec.cpu_units,
+            spec.memory_mib,
+            self.config.execution_role_arn,
+            self.config.task_role_arn,
+            self.config.log_group,
+            self.region,
+            spec.arch,
+        )
 
     def _warm_pool(self, spec) -> str:
         """Workers wait for the next job in a pool per task shape (and Spot or not): any job of that shape fits."""
@@ -209,7 +232,9 @@ class FargateBackend:
             return []
         names = {key.rsplit("/", 1)[-1] for key in self.store.list(pool)}
         # waiting in the pool (.json), or already taken by another job (.assign): either way not ours to stop
-        return [r for r in refs if {f"{files.job_id}-{r.index:04d}.json", f"{files.job_id}-{r.index:04d}.assign"} & names]
+        return [
+            r for r in refs if {f"{files.job_id}-{r.index:04d}.json", f"{files.job_id}-{r.index:04d}.assign"} & names
+        ]
 
     def _take_warm(self, files: JobFiles, spec, starts: list[tuple[int, int, int]]) -> list[WorkerRef]:
         """Assign waiting warm workers of this shape to some of the starts (no RunTask, no cold start)."""
@@ -230,11 +255,23 @@ class FargateBackend:
                 continue
             index, wave, _ = starts[len(taken)]
             assignment = {"store": files.store.url, "job": files.job_id, "prefix": files.prefix, "worker": index}
-            if not self.store.create_exclusive(key[:-len(".json")] + ".assign", json.dumps(assignment).encode()):
+            if not self.store.create_exclusive(key[: -len(".json")] + ".assign", json.dumps(assignment).encode()):
                 continue  # another launcher took it, or it expired
-            taken.append(WorkerRef(index, wave, time.time(), handle=arn, info={
-                "task_arn": arn, "task_id": arn.rsplit("/", 1)[-1], "job": files.job_id, "log_stream": log_stream(arn),
-                "warm_from": entry["job"]}))
+            taken.append(
+                WorkerRef(
+                    index,
+                    wave,
+                    time.time(),
+                    handle=arn,
+                    info={
+                        "task_arn": arn,
+                        "task_id": arn.rsplit("/", 1)[-1],
+                        "job": files.job_id,
+                        "log_stream": log_stream(arn),
+                        "warm_from": entry["job"],
+                    },
+                )
+            )
         return taken
 
     def _recorded_task(self, job_id: str, worker: int) -> str | None:
@@ -256,11 +293,14 @@ class FargateBackend:
         self._require_setup()
         taskdef = self._task_definition(spec)
         ecs = self._client("ecs")
-        launch = ({"capacityProviderStrategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]} if spec.spot
-                  else {"launchType": "FARGATE"})
+        launch = (
+            {"capacityProviderStrategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]}
+            if spec.spot
+            else {"launchType": "FARGATE"}
+        )
         refs = self._take_warm(files, spec, starts)
         failures: list[LaunchFailure] = []
-        for index, wave, _budget in starts[len(refs):]:
+        for index, wave, _budget in starts[len(refs) :]:
             environment = [
                 {"name": "STARBURST_JOB", "value": files.job_id},
                 {"name": "STARBURST_WORKER", "value": str(index)},
@@ -271,29 +311,53 @@ class FargateBackend:
             self.pacer.take()
             try:
                 reply = ecs.run_task(
-                    cluster=self.config.cluster, taskDefinition=taskdef, count=1, startedBy=files.job_id[:128],
-                    networkConfiguration={"awsvpcConfiguration": {
-                        "subnets": list(self.config.subnets), "securityGroups": list(self.config.security_groups),
-                        "assignPublicIp": "ENABLED" if self.config.assign_public_ip else "DISABLED"}},
+                    cluster=self.config.cluster,
+                    taskDefinition=taskdef,
+                    count=1,
+                    startedBy=files.job_id[:128],
+                    networkConfiguration={
+                        "awsvpcConfiguration": {
+                            "subnets": list(self.config.subnets),
+                            "securityGroups": list(self.config.security_groups),
+                            "assignPublicIp": "ENABLED" if self.config.assign_public_ip else "DISABLED",
+                        }
+                    },
                     overrides={"containerOverrides": [{"name": CONTAINER, "environment": environment}]},
                     tags=[MANAGED_TAG, {"key": "starburst:job", "value": files.job_id}],
                     clientToken=uuid.uuid4().hex,  # a RunTask botocore re-sends (timeout, 5xx) starts no second task
-                    propagateTags="TASK_DEFINITION", **launch,
+                    propagateTags="TASK_DEFINITION",
+                    **launch,
                 )
-            except Exception as exc:  # noqa: BLE001 - botocore has already retried throttling and 5xx
+            except Exception as exc:  # botocore has already retried throttling and 5xx
                 reason = f"RunTask failed: {error_code(exc)}: {error_message(exc)}"
-                failures.append(LaunchFailure(index, wave, reason, _retryable(error_code(exc)) or
-                                              error_code(exc) in ("ServerException",)))
+                failures.append(
+                    LaunchFailure(
+                        index, wave, reason, _retryable(error_code(exc)) or error_code(exc) in ("ServerException",)
+                    )
+                )
                 continue
             tasks, failed = reply.get("tasks", []), reply.get("failures", [])
             if tasks:
                 arn = tasks[0]["taskArn"]
-                refs.append(WorkerRef(index, wave, time.time(), handle=arn, info={
-                    "task_arn": arn, "task_id": arn.rsplit("/", 1)[-1], "job": files.job_id,
-                    "log_stream": log_stream(arn)}))
+                refs.append(
+                    WorkerRef(
+                        index,
+                        wave,
+                        time.time(),
+                        handle=arn,
+                        info={
+                            "task_arn": arn,
+                            "task_id": arn.rsplit("/", 1)[-1],
+                            "job": files.job_id,
+                            "log_stream": log_stream(arn),
+                        },
+                    )
+                )
             else:
-                detail = "; ".join(f"{f.get('reason', '?')}{': ' + f['detail'] if f.get('detail') else ''}"
-                                   for f in failed) or "no task and no reason returned"
+                detail = (
+                    "; ".join(f"{f.get('reason', '?')}{': ' + f['detail'] if f.get('detail') else ''}" for f in failed)
+                    or "no task and no reason returned"
+                )
                 failures.append(LaunchFailure(index, wave, f"RunTask: {detail}", _retryable(detail)))
         return refs, failures
 
@@ -301,15 +365,22 @@ class FargateBackend:
         """A worker of a job another kernel launched, from its record (the task goes on regardless)."""
         keep = {k: v for k, v in info.items() if k not in ("wave", "started", "ended", "exit_code", "reason")}
         arn = info.get("task_arn")  # none for a worker whose launch was given up
-        return WorkerRef(index, int(info.get("wave", 1)), float(info.get("started") or time.time()),
-                         handle=arn, info=keep, exit_code=info.get("exit_code", -1 if not arn else None),
-                         ended=info.get("ended") or (None if arn else time.time()), reason=info.get("reason", ""))
+        return WorkerRef(
+            index,
+            int(info.get("wave", 1)),
+            float(info.get("started") or time.time()),
+            handle=arn,
+            info=keep,
+            exit_code=info.get("exit_code", -1 if not arn else None),
+            ended=info.get("ended") or (None if arn else time.time()),
+            reason=info.get("reason", ""),
+        )
 
     def _describe(self, arns: list[str]) -> dict[str, dict]:
         ecs = self._client("ecs")
         found: dict[str, dict] = {}
         for start in range(0, len(arns), DESCRIBE_BATCH):
-            reply = ecs.describe_tasks(cluster=self.config.cluster, tasks=arns[start:start + DESCRIBE_BATCH])
+            reply = ecs.describe_tasks(cluster=self.config.cluster, tasks=arns[start : start + DESCRIBE_BATCH])
             for task in reply.get("tasks", ()):
                 found[task["taskArn"]] = task
             for failure in reply.get("failures", ()):
@@ -324,7 +395,9 @@ class FargateBackend:
             task = tasks.get(ref.handle)
             if task is None or task.get("lastStatus") == "MISSING":
                 ref.exit_code, ref.ended = -1, now
-                ref.reason = f"ECS has no record of task {ref.info['task_id']} ({(task or {}).get('reason', 'missing')})"
+                ref.reason = (
+                    f"ECS has no record of task {ref.info['task_id']} ({(task or {}).get('reason', 'missing')})"
+                )
                 ended.append(ref)
                 continue
             started = task.get("pullStartedAt") or task.get("startedAt")
@@ -333,7 +406,8 @@ class FargateBackend:
             container = next((c for c in task.get("containers", ()) if c.get("name") == CONTAINER), {})
             # the worker's container ends some 10-40 s before the task reports STOPPED: its exit code counts
             if task.get("lastStatus") == "STOPPED" or (
-                    container.get("lastStatus") == "STOPPED" and container.get("exitCode") is not None):
+                container.get("lastStatus") == "STOPPED" and container.get("exitCode") is not None
+            ):
                 ref.exit_code, ref.reason = describe_stop(task)
                 stopped = task.get("stoppedAt")
                 ref.ended = stopped.timestamp() if hasattr(stopped, "timestamp") else now
@@ -345,15 +419,18 @@ class FargateBackend:
         for arn in arns:
             try:
                 ecs.stop_task(cluster=self.config.cluster, task=arn, reason=reason[:255])
-            except Exception as exc:  # noqa: BLE001 - an already-gone task is stopped enough
+            except Exception as exc:  # an already-gone task is stopped enough
                 if error_code(exc) not in ("InvalidParameterException", "ClientException"):
                     raise
 
     def _job_task_arns(self, job_id: str) -> list[str]:
         """Every task of the job that is running or about to, found in the cluster (not in our memory)."""
         arns: list[str] = []
-        pages = self._client("ecs").get_paginator("list_tasks").paginate(
-            cluster=self.config.cluster, startedBy=job_id[:128], desiredStatus="RUNNING")
+        pages = (
+            self._client("ecs")
+            .get_paginator("list_tasks")
+            .paginate(cluster=self.config.cluster, startedBy=job_id[:128], desiredStatus="RUNNING")
+        )
         for page in pages:
             arns.extend(page.get("taskArns", ()))
         return arns
@@ -374,8 +451,11 @@ class FargateBackend:
 
     def stop_recorded(self, record: dict[str, Any]) -> int:
         # (a worker taken warm from an earlier job carries that job's startedBy: the record names it)
-        refs = [self.adopt(int(i), w) for i, w in record.get("workers", {}).items()
-                if w.get("task_arn") and w.get("exit_code") is None]
+        refs = [
+            self.adopt(int(i), w)
+            for i, w in record.get("workers", {}).items()
+            if w.get("task_arn") and w.get("exit_code") is None
+        ]
         return self.stop_job(record["id"], refs, "job cancelled (launching kernel gone)")
 
     def tail_logs(self, files: JobFiles, refs: list[WorkerRef], cursor: Any):
@@ -389,8 +469,11 @@ class FargateBackend:
         lines: list[tuple[int, str]] = []
         newest, seen = cursor["since"], dict(cursor["seen"])
         for start in range(0, len(streams), LOG_STREAMS_BATCH):
-            kwargs = {"logGroupName": self.config.log_group, "logStreamNames": streams[start:start + LOG_STREAMS_BATCH],
-                      "startTime": max(0, cursor["since"] - LOG_LAG_MS)}
+            kwargs = {
+                "logGroupName": self.config.log_group,
+                "logStreamNames": streams[start : start + LOG_STREAMS_BATCH],
+                "startTime": max(0, cursor["since"] - LOG_LAG_MS),
+            }
             try:
                 for page in logs.get_paginator("filter_log_events").paginate(**kwargs):
                     for event in page.get("events", ()):
@@ -399,7 +482,7 @@ class FargateBackend:
                         seen[event["eventId"]] = event["timestamp"]
                         lines.append((by_stream[event["logStreamName"]], event["message"].rstrip("\n")))
                         newest = max(newest, event["timestamp"])
-            except Exception as exc:  # noqa: BLE001 - no stream yet (task still starting) is normal
+            except Exception as exc:  # no stream yet (task still starting) is normal
                 if error_code(exc) != "ResourceNotFoundException":
                     raise
         horizon = newest - LOG_LAG_MS
@@ -417,9 +500,13 @@ class FargateBackend:
         if not stream:
             return ""
         try:
-            reply = self._client("logs").get_log_events(logGroupName=self.config.log_group, logStreamName=stream,
-                                                        startFromHead=False, limit=max(1, min(lines, 10_000)))
-        except Exception as exc:  # noqa: BLE001
+            reply = self._client("logs").get_log_events(
+                logGroupName=self.config.log_group,
+                logStreamName=stream,
+                startFromHead=False,
+                limit=max(1, min(lines, 10_000)),
+            )
+        except Exception as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 return ""
             raise
@@ -438,7 +525,7 @@ class FargateBackend:
                 kwargs["nextToken"] = token
             try:
                 reply = logs.get_log_events(**kwargs)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if error_code(exc) == "ResourceNotFoundException":
                     return ""
                 raise

@@ -3,6 +3,7 @@
 Calls are counted per job by the thread that makes them (each job's monitor thread is named
 after its job), so a record can say what a job cost in API calls, not only in dollars.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,7 +28,9 @@ class ApiCalls:
             key = (params or {}).get("Key", "") if service == "s3" else ""
             if key:  # which of the job's objects: the cancel marker (every poll) or results/claims (data)
                 parts = key.split("/")
-                name += ":" + (parts[-2] if len(parts) > 2 and parts[-2] in ("results", "claims", "tasks") else parts[-1])
+                name += ":" + (
+                    parts[-2] if len(parts) > 2 and parts[-2] in ("results", "claims", "tasks") else parts[-1]
+                )
             with self._lock:
                 self.by_owner.setdefault(owner, Counter())[name] += 1
 
@@ -53,7 +56,8 @@ def client(service: str, region: str, calls: ApiCalls | None = None, **overrides
     from botocore.config import Config
 
     made = boto3.session.Session().client(
-        service, region_name=region, config=Config(**{**copy.deepcopy(RETRY_CONFIG), **overrides}))
+        service, region_name=region, config=Config(**{**copy.deepcopy(RETRY_CONFIG), **overrides})
+    )
     return calls.attach(made, service) if calls is not None else made
 
 

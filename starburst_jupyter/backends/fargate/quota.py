@@ -1,4 +1,5 @@
 """How many Fargate vCPUs this account may run at once: the quota minus what already runs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,10 +29,12 @@ def read_quota(quotas: Any, spot: bool, region: str) -> Quota:
     try:
         value = float(quotas.get_service_quota(ServiceCode="fargate", QuotaCode=code)["Quota"]["Value"])
         return Quota(value, "service-quotas")
-    except Exception as exc:  # noqa: BLE001 - any failure to read means: say so and use the default
-        note = (f"Could not read the Fargate {'Spot' if spot else 'On-Demand'} vCPU quota ({code}) in {region}: "
-                f"{error_code(exc)}. Planning with the default of {DEFAULT_VCPUS} vCPUs; set your account's "
-                f"figure with %burst_config fargate_vcpu_quota=N (see `starburst quota`).")
+    except Exception as exc:  # any failure to read means: say so and use the default
+        note = (
+            f"Could not read the Fargate {'Spot' if spot else 'On-Demand'} vCPU quota ({code}) in {region}: "
+            f"{error_code(exc)}. Planning with the default of {DEFAULT_VCPUS} vCPUs; set your account's "
+            f"figure with %burst_config fargate_vcpu_quota=N (see `starburst quota`)."
+        )
         return Quota(DEFAULT_VCPUS, "default", note=note)
 
 
@@ -42,7 +45,7 @@ def running_vcpus(ecs: Any, cluster: str) -> float:
         arns.extend(page.get("taskArns", ()))
     total = 0.0
     for start in range(0, len(arns), 100):
-        for task in ecs.describe_tasks(cluster=cluster, tasks=arns[start:start + 100]).get("tasks", ()):
+        for task in ecs.describe_tasks(cluster=cluster, tasks=arns[start : start + 100]).get("tasks", ()):
             total += int(task.get("cpu") or 0) / 1024
     return total
 
@@ -58,8 +61,11 @@ def describe_quota(config, spot: bool = False) -> str:
     from starburst_jupyter.backends.fargate.clients import client
 
     quotas = client("service-quotas", config.region)
-    quota = (Quota(float(config.fargate_vcpu_quota), "config") if config.fargate_vcpu_quota
-             else read_quota(quotas, spot, config.region))
+    quota = (
+        Quota(float(config.fargate_vcpu_quota), "config")
+        if config.fargate_vcpu_quota
+        else read_quota(quotas, spot, config.region)
+    )
     kind = "Spot" if spot else "On-Demand"
     lines = [f"Fargate {kind} vCPU quota in {config.region}: {quota.vcpus:g} ({quota.source})"]
     if quota.note:
@@ -67,7 +73,7 @@ def describe_quota(config, spot: bool = False) -> str:
     try:
         running = running_vcpus(client("ecs", config.region), config.cluster)
         lines.append(f"running now in cluster {config.cluster}: {running:g} vCPUs")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         running = 0.0
         lines.append(f"cluster {config.cluster}: not readable ({error_code(exc)}); run `starburst setup`")
     per_worker = float(config.cpu)

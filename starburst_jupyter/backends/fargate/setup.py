@@ -4,11 +4,13 @@ Every resource is found by its fixed name and carries the tag starburst:managed=
 says what `apply` would do (a second apply does nothing), and `teardown` deletes only what
 carries our tag, so a same-named resource of someone else's is left alone and reported.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from starburst_jupyter.backends.fargate.clients import client, error_code
 
@@ -17,10 +19,24 @@ EXECUTION_ROLE, TASK_ROLE = "starburst-execution", "starburst-task"
 SECURITY_GROUP = "starburst-workers"
 LOG_RETENTION_DAYS = 14
 JOB_EXPIRY_DAYS = 30
-_ASSUME_ECS_TASKS = json.dumps({"Version": "2012-10-17", "Statement": [{
-    "Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
-_MISSING = ("NoSuchBucket", "404", "NotFound", "NoSuchEntity", "RepositoryNotFoundException",
-            "ResourceNotFoundException", "ClusterNotFoundException", "InvalidGroup.NotFound")
+_ASSUME_ECS_TASKS = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
+)
+_MISSING = (
+    "NoSuchBucket",
+    "404",
+    "NotFound",
+    "NoSuchEntity",
+    "RepositoryNotFoundException",
+    "ResourceNotFoundException",
+    "ClusterNotFoundException",
+    "InvalidGroup.NotFound",
+)
 
 
 @dataclass
@@ -62,7 +78,7 @@ class Setup:
         try:
             probe()
             return True
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if error_code(exc) in _MISSING or "not found" in str(exc).lower():
                 return False
             raise
@@ -84,7 +100,7 @@ class Setup:
     def _role(self, name: str) -> dict | None:
         try:
             return self.c("iam").get_role(RoleName=name)["Role"]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if error_code(exc) == "NoSuchEntity":
                 return None
             raise
@@ -108,18 +124,41 @@ class Setup:
     def plan(self) -> list[Step]:
         vpc = self._default_vpc() or self._our_vpc()
         return [
-            Step("s3 bucket", self.bucket_name(), "exists" if self._bucket_exists() else "create",
-                 f"private, SSE, TLS only, job prefixes expire after {JOB_EXPIRY_DAYS} days"),
+            Step(
+                "s3 bucket",
+                self.bucket_name(),
+                "exists" if self._bucket_exists() else "create",
+                f"private, SSE, TLS only, job prefixes expire after {JOB_EXPIRY_DAYS} days",
+            ),
             Step("ecr repository", self.ecr_repository, "exists" if self._repo_exists() else "create"),
-            Step("ecs cluster", self.cluster, "exists" if self._cluster_active() else "create", "FARGATE, FARGATE_SPOT"),
-            Step("log group", self.log_group, "exists" if self._log_group_exists() else "create",
-                 f"retention {LOG_RETENTION_DAYS} days"),
-            Step("iam role", EXECUTION_ROLE, "exists" if self._role(EXECUTION_ROLE) else "create", "pulls the image, writes logs"),
+            Step(
+                "ecs cluster", self.cluster, "exists" if self._cluster_active() else "create", "FARGATE, FARGATE_SPOT"
+            ),
+            Step(
+                "log group",
+                self.log_group,
+                "exists" if self._log_group_exists() else "create",
+                f"retention {LOG_RETENTION_DAYS} days",
+            ),
+            Step(
+                "iam role",
+                EXECUTION_ROLE,
+                "exists" if self._role(EXECUTION_ROLE) else "create",
+                "pulls the image, writes logs",
+            ),
             Step("iam role", TASK_ROLE, "exists" if self._role(TASK_ROLE) else "create", "the job bucket only"),
-            Step("vpc", vpc or "starburst", "exists" if vpc else "create",
-                 "default VPC" if vpc and vpc == self._default_vpc() else "with two public subnets"),
-            Step("security group", SECURITY_GROUP, "exists" if vpc and self._security_group(vpc) else "create",
-                 "no inbound rules"),
+            Step(
+                "vpc",
+                vpc or "starburst",
+                "exists" if vpc else "create",
+                "default VPC" if vpc and vpc == self._default_vpc() else "with two public subnets",
+            ),
+            Step(
+                "security group",
+                SECURITY_GROUP,
+                "exists" if vpc and self._security_group(vpc) else "create",
+                "no inbound rules",
+            ),
         ]
 
     def apply(self) -> tuple[list[Step], dict[str, Any]]:
@@ -136,8 +175,11 @@ class Setup:
         subnets = self.c("ec2").describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
         iam = self.c("iam")
         return {
-            "bucket": self.bucket_name(), "cluster": self.cluster, "log_group": self.log_group,
-            "ecr_repository": self.ecr_repository, "region": self.region,
+            "bucket": self.bucket_name(),
+            "cluster": self.cluster,
+            "log_group": self.log_group,
+            "ecr_repository": self.ecr_repository,
+            "region": self.region,
             "subnets": sorted(s["SubnetId"] for s in subnets),
             "security_groups": [self._security_group(vpc)],
             "execution_role_arn": iam.get_role(RoleName=EXECUTION_ROLE)["Role"]["Arn"],
@@ -148,30 +190,75 @@ class Setup:
         s3, name = self.c("s3"), self.bucket_name()
         extra = {} if self.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
         s3.create_bucket(Bucket=name, **extra)
-        s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
-        s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
-        s3.put_bucket_policy(Bucket=name, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
-            "Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-            "Resource": [f"arn:aws:s3:::{name}", f"arn:aws:s3:::{name}/*"],
-            "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}))
-        s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": [
-            {"ID": "expire-old-jobs", "Status": "Enabled", "Filter": {"Prefix": "jobs/"},
-             "Expiration": {"Days": JOB_EXPIRY_DAYS}, "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1}},
-            {"ID": "expire-warm-pool-leftovers", "Status": "Enabled", "Filter": {"Prefix": "warm/"},
-             "Expiration": {"Days": 1}}]})
+        s3.put_public_access_block(
+            Bucket=name,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+        s3.put_bucket_encryption(
+            Bucket=name,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+        )
+        s3.put_bucket_policy(
+            Bucket=name,
+            Policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "TlsOnly",
+                            "Effect": "Deny",
+                            "Principal": "*",
+                            "Action": "s3:*",
+                            "Resource": [f"arn:aws:s3:::{name}", f"arn:aws:s3:::{name}/*"],
+                            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                        }
+                    ],
+                }
+            ),
+        )
+        s3.put_bucket_lifecycle_configuration(
+            Bucket=name,
+            LifecycleConfiguration={
+                "Rules": [
+                    {
+                        "ID": "expire-old-jobs",
+                        "Status": "Enabled",
+                        "Filter": {"Prefix": "jobs/"},
+                        "Expiration": {"Days": JOB_EXPIRY_DAYS},
+                        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                    },
+                    {
+                        "ID": "expire-warm-pool-leftovers",
+                        "Status": "Enabled",
+                        "Filter": {"Prefix": "warm/"},
+                        "Expiration": {"Days": 1},
+                    },
+                ]
+            },
+        )
         s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
 
     def _create_ecr_repository(self, tags: dict) -> None:
-        self.c("ecr").create_repository(repositoryName=self.ecr_repository, imageScanningConfiguration={"scanOnPush": True},
-                                        tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+        self.c("ecr").create_repository(
+            repositoryName=self.ecr_repository,
+            imageScanningConfiguration={"scanOnPush": True},
+            tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+        )
 
     def _create_ecs_cluster(self, tags: dict) -> None:
         self.c("ecs").create_cluster(
-            clusterName=self.cluster, capacityProviders=["FARGATE", "FARGATE_SPOT"],
+            clusterName=self.cluster,
+            capacityProviders=["FARGATE", "FARGATE_SPOT"],
             defaultCapacityProviderStrategy=[{"capacityProvider": "FARGATE", "weight": 1}],
-            tags=[{"key": k, "value": v} for k, v in tags.items()])
+            tags=[{"key": k, "value": v} for k, v in tags.items()],
+        )
 
     def _create_log_group(self, tags: dict) -> None:
         logs = self.c("logs")
@@ -181,51 +268,102 @@ class Setup:
     def _create_iam_role(self, tags: dict) -> None:
         iam, tag_list = self.c("iam"), [{"Key": k, "Value": v} for k, v in tags.items()]
         if not self._role(EXECUTION_ROLE):
-            iam.create_role(RoleName=EXECUTION_ROLE, AssumeRolePolicyDocument=_ASSUME_ECS_TASKS, Tags=tag_list,
-                            Description="starburst: lets ECS pull the worker image and write its logs")
+            iam.create_role(
+                RoleName=EXECUTION_ROLE,
+                AssumeRolePolicyDocument=_ASSUME_ECS_TASKS,
+                Tags=tag_list,
+                Description="starburst: lets ECS pull the worker image and write its logs",
+            )
             # inline and scoped (our repository, our log group), not the broad AWS-managed execution policy
             account, region = self.account, self.region
-            iam.put_role_policy(RoleName=EXECUTION_ROLE, PolicyName="starburst-pull-and-log", PolicyDocument=json.dumps({
-                "Version": "2012-10-17", "Statement": [
-                    {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-                    {"Effect": "Allow", "Action": ["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer",
-                                                   "ecr:BatchGetImage"],
-                     "Resource": f"arn:aws:ecr:{region}:{account}:repository/{self.ecr_repository}"},
-                    {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                     "Resource": f"arn:aws:logs:{region}:{account}:log-group:{self.log_group}:*"}]}))
+            iam.put_role_policy(
+                RoleName=EXECUTION_ROLE,
+                PolicyName="starburst-pull-and-log",
+                PolicyDocument=json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+                            {
+                                "Effect": "Allow",
+                                "Action": [
+                                    "ecr:BatchCheckLayerAvailability",
+                                    "ecr:GetDownloadUrlForLayer",
+                                    "ecr:BatchGetImage",
+                                ],
+                                "Resource": f"arn:aws:ecr:{region}:{account}:repository/{self.ecr_repository}",
+                            },
+                            {
+                                "Effect": "Allow",
+                                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                                "Resource": f"arn:aws:logs:{region}:{account}:log-group:{self.log_group}:*",
+                            },
+                        ],
+                    }
+                ),
+            )
         if not self._role(TASK_ROLE):
             bucket = self.bucket_name()
-            iam.create_role(RoleName=TASK_ROLE, AssumeRolePolicyDocument=_ASSUME_ECS_TASKS, Tags=tag_list,
-                            Description="starburst: what a worker may do (its job bucket, nothing else)")
-            iam.put_role_policy(RoleName=TASK_ROLE, PolicyName="starburst-job-bucket", PolicyDocument=json.dumps({
-                "Version": "2012-10-17", "Statement": [
-                    {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"},
-                    {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                     "Resource": [f"arn:aws:s3:::{bucket}/jobs/*", f"arn:aws:s3:::{bucket}/warm/*"]}]}))
+            iam.create_role(
+                RoleName=TASK_ROLE,
+                AssumeRolePolicyDocument=_ASSUME_ECS_TASKS,
+                Tags=tag_list,
+                Description="starburst: what a worker may do (its job bucket, nothing else)",
+            )
+            iam.put_role_policy(
+                RoleName=TASK_ROLE,
+                PolicyName="starburst-job-bucket",
+                PolicyDocument=json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"},
+                            {
+                                "Effect": "Allow",
+                                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                                "Resource": [f"arn:aws:s3:::{bucket}/jobs/*", f"arn:aws:s3:::{bucket}/warm/*"],
+                            },
+                        ],
+                    }
+                ),
+            )
 
     def _create_vpc(self, tags: dict) -> None:
         ec2, tag_spec = self.c("ec2"), [{"Key": k, "Value": v} for k, v in tags.items()]
-        vpc = ec2.create_vpc(CidrBlock="10.77.0.0/16", TagSpecifications=[
-            {"ResourceType": "vpc", "Tags": tag_spec + [{"Key": "Name", "Value": "starburst"}]}])["Vpc"]["VpcId"]
-        gateway = ec2.create_internet_gateway(TagSpecifications=[
-            {"ResourceType": "internet-gateway", "Tags": tag_spec}])["InternetGateway"]["InternetGatewayId"]
+        vpc = ec2.create_vpc(
+            CidrBlock="10.77.0.0/16",
+            TagSpecifications=[{"ResourceType": "vpc", "Tags": tag_spec + [{"Key": "Name", "Value": "starburst"}]}],
+        )["Vpc"]["VpcId"]
+        gateway = ec2.create_internet_gateway(
+            TagSpecifications=[{"ResourceType": "internet-gateway", "Tags": tag_spec}]
+        )["InternetGateway"]["InternetGatewayId"]
         ec2.attach_internet_gateway(InternetGatewayId=gateway, VpcId=vpc)
-        table = ec2.create_route_table(VpcId=vpc, TagSpecifications=[
-            {"ResourceType": "route-table", "Tags": tag_spec}])["RouteTable"]["RouteTableId"]
+        table = ec2.create_route_table(
+            VpcId=vpc, TagSpecifications=[{"ResourceType": "route-table", "Tags": tag_spec}]
+        )["RouteTable"]["RouteTableId"]
         ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", GatewayId=gateway)
         zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]][:2]
         for n, zone in enumerate(zones):
-            subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.77.{n}.0/24", AvailabilityZone=zone, TagSpecifications=[
-                {"ResourceType": "subnet", "Tags": tag_spec}])["Subnet"]["SubnetId"]
+            subnet = ec2.create_subnet(
+                VpcId=vpc,
+                CidrBlock=f"10.77.{n}.0/24",
+                AvailabilityZone=zone,
+                TagSpecifications=[{"ResourceType": "subnet", "Tags": tag_spec}],
+            )["Subnet"]["SubnetId"]
             ec2.modify_subnet_attribute(SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
             ec2.associate_route_table(RouteTableId=table, SubnetId=subnet)
 
     def _create_security_group(self, tags: dict) -> None:
         ec2 = self.c("ec2")
         vpc = self._default_vpc() or self._our_vpc()
-        ec2.create_security_group(GroupName=SECURITY_GROUP, VpcId=vpc, Description="starburst workers: no inbound",
-                                  TagSpecifications=[{"ResourceType": "security-group", "Tags": [
-                                      {"Key": k, "Value": v} for k, v in tags.items()]}])
+        ec2.create_security_group(
+            GroupName=SECURITY_GROUP,
+            VpcId=vpc,
+            Description="starburst workers: no inbound",
+            TagSpecifications=[
+                {"ResourceType": "security-group", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+            ],
+        )
 
     # ----- teardown -------------------------------------------------------------------------
     def teardown(self, dry_run: bool = False) -> list[Step]:
@@ -247,33 +385,65 @@ class Setup:
             cluster = ecs.describe_clusters(clusters=[self.cluster], include=["TAGS"])["clusters"][0]
             running = ecs.list_tasks(cluster=self.cluster, desiredStatus="RUNNING").get("taskArns", [])
             if running and not dry_run:
-                raise RuntimeError(f"ECS cluster {self.cluster} in {self.region} still runs {len(running)} task(s); cancel "
-                                   f"their jobs (%burst_status, %burst_cancel) and run teardown again.")
-            act("ecs cluster", self.cluster, True, _has_tag(cluster.get("tags"), "key", "value"),
-                lambda: ecs.delete_cluster(cluster=self.cluster))
+                raise RuntimeError(
+                    f"ECS cluster {self.cluster} in {self.region} still runs {len(running)} task(s); cancel "
+                    f"their jobs (%burst_status, %burst_cancel) and run teardown again."
+                )
+            act(
+                "ecs cluster",
+                self.cluster,
+                True,
+                _has_tag(cluster.get("tags"), "key", "value"),
+                lambda: ecs.delete_cluster(cluster=self.cluster),
+            )
         else:
             act("ecs cluster", self.cluster, False, False, lambda: None)
-        for arn in ecs.list_task_definitions(familyPrefix="starburst-worker-", status="ACTIVE").get("taskDefinitionArns", []):
+        for arn in ecs.list_task_definitions(familyPrefix="starburst-worker-", status="ACTIVE").get(
+            "taskDefinitionArns", []
+        ):
             steps.append(Step("task definition", arn.rsplit("/", 1)[-1], "delete"))
             if not dry_run:
                 ecs.deregister_task_definition(taskDefinition=arn)
 
         s3, bucket = self.c("s3"), self.bucket_name()
         present = self._bucket_exists()
-        act("s3 bucket", bucket, present, present and _has_tag(_bucket_tags(s3, bucket), "Key", "Value"),
-            lambda: empty_and_delete_bucket(s3, bucket))
+        act(
+            "s3 bucket",
+            bucket,
+            present,
+            present and _has_tag(_bucket_tags(s3, bucket), "Key", "Value"),
+            lambda: empty_and_delete_bucket(s3, bucket),
+        )
 
         ecr = self.c("ecr")
         present = self._repo_exists()
-        ours = present and _has_tag(ecr.list_tags_for_resource(resourceArn=ecr.describe_repositories(
-            repositoryNames=[self.ecr_repository])["repositories"][0]["repositoryArn"]).get("tags"), "Key", "Value")
-        act("ecr repository", self.ecr_repository, present, ours,
-            lambda: ecr.delete_repository(repositoryName=self.ecr_repository, force=True))
+        ours = present and _has_tag(
+            ecr.list_tags_for_resource(
+                resourceArn=ecr.describe_repositories(repositoryNames=[self.ecr_repository])["repositories"][0][
+                    "repositoryArn"
+                ]
+            ).get("tags"),
+            "Key",
+            "Value",
+        )
+        act(
+            "ecr repository",
+            self.ecr_repository,
+            present,
+            ours,
+            lambda: ecr.delete_repository(repositoryName=self.ecr_repository, force=True),
+        )
 
         logs = self.c("logs")
         present = self._log_group_exists()
-        ours = present and _has_tag([{"Key": k, "Value": v} for k, v in logs.list_tags_log_group(
-            logGroupName=self.log_group).get("tags", {}).items()], "Key", "Value")
+        ours = present and _has_tag(
+            [
+                {"Key": k, "Value": v}
+                for k, v in logs.list_tags_log_group(logGroupName=self.log_group).get("tags", {}).items()
+            ],
+            "Key",
+            "Value",
+        )
         act("log group", self.log_group, present, ours, lambda: logs.delete_log_group(logGroupName=self.log_group))
 
         iam = self.c("iam")
@@ -283,10 +453,17 @@ class Setup:
             act("iam role", name, bool(role), ours, lambda name=name: _delete_role(iam, name))
 
         ec2 = self.c("ec2")
-        groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [SECURITY_GROUP]}])["SecurityGroups"]
+        groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [SECURITY_GROUP]}])[
+            "SecurityGroups"
+        ]
         for group in groups:
-            act("security group", group["GroupId"], True, _has_tag(group.get("Tags"), "Key", "Value"),
-                lambda group=group: ec2.delete_security_group(GroupId=group["GroupId"]))
+            act(
+                "security group",
+                group["GroupId"],
+                True,
+                _has_tag(group.get("Tags"), "Key", "Value"),
+                lambda group=group: ec2.delete_security_group(GroupId=group["GroupId"]),
+            )
         vpc = self._our_vpc()
         if vpc:
             act("vpc", vpc, True, True, lambda: _delete_vpc(ec2, vpc))
@@ -300,7 +477,7 @@ def _has_tag(tags: list[dict] | None, key_name: str, value_name: str) -> bool:
 def _bucket_tags(s3: Any, bucket: str) -> list[dict]:
     try:
         return s3.get_bucket_tagging(Bucket=bucket).get("TagSet", [])
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if error_code(exc) in ("NoSuchTagSet", "NoSuchTagSetError"):
             return []
         raise
@@ -328,7 +505,9 @@ def _delete_role(iam: Any, name: str) -> None:
 def _delete_vpc(ec2: Any, vpc: str) -> None:
     for subnet in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]:
         ec2.delete_subnet(SubnetId=subnet["SubnetId"])
-    for gateway in ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc]}])["InternetGateways"]:
+    for gateway in ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc]}])[
+        "InternetGateways"
+    ]:
         ec2.detach_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"], VpcId=vpc)
         ec2.delete_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"])
     for table in ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"]:
@@ -343,8 +522,13 @@ def set_up(config: Any, dry_run: bool = False) -> tuple[list[Step], dict[str, An
     """What `starburst setup` and %burst_setup do: plan, or create what is missing and save it to the config."""
     from starburst_jupyter.core.config import save_values
 
-    setup = Setup(config.region, cluster=config.cluster, log_group=config.log_group,
-                  ecr_repository=config.ecr_repository, bucket=config.bucket)
+    setup = Setup(
+        config.region,
+        cluster=config.cluster,
+        log_group=config.log_group,
+        ecr_repository=config.ecr_repository,
+        bucket=config.bucket,
+    )
     if dry_run:
         return setup.plan(), {}
     steps, settings = setup.apply()
@@ -355,10 +539,17 @@ def set_up(config: Any, dry_run: bool = False) -> tuple[list[Step], dict[str, An
 def tear_down(config: Any, dry_run: bool = False) -> list[Step]:
     from starburst_jupyter.core.config import save_values
 
-    setup = Setup(config.region, cluster=config.cluster, log_group=config.log_group,
-                  ecr_repository=config.ecr_repository, bucket=config.bucket)
+    setup = Setup(
+        config.region,
+        cluster=config.cluster,
+        log_group=config.log_group,
+        ecr_repository=config.ecr_repository,
+        bucket=config.bucket,
+    )
     steps = setup.teardown(dry_run=dry_run)
     if not dry_run:
-        save_values({key: "none" for key in ("bucket", "execution_role_arn", "task_role_arn")} |
-                    {"subnets": "", "security_groups": ""})
+        save_values(
+            {key: "none" for key in ("bucket", "execution_role_arn", "task_role_arn")}
+            | {"subnets": "", "security_groups": ""}
+        )
     return steps

@@ -1,4 +1,5 @@
 """Task definitions: registered once per (image, size, roles, log group, arch) and reused."""
+
 from __future__ import annotations
 
 import hashlib
@@ -43,7 +44,7 @@ def ensure_task_definition(ecs: Any, shape: TaskShape) -> str:
         found = ecs.describe_task_definition(taskDefinition=shape.family)["taskDefinition"]
         if found.get("status") == "ACTIVE":
             return found["taskDefinitionArn"]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         if error_code(exc) not in ("ClientException", "InvalidParameterException", "ResourceNotFoundException"):
             raise
     reply = ecs.register_task_definition(
@@ -54,20 +55,29 @@ def ensure_task_definition(ecs: Any, shape: TaskShape) -> str:
         memory=str(shape.memory_mib),
         executionRoleArn=shape.execution_role_arn,
         taskRoleArn=shape.task_role_arn,
-        runtimePlatform={"cpuArchitecture": "ARM64" if shape.arch == "arm64" else "X86_64",
-                         "operatingSystemFamily": "LINUX"},
-        containerDefinitions=[{
-            "name": CONTAINER,
-            "image": shape.image,
-            "essential": True,
-            "memory": shape.memory_mib,
-            "command": ["python", "-m", "starburst_jupyter.worker"],
-            "environment": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
-            "stopTimeout": 10,
-            "logConfiguration": {"logDriver": "awslogs", "options": {
-                "awslogs-group": shape.log_group, "awslogs-region": shape.region,
-                "awslogs-stream-prefix": STREAM_PREFIX}},
-        }],
+        runtimePlatform={
+            "cpuArchitecture": "ARM64" if shape.arch == "arm64" else "X86_64",
+            "operatingSystemFamily": "LINUX",
+        },
+        containerDefinitions=[
+            {
+                "name": CONTAINER,
+                "image": shape.image,
+                "essential": True,
+                "memory": shape.memory_mib,
+                "command": ["python", "-m", "starburst_jupyter.worker"],
+                "environment": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+                "stopTimeout": 10,
+                "logConfiguration": {
+                    "logDriver": "awslogs",
+                    "options": {
+                        "awslogs-group": shape.log_group,
+                        "awslogs-region": shape.region,
+                        "awslogs-stream-prefix": STREAM_PREFIX,
+                    },
+                },
+            }
+        ],
         tags=[MANAGED_TAG],
     )
     return reply["taskDefinition"]["taskDefinitionArn"]
