@@ -56,7 +56,7 @@ def fargate(account, moto_server, moto_env, monkeypatch):
     """This test's config points at the set-up account with a quota of 4 vCPUs; the agent runs tasks."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setattr("starburst_jupyter.core.launcher.LAUNCH_BACKOFF_SECONDS", (0.05, 0.2))
+    monkeypatch.setattr("starburst_jupyter.core.driver.LAUNCH_BACKOFF_SECONDS", (0.05, 0.2))
     save_values(account)
     save_values(
         {
@@ -206,7 +206,7 @@ def test_cancel_from_another_process_when_the_kernel_is_gone(fargate, moto_serve
     # the monitor keeps running; we pretend its kernel died by faking the owner
     record = JobStore().read(handle.id)
     record["owner"] = {"pid": 2**22 + 1, "host": record["owner"]["host"]}
-    handle._monitor.launcher.store.write(record)
+    handle._monitor.records.write(record)
     stopped = Launcher().backend("fargate").stop_recorded(record)
     assert stopped == 2
     assert ecs_tasks(moto_server, startedBy=handle.id, desiredStatus="RUNNING") == []

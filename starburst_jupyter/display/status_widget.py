@@ -55,13 +55,10 @@ def _index(store: JobStore) -> Any:
 
 
 def _live_handle(job_id: str) -> Any:
-    """The JobHandle of a job running in this kernel (its monitor is in launcher._LIVE), else None."""
-    from starburst_jupyter.core import launcher
+    """The JobHandle of a job running in this kernel, else None."""
+    from starburst_jupyter.core.driver import live_drivers
 
-    for monitor in list(getattr(launcher, "_LIVE", ())):
-        if getattr(monitor, "job_id", None) == job_id:
-            return monitor.handle
-    return None
+    return next((driver.handle for driver in live_drivers() if driver.job_id == job_id), None)
 
 
 def view_from_record(record: dict[str, Any]) -> JobView:

@@ -1,0 +1,131 @@
+"""What a submitted job is to its caller: a handle to wait on, cancel and watch, and its result.
+
+The handle talks to the job's driver (core/driver.py) and nothing else; faces hold handles."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starburst_jupyter.core import events as ev
+from starburst_jupyter.core.plan import Plan
+from starburst_jupyter.core.spec import JobSpec
+from starburst_jupyter.errors import (
+    BurstCancelled,
+    BurstTimeout,
+    RemoteTraceback,
+)
+
+if TYPE_CHECKING:
+    from starburst_jupyter.core.driver import JobDriver
+
+
+@dataclass
+class JobResult:
+    job_id: str
+    state: str  # done, failed, cancelled
+    values: list[Any]  # item order; failed slots hold the exception
+    failures: list[tuple[int, BaseException]]
+    outputs: dict[int, tuple[str, str]]  # item -> (stdout, stderr), where non-empty
+    duration: float
+    cost: float
+    message: str = ""
+    cancelled_by: str = ""  # "user", "timeout" or "max-cost" when state is "cancelled"
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "done" and not self.failures
+
+    def failure_report(self, limit: int = 10) -> str:
+        """One message naming every failed item, with the first few remote tracebacks in full."""
+        lines = [f"{len(self.failures)} of {len(self.values)} items failed in job {self.job_id}:"]
+        for index, exc in self.failures[:limit]:
+            cause = exc.__cause__.tb if isinstance(exc.__cause__, RemoteTraceback) else f"{type(exc).__name__}: {exc}\n"
+            lines.append(f"\n--- item {index} ---\n{cause.rstrip()}")
+        if len(self.failures) > limit:
+            rest = ", ".join(str(i) for i, _ in self.failures[limit : limit + 40])
+            more = "..." if len(self.failures) > limit + 40 else ""
+            lines.append(f"\n... and {len(self.failures) - limit} more failed items: {rest}{more}")
+        return "\n".join(lines)
+
+
+class JobHandle:
+    """A submitted job: wait for it, cancel it, watch its events."""
+
+    def __init__(self, job_id: str, spec: JobSpec, events: ev.EventBus):
+        self.id, self.spec, self.events = job_id, spec, events
+        self.state = "queued"
+        self._finished = threading.Event()
+        self._result: JobResult | None = None
+        self._monitor: JobDriver | None = None
+
+    @property
+    def plan(self) -> Plan:
+        return self._monitor.plan
+
+    @property
+    def outcome(self) -> JobResult | None:
+        """The result once the job has ended, else None."""
+        return self._result
+
+    def start(self) -> None:
+        """Launch a job submitted with start=False."""
+        self._monitor.start()
+
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def cancel(self, reason: str = "cancelled by user") -> None:
+        if self._monitor is not None:
+            self._monitor.request_cancel(reason)
+
+    def add_items(self, items: list[Any]) -> list[int]:
+        """Queue more items on an open job (BurstExecutor); returns their indices."""
+        return self._monitor.add_items(items)
+
+    def on_item(self, callback: Callable[[int, bool, Any], None]) -> None:
+        """callback(index, ok, value_or_exception) as each item gets its final outcome (from the job's thread)."""
+        self._monitor.item_callbacks.append(callback)
+
+    def stop_worker(self, worker: int) -> None:
+        """End one worker; what it held goes to the others without counting as a crash."""
+        self._monitor.stop_requests.add(worker)
+
+    def withdraw(self, index: int) -> bool:
+        """Take a not-yet-started item out of the queue; False if a worker already has it."""
+        return self._monitor.withdraw(index)
+
+    def close(self) -> None:
+        """An open job takes no more items and finishes when the queued ones are done."""
+        self._monitor.close()
+
+    def wait(self, timeout: float | None = None) -> JobResult:
+        """Block until the job ends. The stop button (KeyboardInterrupt) cancels the job first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while not self._finished.wait(0.1):
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {self.id} still running after {timeout} s (it goes on)")
+        except KeyboardInterrupt:
+            self.cancel("interrupted (stop button / Ctrl-C)")
+            self._finished.wait()  # the workers are being ended; a second interrupt stops waiting
+            raise
+        return self._result
+
+    def result(self) -> JobResult:
+        """Wait, then raise for a cancelled job; failed items stay in the result for the face to report."""
+        result = self.wait()
+        if result.state == "cancelled":
+            kind = BurstTimeout if result.cancelled_by == "timeout" else BurstCancelled
+            error = kind(
+                f"Job {self.id} was cancelled: {result.message}. Results of the items that finished "
+                f"are in this error's .results.",
+                job_id=self.id,
+                failures=result.failures,
+            )
+            error.results = result.values
+            raise error
+        return result
