@@ -15,6 +15,7 @@ from helpers import latest_record, wait_for
 from starburst_jupyter import burst_map
 from starburst_jupyter.backends.fargate.setup import set_up
 from starburst_jupyter.core.config import load_config, save_values
+from starburst_jupyter.core.decisions import Timings
 from starburst_jupyter.core.launcher import Launcher
 from starburst_jupyter.core.spec import build_spec
 from starburst_jupyter.errors import BurstError
@@ -56,7 +57,7 @@ def fargate(account, moto_server, moto_env, monkeypatch):
     """This test's config points at the set-up account with a quota of 4 vCPUs; the agent runs tasks."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setattr("starburst_jupyter.core.driver.LAUNCH_BACKOFF_SECONDS", (0.05, 0.2))
+    monkeypatch.setattr(Launcher, "timings", Timings(launch_backoff=(0.05, 0.2)))
     save_values(account)
     save_values(
         {

@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from starburst_jupyter.backends import OneByOneBackend, WorkerRef
-from starburst_jupyter.backends.local import describe_exit
+from starburst_jupyter.backends.base import OneByOneBackend, WorkerRef, WorkerStart
 from starburst_jupyter.core.config import Config, starburst_home
+from starburst_jupyter.core.spec import JobSpec
+from starburst_jupyter.protocol.exits import describe as describe_exit
 from starburst_jupyter.protocol.jobfiles import JobFiles
 from starburst_jupyter.stores.objects import LocalFolderStore
 
@@ -31,14 +32,13 @@ class DockerBackend(OneByOneBackend):
     poll_seconds = (0.05, 0.5)  # each poll is one engine API call per running container
     log_poll_seconds = 0.5
 
-    def __init__(self, home: Path | None = None, config: Config | None = None, client: Any = None):
+    def __init__(self, config: Config | None = None, home: Path | None = None, client: Any = None):
         self.home = Path(home) if home else starburst_home()
         self.config = config or Config()
         self.store = LocalFolderStore(self.home)
         self._client = client
         self._image: str | None = None
         self._lock = threading.Lock()
-        self._spec: Any = None
 
     # ----- the engine and the image ------------------------------------------------------------
     @property
@@ -84,8 +84,7 @@ class DockerBackend(OneByOneBackend):
 
     # ----- the Backend protocol ------------------------------------------------------------------
     def concurrency(self, spec: Any) -> int:
-        self.prepare(spec)  # the first call the launcher makes: an image problem stops the job before launch
-        self._spec = spec
+        self.prepare(spec)  # an image problem stops the job before launch (the launcher prepares first anyway)
         if self.config.local_concurrency:
             return self.config.local_concurrency
         cpus = os.cpu_count() or 1
@@ -95,12 +94,9 @@ class DockerBackend(OneByOneBackend):
     def job_files(self, job_id: str) -> JobFiles:
         return JobFiles(self.store, job_id)
 
-    def start_workers(self, files: JobFiles, spec: Any, starts: list[tuple[int, int, int]]):
-        self._spec = spec
-        return super().start_workers(files, spec, starts)
-
-    def start_worker(self, files: JobFiles, index: int, wave: int, budget: int) -> WorkerRef:
-        image = self.prepare(self._spec)
+    def start_worker(self, files: JobFiles, spec: JobSpec, start: WorkerStart) -> WorkerRef:
+        index = start.index
+        image = self.prepare(spec)
         job_dir = self.store.path(files.prefix).resolve()
         job_dir.mkdir(parents=True, exist_ok=True)
         command = [
@@ -116,11 +112,8 @@ class DockerBackend(OneByOneBackend):
             "--worker",
             str(index),
             "--budget",
-            str(budget),
+            str(start.budget),
         ]
-        limits: dict[str, Any] = {}
-        if self._spec is not None:
-            limits["mem_limit"] = f"{int(self._spec.memory_mib)}m"
         container = self.client.containers.run(
             image,
             command,
@@ -133,10 +126,10 @@ class DockerBackend(OneByOneBackend):
             # The kernel's user, so the job's files stay the kernel's to read and delete.
             user=f"{os.getuid()}:{os.getgid()}",
             environment={"PYTHONUNBUFFERED": "1", "HOME": "/tmp"},
-            **limits,
+            mem_limit=f"{int(spec.memory_mib)}m",
         )
         return WorkerRef(
-            index, wave, time.time(), handle=container, info={"container": container.id[:12], "image": image}
+            index, start.wave, time.time(), handle=container, info={"container": container.id[:12], "image": image}
         )
 
     def poll(self, ref: WorkerRef) -> int | None:
@@ -192,7 +185,7 @@ class DockerBackend(OneByOneBackend):
                 ref.reason = describe_exit(code)
             self._finish(ref, code)
 
-    def stop_job(self, job_id: str, refs: list[WorkerRef], reason: str = "") -> int:
+    def stop_job(self, job_id: str, refs: list[WorkerRef], reason: str = "", keep: frozenset[str] = frozenset()) -> int:
         """Stop this job's workers we hold, then any other container labelled with the job."""
         alive = [r for r in refs if r.exit_code is None]
         self.stop(alive)

@@ -10,34 +10,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from starburst_jupyter.backends import OneByOneBackend, WorkerRef
-from starburst_jupyter.core.config import starburst_home
+from starburst_jupyter.backends.base import OneByOneBackend, WorkerRef, WorkerStart
+from starburst_jupyter.core.config import Config, starburst_home
+from starburst_jupyter.core.spec import JobSpec
+from starburst_jupyter.protocol import exits
 from starburst_jupyter.protocol.jobfiles import JobFiles
 from starburst_jupyter.stores.objects import LocalFolderStore
-from starburst_jupyter.worker.runner import EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM, EXIT_OK
-
-_SIGNAL_NAMES = {-s.value: s.name for s in signal.Signals}
-
-
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        return f"killed by {_SIGNAL_NAMES.get(code, f'signal {-code}')}"
-    return {
-        EXIT_OK: "finished",
-        EXIT_CANCELLED: "stopped: job cancelled",
-        EXIT_DEADLINE: "stopped: job deadline passed",
-        EXIT_NO_PROGRAM: "could not load the job's program",
-    }.get(code, f"exit code {code}")
 
 
 class LocalBackend(OneByOneBackend):
     name = "local"
 
-    def __init__(self, home: Path | None = None, concurrency: int | None = None):
+    def __init__(self, config: Config | None = None, home: Path | None = None):
         self.home = Path(home) if home else starburst_home()
-        self._concurrency = concurrency or os.cpu_count() or 1
+        self._concurrency = (config.local_concurrency if config else None) or os.cpu_count() or 1
         self.store = LocalFolderStore(self.home)
 
     def concurrency(self, spec) -> int:
@@ -56,7 +42,8 @@ class LocalBackend(OneByOneBackend):
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def start_worker(self, files: JobFiles, index: int, wave: int, budget: int) -> WorkerRef:
+    def start_worker(self, files: JobFiles, spec: JobSpec, start: WorkerStart) -> WorkerRef:
+        index = start.index
         log_path = self.store.path(files.log_key(index))
         log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -72,7 +59,7 @@ class LocalBackend(OneByOneBackend):
             "--worker",
             str(index),
             "--budget",
-            str(budget),
+            str(start.budget),
         ]
         with open(log_path, "ab") as log:
             # A new session: a terminal's Ctrl-C reaches the kernel, which cancels the job in order.
@@ -85,12 +72,12 @@ class LocalBackend(OneByOneBackend):
                 env=self._env(),
                 start_new_session=True,
             )
-        return WorkerRef(index, wave, time.time(), handle=proc, info={"pid": proc.pid})
+        return WorkerRef(index, start.wave, time.time(), handle=proc, info={"pid": proc.pid})
 
     def poll(self, ref: WorkerRef) -> int | None:
         code = ref.handle.poll()
         if code is not None and not ref.reason:
-            ref.reason = describe_exit(code)
+            ref.reason = exits.describe(code)
         return code
 
     def stop(self, refs: list[WorkerRef], grace: float = 2.0) -> None:

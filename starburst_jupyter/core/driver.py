@@ -14,10 +14,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from starburst_jupyter.backends import Backend, LaunchFailure, WorkerRef
+from starburst_jupyter.backends import Backend, LaunchFailure, WorkerRef, capabilities_of
 from starburst_jupyter.core import events as ev
 from starburst_jupyter.core import pricing
 from starburst_jupyter.core.config import Config
+from starburst_jupyter.core.decisions import (
+    CostRule,
+    LaunchState,
+    PendingLaunch,
+    Timings,
+    WorkerEnd,
+    decide_launches,
+    item_is_lost,
+    judge_worker_end,
+    projected_cost,
+    relaunch_delay,
+)
 from starburst_jupyter.core.job import JobHandle, JobResult
 from starburst_jupyter.core.plan import Plan
 from starburst_jupyter.errors import (
@@ -28,14 +40,10 @@ from starburst_jupyter.errors import (
 )
 from starburst_jupyter.protocol import serialize
 from starburst_jupyter.protocol.jobfiles import ItemResult
+from starburst_jupyter.protocol.workerspec import OPEN_JOB_IDLE_SECONDS, PlanShare, Timing, WorkerSpec
 from starburst_jupyter.stores.records import TERMINAL_STATES, JobStore
-from starburst_jupyter.worker.runner import EXIT_CANCELLED, EXIT_DEADLINE
 
 MAX_RECORDED_FAILURES = 50
-MAX_LAUNCH_ATTEMPTS = 6  # per worker, with back-off 2, 4, 8, 16, 30 s between them
-LAUNCH_BACKOFF_SECONDS = (2.0, 30.0)  # first delay (doubling) and the longest
-RESULT_WINDOW_SECONDS = 20.0  # a quick result listing covers objects written this recently (clock skew, uploads)
-SWEEP_SECONDS = 60.0  # ... and a full listing runs this often, and whenever a worker dies
 _LIVE: weakref.WeakSet[JobDriver] = weakref.WeakSet()
 
 
@@ -80,6 +88,7 @@ class JobDriver(threading.Thread):
         items: list[Any],
         open_job: bool,
         rate: pricing.Rate,
+        timings: Timings,
     ):
         super().__init__(daemon=True, name=f"starburst-{handle.id}")
         self.config, self.records = config, records
@@ -87,7 +96,10 @@ class JobDriver(threading.Thread):
         self.spec, self.job_id, self.bus = handle.spec, handle.id, handle.events
         self.files = backend.job_files(handle.id)
         self.chunks, self.initial_items, self.open_job = chunks, items, open_job
+        self.timings = timings
+        self.caps = capabilities_of(backend)
         self.per_second = pricing.per_second(rate, self.spec.cpu_units, self.spec.memory_mib)
+        self.cost_rule = CostRule(self.spec.max_cost, self.per_second)
         self.items: list[_Item] = []
         self.blocks: dict[int, list[int]] = {}
         self.claims: dict[int, int] = {}
@@ -96,9 +108,7 @@ class JobDriver(threading.Thread):
         self.last_sweep = 0.0
         self.claim_floor = 0  # every block below it is claimed
         self.workers: dict[int, WorkerRef] = {}
-        self.pending_launch: dict[
-            int, tuple[int, int, int, float, str]
-        ] = {}  # index -> wave, budget, attempts, due, why
+        self.pending_launch: dict[int, PendingLaunch] = {}  # worker index -> its next launch attempt
         self.log_cursor: Any = None
         self.last_log_poll = 0.0
         self.kept_warm: dict[int, str] = {}  # worker index -> task kept running for the next job
@@ -129,16 +139,17 @@ class JobDriver(threading.Thread):
     def prepare(self) -> None:
         """Write everything workers need before any of them starts (nothing is launched on failure)."""
         self.files.write_spec(
-            {
-                **self.spec.to_json(),
-                **self.backend.timing,
-                "job_id": self.job_id,
-                "deadline": self.deadline,
-                "plan": {"workers": self.plan.workers, "budget": self.plan.budget},
-                **(self.backend.spec_extras(self.spec) if hasattr(self.backend, "spec_extras") else {}),
-                "open": self.open_job,
-                "idle_seconds": 30.0 if self.open_job else 0.0,
-            }
+            WorkerSpec(
+                job_id=self.job_id,
+                deadline=self.deadline,
+                max_result_bytes=self.spec.max_result_bytes,
+                timing=Timing(**self.backend.timing),
+                plan=PlanShare(self.plan.workers, self.plan.budget),
+                open=self.open_job,
+                idle_seconds=OPEN_JOB_IDLE_SECONDS if self.open_job else 0.0,
+                job=self.spec.to_json(),
+                **(self.caps.warm.spec_extras(self.spec) if self.caps.warm else {}),
+            )
         )
         self.files.write_program(self.chunks)
         self.chunks = None  # the kernel keeps no second copy of the captured names
@@ -156,18 +167,16 @@ class JobDriver(threading.Thread):
         """Rebuild the job's state from its store and record (the attach path): blocks and which items they
         hold, the workers the record names; results and claims come with the first (full) scan."""
         spec = self.files.read_spec()
-        plan = spec.get("plan", {})
-        self.plan = Plan(
-            [], int(plan.get("workers", self.plan.workers)), self.plan.concurrency, int(plan.get("budget", 0))
-        )
-        self.deadline, self.created, self.started = float(spec["deadline"]), record["created"], record["started"]
+        self.plan = Plan([], spec.plan.workers or self.plan.workers, self.plan.concurrency, spec.plan.budget)
+        self.deadline, self.created, self.started = spec.deadline, record["created"], record["started"]
         self.items = [_Item() for _ in range(int(record["total"]))]
         for block in self.files.list_blocks():  # later blocks (retries) supersede earlier ones
             self.blocks[block] = [index for index, _ in self.files.read_block(block)]
             for index in self.blocks[block]:
                 self.items[index].block = block
         for key, info in record.get("workers", {}).items():
-            ref = self.backend.adopt(int(key), info)
+            assert self.caps.attach is not None  # the launcher attaches only where the backend can
+            ref = self.caps.attach.adopt(int(key), info)
             self.workers[ref.index] = ref
         self.next_worker = max(self.workers, default=-1) + 1
         waves = record.get("waves", {})
@@ -239,7 +248,7 @@ class JobDriver(threading.Thread):
                         self._finish()
                         break
                 pause = quickest if changed else min(pause * 1.5, slowest)  # a cloud backend pays per poll
-                due = min((p[3] for p in self.pending_launch.values()), default=None)
+                due = min((p.due for p in self.pending_launch.values()), default=None)
                 self.wake.wait(pause if due is None else max(quickest, min(pause, due - time.time())))
                 self.wake.clear()
         except BaseException as exc:  # the job must end recorded, never hang a wait()
@@ -264,24 +273,28 @@ class JobDriver(threading.Thread):
                 self.backend.stop([ref])
                 ref.reason = "stopped by user"
         exited = self._poll_workers()
+        # Why a worker ended is read from the job (cancelled? at its deadline?), never from its exit code alone.
+        near_deadline = now >= self.deadline - self.timings.deadline_slack
+        cancelled = self.cancel_reason is not None or self.files.cancel_requested()
         # a worker that died may have written results a quick listing misses: sweep before retrying its work
         # (one that ended cleanly flushed its last results just now, well inside the quick listing's window)
-        died = any(r.exit_code not in (0, EXIT_CANCELLED, EXIT_DEADLINE) for r in exited)
-        full = died or now - self.last_sweep >= SWEEP_SECONDS
+        died = any(self._judge_end(ref, cancelled, near_deadline).sweep for ref in exited)
+        full = died or now - self.last_sweep >= self.timings.sweep
         changed = self._scan_claims(full)
         changed |= self._collect_results(full)
-        for ref in exited:
-            if ref.exit_code not in (EXIT_CANCELLED, EXIT_DEADLINE):  # those ended on purpose
+        ends = [(ref, self._judge_end(ref, cancelled, near_deadline)) for ref in exited]  # knowing its claims now
+        for ref, end in ends:
+            if end.requeue:
                 self._requeue_from(ref)
-        self._check_startup_failures(exited)
+        self._check_startup_failures([ref for ref, end in ends if end.startup_failure])
         self._launch_workers()
         if now - self.last_log_poll >= self.backend.log_poll_seconds:
             self._tail_logs(now)
-        if now - self.last_cost_tick >= 1.0:
+        if now - self.last_cost_tick >= self.timings.cost_every:
             self._tick_cost(now)
         if self.state == "launching" and any(r.exit_code is None for r in self.workers.values()):
             self._set_state("running")
-        if now - self.last_record >= 0.5:
+        if now - self.last_record >= self.timings.record_every:
             self._write_record()
         return changed or bool(exited)
 
@@ -292,42 +305,41 @@ class JobDriver(threading.Thread):
     def _alive(self) -> list[WorkerRef]:
         return [r for r in self.workers.values() if r.exit_code is None]
 
+    def _judge_end(self, ref: WorkerRef, cancelled: bool, near_deadline: bool) -> WorkerEnd:
+        return judge_worker_end(
+            ref.exit_code,
+            cancel_requested=cancelled,
+            near_deadline=near_deadline,
+            claimed_any=ref.index in self.claims.values(),
+            stopped_by_user=ref.index in self.stopped_by_user,
+            launch_failed=bool(ref.info.get("launch_failed")),
+        )
+
     def _launch_workers(self) -> None:
         now = time.time()
-        unclaimed = sum(1 for b, idx in self.blocks.items() if b not in self.claims)
-        due = [(i, wave, budget) for i, (wave, budget, _, at, _) in self.pending_launch.items() if at <= now]
-        for index, _, _ in due[unclaimed:]:  # no work left for them: a cold start for nothing
+        lost = sum(1 for r in self.workers.values() if r.exit_code not in (None, 0) or r.index in self.stopped_by_user)
+        decision = decide_launches(
+            LaunchState(
+                now=now,
+                plan=self.plan,
+                unclaimed=sum(1 for b in self.blocks if b not in self.claims),
+                alive=len(self._alive()),
+                pending=self.pending_launch,
+                next_worker=self.next_worker,
+                lost=lost,
+                latest_wave=max(self.waves_started or {1}),
+                accrued=self.cost,
+            ),
+            self.cost_rule,
+        )
+        for index in decision.dropped:
             self.pending_launch.pop(index)
-        starts = due[:unclaimed]
-        waiting = len(self.pending_launch) - len(starts)  # slots kept for workers retried later
-        alive = len(self._alive()) + waiting
-        while alive + len(starts) < self.plan.concurrency and unclaimed > len(starts):
-            planned = self.next_worker < self.plan.workers
-            if not planned:  # beyond the plan only to replace workers that died, or if none is left
-                lost = sum(
-                    1 for r in self.workers.values() if r.exit_code not in (None, 0) or r.index in self.stopped_by_user
-                )
-                if alive + len(starts) > 0 and self.next_worker - self.plan.workers >= lost:
-                    break
-            if self.spec.max_cost is not None and (
-                self.cost + self.per_second * pricing.MINIMUM_BILLED_SECONDS * (len(starts) + 1) > self.spec.max_cost
-            ):
-                if alive + len(starts) == 0:
-                    self.cancel_reason, self.cancelled_by = (
-                        f"starting another worker would pass --max-cost ${self.spec.max_cost:g} "
-                        f"(accrued ${self.cost:.4f})",
-                        "max-cost",
-                    )
-                break
-            index = self.next_worker
-            wave = self.plan.wave_of(index) if planned else max(self.waves_started or {1})
-            # The last planned worker has no budget: it takes whatever the others' budgets left over.
-            budget = self.plan.budget if planned and index < self.plan.workers - 1 else 0
-            self.next_worker += 1
-            starts.append((index, wave, budget))
-        if not starts:
+        if decision.refusal is not None:
+            self.cancel_reason, self.cancelled_by = decision.refusal, "max-cost"
+        if not decision.starts:
             return
-        refs, failures = self.backend.start_workers(self.files, self.spec, starts)
+        self.next_worker = max(self.next_worker, max(s.index for s in decision.starts) + 1)
+        refs, failures = self.backend.start_workers(self.files, self.spec, decision.starts)
         for ref in refs:
             self.pending_launch.pop(ref.index, None)
             self.workers[ref.index] = ref
@@ -337,17 +349,19 @@ class JobDriver(threading.Thread):
                 self.bus.publish(ev.WaveStarted(self.job_id, wave=ref.wave, waves=self.plan.waves, workers=in_wave))
             self.bus.publish(ev.WorkerStarted(self.job_id, worker=ref.index, wave=ref.wave, pid=ref.info.get("pid")))
             self.cost += self.per_second * pricing.MINIMUM_BILLED_SECONDS
-        budgets = {index: budget for index, _, budget in starts}
+        budgets = {start.index: start.budget for start in decision.starts}
         for failure in failures:
             self._launch_failed(failure, budgets[failure.index], now)
 
     def _launch_failed(self, failure: LaunchFailure, budget: int, now: float) -> None:
         """Retry with back-off, or give the worker up and say why (the job fails only if none can start)."""
-        attempts = self.pending_launch.get(failure.index, (0, 0, 0, 0.0, ""))[2] + 1
-        if failure.retryable and attempts < MAX_LAUNCH_ATTEMPTS:
-            first, longest = LAUNCH_BACKOFF_SECONDS
-            delay = min(first * 2 ** (attempts - 1), longest)
-            self.pending_launch[failure.index] = (failure.wave, budget, attempts, now + delay, failure.reason)
+        previous = self.pending_launch.get(failure.index)
+        attempts = (previous.attempts if previous else 0) + 1
+        delay = relaunch_delay(attempts, failure.retryable, self.timings)
+        if delay is not None:
+            self.pending_launch[failure.index] = PendingLaunch(
+                failure.wave, budget, attempts, now + delay, failure.reason
+            )
             self.bus.publish(
                 ev.WorkerLaunchFailed(self.job_id, worker=failure.index, reason=failure.reason, retry_in=delay)
             )
@@ -375,16 +389,9 @@ class JobDriver(threading.Thread):
             self._maybe_finish_wave(ref.wave)
         return exited
 
-    def _check_startup_failures(self, exited: list[WorkerRef]) -> None:
+    def _check_startup_failures(self, early: list[WorkerRef]) -> None:
         """Workers that die before claiming anything (cannot import, cannot unpickle) must not be relaunched forever."""
-        for ref in exited:
-            if (
-                ref.exit_code in (0, EXIT_CANCELLED, EXIT_DEADLINE)
-                or ref.index in self.claims.values()
-                or ref.index in self.stopped_by_user
-                or ref.info.get("launch_failed")
-            ):
-                continue
+        for ref in early:
             self.startup_failures += 1
             if self.startup_failures > self.spec.retries and self.cancel_reason is None:
                 tail = self.backend.read_log(self.files, ref.index).strip().splitlines()[-8:]
@@ -415,7 +422,7 @@ class JobDriver(threading.Thread):
             alone = len(self.blocks[block]) == 1  # only then is the item surely what the worker was running
             for index in missing:
                 item = self.items[index]
-                if alone and item.attempts > self.spec.retries:
+                if item_is_lost(item.attempts, self.spec.retries, alone):
                     self._finalize(
                         index,
                         False,
@@ -456,10 +463,11 @@ class JobDriver(threading.Thread):
         return bool(fresh)
 
     def _collect_results(self, full: bool = False) -> bool:
-        """A quick listing covers the last RESULT_WINDOW_SECONDS of results; a full one runs now and then."""
+        """A quick listing covers the last few seconds of results (timings.result_window); a full one runs now and
+        then."""
         if full:
             self.last_sweep = time.time()
-        since = None if full or not self.newest_result else self.newest_result - RESULT_WINDOW_SECONDS
+        since = None if full or not self.newest_result else self.newest_result - self.timings.result_window
         keys = [k for k in self.files.list_result_keys(since) if k not in self.seen_results]
         for key in sorted(keys):
             self.seen_results.add(key)
@@ -541,19 +549,18 @@ class JobDriver(threading.Thread):
         done = sum(1 for i in self.items if i.final)
         remaining = len(self.items) - done
         alive = len(self._alive())
-        if done and remaining:
-            self.projected = self.cost + alive * self.per_second * (now - self.started) * remaining / done
-        else:
-            self.projected = self.cost
-        cap = self.spec.max_cost
+        self.projected = projected_cost(self.cost, alive, self.per_second, now - self.started, done, remaining)
         self.bus.publish(
-            ev.CostTick(self.job_id, accrued=self.cost, projected=self.projected, cap=cap, label=self._cost_label())
-        )
-        if cap is not None and self.cost + alive * self.per_second * 2.0 >= cap and self.cancel_reason is None:
-            self.cancel_reason, self.cancelled_by = (
-                f"--max-cost ${cap:g} would have been passed (accrued ${self.cost:.4f})",
-                "max-cost",
+            ev.CostTick(
+                self.job_id,
+                accrued=self.cost,
+                projected=self.projected,
+                cap=self.spec.max_cost,
+                label=self._cost_label(),
             )
+        )
+        if self.cost_rule.must_stop(self.cost, alive) and self.cancel_reason is None:
+            self.cancel_reason, self.cancelled_by = self.cost_rule.stop_reason(self.cost), "max-cost"
 
     def _cost_label(self) -> str:
         where = f"Fargate {self.spec.region} {'Spot' if self.spec.spot else 'on-demand'}, {self.spec.describe_size()}"
@@ -562,12 +569,12 @@ class JobDriver(threading.Thread):
     # ----- endings --------------------------------------------------------------------------
     def _stop_all(self) -> None:
         self.pending_launch.clear()
-        if self.spec.keep_warm > 0 and hasattr(self.backend, "warm_workers"):
+        if self.spec.keep_warm > 0 and self.caps.warm:
             self._keep_warm()  # (also on a cancel: a worker another job took is that job's now)
         alive = self._alive()
         if alive or self.workers:  # (a cloud backend also looks for tasks of the job it has no ref of)
-            keep = {"keep": set(self.kept_warm.values())} if self.kept_warm else {}
-            self.backend.stop_job(self.job_id, alive, self.cancel_reason or "job ended", **keep)
+            keep = frozenset(self.kept_warm.values())
+            self.backend.stop_job(self.job_id, alive, self.cancel_reason or "job ended", keep)
             ended = {r.index for r in self.backend.poll_workers(alive)} if alive else set()
         for ref in alive:
             if ref.index not in ended:
@@ -577,7 +584,7 @@ class JobDriver(threading.Thread):
 
     def _finish(self) -> None:
         self._set_state("collecting")
-        keep_warm = self.spec.keep_warm > 0 and hasattr(self.backend, "warm_workers")
+        keep_warm = self.spec.keep_warm > 0 and self.caps.warm is not None
         deadline = time.monotonic() + (10.0 if keep_warm else 1.0)
         while self._alive() and time.monotonic() < deadline:  # idle workers exit (or turn warm) on their own
             self._poll_workers()
@@ -591,7 +598,8 @@ class JobDriver(threading.Thread):
     def _keep_warm(self) -> None:
         """Workers that registered in the warm pool end their part in this job but keep running (billed)."""
         now = time.time()
-        for ref in self.backend.warm_workers(self.files, self._alive()):
+        assert self.caps.warm is not None
+        for ref in self.caps.warm.warm_workers(self.files, self._alive()):
             self.kept_warm[ref.index] = ref.handle
             ref.exit_code, ref.ended = 0, now
             ref.reason = f"kept warm for the next job of this spec (up to {self.spec.keep_warm:g} min, billed)"
@@ -703,73 +711,76 @@ class JobDriver(threading.Thread):
         self._write_record()
 
     def _write_record(self) -> None:
-        self.last_record = time.time()
+        from starburst_jupyter.core import record as rec  # (here: the rest of this module is being split)
+
+        self.last_record = now = time.time()
         done = failed = cancelled = 0
         outcomes = []
         failures = []
         for n, item in enumerate(self.items):
             if not item.final:
-                outcomes.append("R" if self.claims.get(item.block, -1) >= 0 else "P")
+                outcomes.append(rec.Outcome.RUNNING if self.claims.get(item.block, -1) >= 0 else rec.Outcome.PENDING)
             elif isinstance(item.value, TaskCancelled):  # stopped by a cancel: not a failure of the item
                 cancelled += 1
-                outcomes.append("C")
+                outcomes.append(rec.Outcome.CANCELLED)
             elif item.failed:
                 failed += 1
-                outcomes.append("F")
-                if len(failures) < MAX_RECORDED_FAILURES and not isinstance(item.value, TaskCancelled):
-                    failures.append({"index": n, "error": f"{type(item.value).__name__}: {item.value}"[:500]})
+                outcomes.append(rec.Outcome.FAILED)
+                if len(failures) < MAX_RECORDED_FAILURES:
+                    failures.append(rec.Failure(n, f"{type(item.value).__name__}: {item.value}"[:500]))
             else:
                 done += 1
-                outcomes.append("D")
-        record = {
-            "id": self.job_id,
-            "name": self.spec.name,
-            "backend": self.spec.backend,
-            "state": self.state,
-            "message": self.message,
-            "created": self.created,
-            "started": self.started,
-            "finished": time.time() if self.state in ("done", "failed", "cancelled") else None,
-            "spec": self.spec.to_json(),
-            "total": len(self.items),
-            "done": done,
-            "failed": failed,
-            "cancelled": cancelled,
-            "outcomes": "".join(outcomes),
-            "failures": failures,
-            "busy_seconds": sum(i.result.duration for i in self.items if i.result is not None),
-            "waves": {
-                "count": self.plan.waves,
-                "started": len(self.waves_started),
-                "finished": len(self.waves_finished),
-                "concurrency": self.plan.concurrency,
-                "workers": self.plan.workers,
-            },
-            "workers": {
-                str(r.index): {
-                    **{k: v for k, v in r.info.items() if k != "log_drained"},
-                    "wave": r.wave,
-                    "started": r.started,
-                    "ended": r.ended,
-                    "exit_code": r.exit_code,
-                    "reason": r.reason,
-                }
+                outcomes.append(rec.Outcome.DONE)
+        state = rec.JobState(self.state)
+        calls = getattr(self.backend, "api_calls", None)
+        record = rec.JobRecord(
+            id=self.job_id,
+            name=self.spec.name,
+            backend=self.spec.backend,
+            state=state,
+            message=self.message,
+            created=self.created,
+            started=self.started,
+            finished=now if state.is_terminal else None,
+            updated=now,
+            spec=self.spec.to_json(),
+            total=len(self.items),
+            done=done,
+            failed=failed,
+            cancelled=cancelled,
+            outcomes="".join(o.value for o in outcomes),
+            failures=failures,
+            busy_seconds=sum(i.result.duration for i in self.items if i.result is not None),
+            waves=rec.Waves(
+                count=self.plan.waves,
+                started=len(self.waves_started),
+                finished=len(self.waves_finished),
+                concurrency=self.plan.concurrency,
+                workers=self.plan.workers,
+            ),
+            workers={
+                r.index: rec.WorkerRecord(
+                    wave=r.wave,
+                    pid=r.info.get("pid"),
+                    started=r.started,
+                    ended=r.ended,
+                    exit_code=r.exit_code,
+                    reason=r.reason,
+                    info={k: v for k, v in r.info.items() if k not in ("log_drained", *rec.WorkerRecord.KNOWN)},
+                )
                 for r in self.workers.values()
             },
-            "cost": {
-                "accrued": self.cost,
-                "projected": self.projected,
-                "cap": self.spec.max_cost,
-                "warm_at_most": len(self.kept_warm) * self.spec.keep_warm * 60 * self.per_second,
-                "label": self._cost_label(),
-                "prices_as_of": pricing.PRICES_AS_OF,
-            },
-            "store": {"url": self.files.store.url, "prefix": self.files.prefix},
-            "owner": {"pid": os.getpid(), "host": socket.gethostname()},
-            "updated": time.time(),
-        }
-        calls = getattr(self.backend, "api_calls", None)
-        if calls is not None:
-            record["api_calls"] = calls.for_job(self.job_id)
-            record["polls"] = self.polls
+            cost=rec.Cost(
+                accrued=self.cost,
+                projected=self.projected,
+                cap=self.spec.max_cost,
+                warm_at_most=len(self.kept_warm) * self.spec.keep_warm * 60 * self.per_second,
+                label=self._cost_label(),
+                prices_as_of=pricing.PRICES_AS_OF,
+            ),
+            store={"url": self.files.store.url, "prefix": self.files.prefix},
+            owner=rec.Owner(os.getpid(), socket.gethostname()),
+            api_calls=calls.for_job(self.job_id) if calls is not None else None,
+            polls=self.polls if calls is not None else None,
+        )
         self.records.write(record)

@@ -8,20 +8,20 @@ job store's record current and publishes events. Faces only submit, wait, cancel
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from starburst_jupyter.backends import Backend, get_backend
+from starburst_jupyter.backends import Backend, Capabilities, capabilities_of, make_backend
 from starburst_jupyter.core import events as ev
 from starburst_jupyter.core import pricing
 from starburst_jupyter.core.config import Config, load_config
+from starburst_jupyter.core.decisions import CostRule, Timings
 from starburst_jupyter.core.driver import JobDriver
 from starburst_jupyter.core.job import JobHandle, JobResult
 from starburst_jupyter.core.plan import Plan, make_plan
+from starburst_jupyter.core.record import as_record
 from starburst_jupyter.core.spec import JobSpec
 from starburst_jupyter.errors import (
     BurstCaptureError,
@@ -29,7 +29,7 @@ from starburst_jupyter.errors import (
     BurstValidationError,
 )
 from starburst_jupyter.protocol import serialize
-from starburst_jupyter.stores.records import TERMINAL_STATES, JobStore, new_job_id
+from starburst_jupyter.stores.records import JobStore, new_job_id
 
 __all__ = ["JobHandle", "JobResult", "Launcher"]
 
@@ -37,19 +37,24 @@ __all__ = ["JobHandle", "JobResult", "Launcher"]
 class Launcher:
     """Submits jobs to backends. Faces create one and call `submit`."""
 
+    #: The drivers' pace (a test may set quicker ones on its launcher).
+    timings = Timings()
+
     def __init__(self, config: Config | None = None, home: Path | None = None):
         self.config = config or load_config()
         self.store = JobStore(home)
-        self._backends: dict[str, Backend] = {}
+        self._backends: dict[str, tuple[Backend, Capabilities]] = {}
 
     def backend(self, name: str) -> Backend:
+        return self._backend(name)[0]
+
+    def capabilities(self, name: str) -> Capabilities:
+        return self._backend(name)[1]
+
+    def _backend(self, name: str) -> tuple[Backend, Capabilities]:
         if name not in self._backends:
-            kwargs: dict[str, Any] = {"home": self.store.home}
-            if name == "local":
-                kwargs["concurrency"] = self.config.local_concurrency
-            else:  # docker and fargate read their settings (image, bucket, cluster, ...) from the config
-                kwargs["config"] = self.config
-            self._backends[name] = get_backend(name, **kwargs)
+            backend = make_backend(name, self.config, self.store.home)
+            self._backends[name] = (backend, capabilities_of(backend))
         return self._backends[name]
 
     def submit(
@@ -72,9 +77,9 @@ class Launcher:
         handle = JobHandle(job_id, spec, ev.EventBus())
         for subscriber in subscribers:
             handle.events.subscribe(subscriber)
-        prepare = getattr(backend, "prepare", None)
-        if prepare is not None:  # e.g. the worker image: made or found (with progress events) before anything else
-            prepare(
+        image = self.capabilities(spec.backend).image
+        if image is not None:  # the worker image: made or found (with progress events) before anything else
+            image.prepare(
                 spec,
                 on_progress=lambda event: handle.events.publish(dataclasses.replace(event, job_id=job_id)),
                 job_id=job_id,
@@ -86,16 +91,16 @@ class Launcher:
         else:
             plan = make_plan(len(items), workers, concurrency)
         rate = pricing.rate_for(spec.region, spec.arch, spot=spec.spot)
-        if spec.max_cost is not None:
-            minimum = plan.concurrency * pricing.worker_cost(0, rate, spec.cpu_units, spec.memory_mib)
-            if minimum > spec.max_cost:
-                raise BurstValidationError(
-                    f"--max-cost ${spec.max_cost:g} is below the minimum charge of starting {plan.concurrency} "
-                    f"workers of {spec.describe_size()} (one minute each on Fargate: ${minimum:.4f}); raise "
-                    f"the cap or lower --workers."
-                )
+        cost = CostRule(spec.max_cost, pricing.per_second(rate, spec.cpu_units, spec.memory_mib))
+        if not cost.may_start(0.0, plan.concurrency):
+            minimum = plan.concurrency * cost.per_second * cost.minimum_seconds
+            raise BurstValidationError(
+                f"--max-cost ${spec.max_cost:g} is below the minimum charge of starting {plan.concurrency} "
+                f"workers of {spec.describe_size()} (one minute each on Fargate: ${minimum:.4f}); raise "
+                f"the cap or lower --workers."
+            )
         chunks = program_chunks if program_chunks is not None else serialize.dumps_chunks(program)
-        monitor = JobDriver(self.config, self.store, handle, backend, plan, chunks, items, open_job, rate)
+        monitor = JobDriver(self.config, self.store, handle, backend, plan, chunks, items, open_job, rate, self.timings)
         handle._monitor = monitor
         try:
             monitor.prepare()
@@ -119,23 +124,29 @@ class Launcher:
     ) -> JobHandle:
         """Take over a job whose launching kernel is gone: its workers kept going (on Fargate, tasks run on
         without us), its results wait in the store; a new monitor collects them and finishes the job."""
-        record = self.store.find(job_id)
-        if record["state"] in TERMINAL_STATES:
+        job = self.store.find_record(job_id)
+        if job.damaged:
             raise BurstError(
-                f"Job {record['id']} already ended ({record['state']}) in the kernel that launched it; "
-                f"its results were delivered there. %burst_status {record['id']} shows what happened.",
-                job_id=record["id"],
+                f"Job {job.id} has a damaged record ({job.damaged}); it cannot be attached. "
+                f"%burst_cancel {job.id} ends what the record still names.",
+                job_id=job.id,
             )
-        if _owner_alive(record):
-            owner = record.get("owner", {})
+        if job.is_terminal:
             raise BurstError(
-                f"Job {record['id']} is still followed by its kernel (pid {owner.get('pid')} on "
-                f"{owner.get('host')}); attach works once that kernel is gone. %burst_cancel "
-                f"{record['id']} stops it from here.",
-                job_id=record["id"],
+                f"Job {job.id} already ended ({job.state}) in the kernel that launched it; "
+                f"its results were delivered there. %burst_status {job.id} shows what happened.",
+                job_id=job.id,
             )
+        if job.owner_alive():
+            raise BurstError(
+                f"Job {job.id} is still followed by its kernel (pid {job.owner.pid} on "
+                f"{job.owner.host}); attach works once that kernel is gone. %burst_cancel "
+                f"{job.id} stops it from here.",
+                job_id=job.id,
+            )
+        record = job.to_json()
         backend = self.backend(record["backend"])
-        if not hasattr(backend, "adopt"):
+        if self.capabilities(record["backend"]).attach is None:
             raise BurstError(
                 f"Job {record['id']} ran on the {record['backend']} backend, whose workers cannot be "
                 f"taken over by another kernel; %burst_cancel {record['id']} ends it.",
@@ -152,10 +163,9 @@ class Launcher:
         handle = JobHandle(record["id"], spec, ev.EventBus())
         for subscriber in subscribers:
             handle.events.subscribe(subscriber)
-        waves = record.get("waves", {})
-        plan = Plan([], int(waves.get("workers", 1)), int(waves.get("concurrency", 1)), 0)
+        plan = Plan([], max(1, job.waves.workers), max(1, job.waves.concurrency), 0)
         rate = pricing.rate_for(spec.region, spec.arch, spot=spec.spot)
-        monitor = JobDriver(self.config, self.store, handle, backend, plan, [], [], False, rate)
+        monitor = JobDriver(self.config, self.store, handle, backend, plan, [], [], False, rate, self.timings)
         handle._monitor = monitor
         monitor.resume(record)
         if start:
@@ -175,47 +185,36 @@ class Launcher:
             indices = [worker]
         backend = self.backend(record["backend"])
         files = backend.job_files(record["id"])
-        reader = getattr(backend, "read_log_tail", None)
+        cheap = self.capabilities(record["backend"]).log_tail
         logs = {}
         for index in indices[:first]:
             if tail_lines is None:
                 logs[index] = backend.read_log(files, index)
-            elif reader is not None:
-                logs[index] = reader(files, index, tail_lines)
+            elif cheap is not None:
+                logs[index] = cheap.read_log_tail(files, index, tail_lines)
             else:
                 logs[index] = "".join(backend.read_log(files, index).splitlines(keepends=True)[-tail_lines:])
         return logs
 
     def cancel_job(self, job_id: str, reason: str = "cancelled") -> dict[str, Any]:
         """Cancel any job in the store, also when the kernel that launched it is gone. Idempotent."""
-        record = self.store.find(job_id)
-        if record["state"] in ("done", "failed", "cancelled"):
-            return record
-        backend = self.backend(record["backend"])
-        files = backend.job_files(record["id"])
+        record = self.store.find_record(job_id)
+        if record.is_terminal:
+            return record.to_json()
+        backend = self.backend(record.backend)
+        files = backend.job_files(record.id)
         files.request_cancel(reason)
-        if _owner_alive(record):  # the owner's launcher stops its workers and records the cancel
+        if record.owner_alive():  # the owner's launcher stops its workers and records the cancel
             deadline = time.monotonic() + 10.0
-            while time.monotonic() < deadline and record["state"] not in TERMINAL_STATES:
+            while time.monotonic() < deadline and not record.is_terminal:
                 time.sleep(0.1)
-                record = self.store.read(record["id"])
-            return record
-        stopped = backend.stop_recorded(record)
-        if record["state"] not in TERMINAL_STATES:
-            now = time.time()
-            for info in record.get("workers", {}).values():  # the record says what became of them
-                if info.get("exit_code") is None:
-                    info.update(exit_code=-1, ended=now, reason="stopped: job cancelled (launching kernel gone)")
-            outcomes = record.get("outcomes", "")
-            record.update(
-                state="cancelled",
-                message=f"{reason} ({stopped} workers stopped; launching kernel gone)",
-                finished=now,
-                outcomes=outcomes.replace("R", "C").replace("P", "C"),
-                cancelled=outcomes.count("C") + outcomes.count("R") + outcomes.count("P"),
-            )
+                record = self.store.read_record(record.id)
+            return record.to_json()
+        stopped = backend.stop_recorded(record.to_json())
+        if not record.is_terminal:  # the record says what became of the workers and items
+            record = record.cancelled_without_owner(reason, stopped, time.time())
             self.store.write(record)
-        return record
+        return record.to_json()
 
 
 def _unpicklable_item(items: list[Any]) -> str | None:
@@ -228,21 +227,6 @@ def _unpicklable_item(items: list[Any]) -> str | None:
     return None
 
 
-OWNER_SILENT_SECONDS = 60.0  # a live monitor rewrites its record every few seconds at most
-
-
 def _owner_alive(record: dict[str, Any]) -> bool:
-    """Is the kernel that launched the job still following it? A record nobody rewrote for a minute says
-    no, wherever its owner was (another host, a replaced container, a pid now used by something else)."""
-    if time.time() - float(record.get("updated", time.time())) > OWNER_SILENT_SECONDS:
-        return False
-    owner = record.get("owner", {})
-    if owner.get("host") != socket.gethostname():
-        return True  # cannot tell from here, and it wrote recently
-    try:
-        os.kill(int(owner.get("pid", 0)), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    return True
+    """(JobRecord.owner_alive, for callers that hold a record's dict.)"""
+    return as_record(record).owner_alive()

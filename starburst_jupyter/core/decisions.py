@@ -1,0 +1,161 @@
+"""What a job's driver decides, as pure functions: which workers to start or retry, what a cost cap
+allows, what a worker's end means. No I/O, no clocks read here (time comes in as an argument), so each
+rule has fast tests (tests/test_decisions.py) and the driver (core/driver.py) only carries them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starburst_jupyter.backends.base import WorkerStart
+from starburst_jupyter.core import pricing
+from starburst_jupyter.core.plan import Plan
+
+
+@dataclass(frozen=True)
+class Timings:
+    """The driver's pace; tests pass quick ones instead of patching module constants."""
+
+    result_window: float = 20.0  # a quick result listing covers objects written this recently (skew, uploads)
+    sweep: float = 60.0  # ... and a full listing runs this often, and whenever a worker dies
+    launch_backoff: tuple[float, float] = (2.0, 30.0)  # first delay before relaunching (doubling), the longest
+    max_launch_attempts: int = 6  # per worker
+    record_every: float = 0.5  # rewrite the job's record at most this often
+    cost_every: float = 1.0  # re-price the job this often
+    deadline_slack: float = 5.0  # a worker ending this close to the deadline ended because of it (clock skew)
+
+
+@dataclass
+class PendingLaunch:
+    """A worker that could not start yet and is due to be tried again."""
+
+    wave: int
+    budget: int
+    attempts: int
+    due: float
+    reason: str
+
+
+# ----- money --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CostRule:
+    """--max-cost, stated once: no worker is started, and the job stops, before the cap could be passed."""
+
+    cap: float | None
+    per_second: float  # one worker of the job's size
+    minimum_seconds: float = pricing.MINIMUM_BILLED_SECONDS
+    stop_horizon: float = 2.0  # running workers are stopped this many seconds before they would pass it
+
+    def passes(self, accrued: float, workers: int, seconds: float) -> bool:
+        """Would `workers` more workers running `seconds` take the job past its cap?"""
+        return self.cap is not None and accrued + workers * self.per_second * seconds > self.cap
+
+    def may_start(self, accrued: float, workers: int) -> bool:
+        return not self.passes(accrued, workers, self.minimum_seconds)
+
+    def must_stop(self, accrued: float, alive: int) -> bool:
+        return self.cap is not None and accrued + alive * self.per_second * self.stop_horizon >= self.cap
+
+    def start_refusal(self, accrued: float) -> str:
+        return f"starting another worker would pass --max-cost ${self.cap:g} (accrued ${accrued:.4f})"
+
+    def stop_reason(self, accrued: float) -> str:
+        return f"--max-cost ${self.cap:g} would have been passed (accrued ${accrued:.4f})"
+
+
+def projected_cost(accrued: float, alive: int, per_second: float, elapsed: float, done: int, remaining: int) -> float:
+    """What the job will have cost at the end, if the items left go as fast as those done."""
+    if not done or not remaining:
+        return accrued
+    return accrued + alive * per_second * elapsed * remaining / done
+
+
+# ----- launching ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LaunchState:
+    """What a launch decision looks at."""
+
+    now: float
+    plan: Plan
+    unclaimed: int  # task blocks no worker has claimed yet
+    alive: int  # workers running now
+    pending: dict[int, PendingLaunch]  # workers waiting to be launched again
+    next_worker: int  # index the next new worker gets
+    lost: int  # workers that died or that the user stopped (each may be replaced once)
+    latest_wave: int  # the newest wave started (replacements join it)
+    accrued: float  # cost so far
+
+
+@dataclass(frozen=True)
+class LaunchDecision:
+    starts: list[WorkerStart]  # retries that are due first, then new workers
+    dropped: list[int]  # pending retries with no work left for them: a cold start for nothing
+    refusal: str | None = None  # the cost cap forbids even one worker while none runs: the job must stop
+
+
+def decide_launches(state: LaunchState, cost: CostRule) -> LaunchDecision:
+    """Which workers to start now: due retries first, then new ones up to the plan's concurrency, while
+    unclaimed work is left; beyond the plan only to replace workers that were lost, or when none is left."""
+    due = [(i, p) for i, p in state.pending.items() if p.due <= state.now]
+    dropped = [i for i, _ in due[state.unclaimed :]]
+    starts = [WorkerStart(i, p.wave, p.budget) for i, p in due[: state.unclaimed]]
+    waiting = len(state.pending) - len(dropped) - len(starts)  # slots kept for workers retried later
+    alive = state.alive + waiting
+    plan, index = state.plan, state.next_worker
+    while alive + len(starts) < plan.concurrency and state.unclaimed > len(starts):
+        planned = index < plan.workers
+        if not planned and alive + len(starts) > 0 and index - plan.workers >= state.lost:
+            break
+        if not cost.may_start(state.accrued, len(starts) + 1):
+            refusal = cost.start_refusal(state.accrued) if alive + len(starts) == 0 else None
+            return LaunchDecision(starts, dropped, refusal)
+        wave = plan.wave_of(index) if planned else state.latest_wave
+        # The last planned worker has no budget: it takes whatever the others' budgets left over.
+        budget = plan.budget if planned and index < plan.workers - 1 else 0
+        starts.append(WorkerStart(index, wave, budget))
+        index += 1
+    return LaunchDecision(starts, dropped)
+
+
+def relaunch_delay(attempts: int, retryable: bool, timings: Timings) -> float | None:
+    """Seconds until a worker that failed to launch `attempts` times is tried again; None: give it up."""
+    if not retryable or attempts >= timings.max_launch_attempts:
+        return None
+    first, longest = timings.launch_backoff
+    return min(first * 2 ** (attempts - 1), longest)
+
+
+# ----- a worker's end -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WorkerEnd:
+    requeue: bool  # what it claimed and did not report goes to other workers
+    sweep: bool  # list every result and claim first (it may have flushed results a quick listing misses)
+    startup_failure: bool  # it ended before taking any work: counts toward giving the job up
+
+
+def judge_worker_end(
+    exit_code: int | None,
+    *,
+    cancel_requested: bool,
+    near_deadline: bool,
+    claimed_any: bool,
+    stopped_by_user: bool,
+    launch_failed: bool,
+) -> WorkerEnd:
+    """The job's state says why a worker ended, not its exit code: user code can exit with any code
+    (`os._exit(3)`), so a worker that ends while the job is neither cancelled nor at its deadline is a
+    worker that ended early, whatever its code, and its unfinished work is retried."""
+    if cancel_requested or near_deadline:
+        return WorkerEnd(requeue=False, sweep=False, startup_failure=False)
+    clean = exit_code == 0
+    return WorkerEnd(
+        requeue=True,
+        sweep=not clean,
+        startup_failure=not clean and not claimed_any and not stopped_by_user and not launch_failed,
+    )
+
+
+def item_is_lost(attempts: int, retries: int, ran_alone: bool) -> bool:
+    """An item is reported lost once it ran alone on a worker that died, more times than --retries allows
+    (in a block with others we cannot tell which item the worker was running)."""
+    return ran_alone and attempts > retries

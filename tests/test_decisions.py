@@ -1,0 +1,117 @@
+"""The driver's decisions, without processes: which workers start, what a cost cap allows, what an end means."""
+
+from __future__ import annotations
+
+from starburst_jupyter.backends import WorkerStart
+from starburst_jupyter.core.decisions import (
+    CostRule,
+    LaunchState,
+    PendingLaunch,
+    Timings,
+    decide_launches,
+    item_is_lost,
+    judge_worker_end,
+    projected_cost,
+    relaunch_delay,
+)
+from starburst_jupyter.core.plan import make_plan
+
+FREE = CostRule(cap=None, per_second=0.001)
+
+
+def state(plan, **kw) -> LaunchState:
+    base = dict(
+        now=100.0,
+        plan=plan,
+        unclaimed=len(plan.blocks),
+        alive=0,
+        pending={},
+        next_worker=0,
+        lost=0,
+        latest_wave=1,
+        accrued=0.0,
+    )
+    return LaunchState(**{**base, **kw})
+
+
+def test_first_wave_fills_the_quota_and_the_last_planned_worker_has_no_budget():
+    plan = make_plan(100, workers=4, concurrency=2)  # two waves of two
+    decision = decide_launches(state(plan), FREE)
+    assert [(s.index, s.wave) for s in decision.starts] == [(0, 1), (1, 1)]
+    assert all(s.budget == plan.budget for s in decision.starts)
+    last = decide_launches(state(plan, next_worker=3, alive=1), FREE)
+    assert last.starts == [WorkerStart(3, plan.wave_of(3), 0)]
+
+
+def test_no_start_without_unclaimed_work_and_due_retries_go_first():
+    plan = make_plan(10, workers=2, concurrency=2)
+    assert decide_launches(state(plan, unclaimed=0), FREE).starts == []
+    pending = {
+        5: PendingLaunch(wave=1, budget=3, attempts=1, due=99.0, reason="capacity"),
+        6: PendingLaunch(wave=1, budget=3, attempts=1, due=200.0, reason="capacity"),
+    }
+    decision = decide_launches(state(plan, pending=pending, next_worker=7, unclaimed=4), FREE)
+    assert decision.starts[0] == WorkerStart(5, 1, 3)  # due; worker 6 keeps its slot until it is due
+    assert len(decision.starts) == 1
+
+
+def test_retries_with_no_work_left_are_dropped():
+    plan = make_plan(10, workers=2, concurrency=2)
+    pending = {0: PendingLaunch(1, 5, 1, 50.0, "x"), 1: PendingLaunch(1, 0, 1, 50.0, "x")}
+    decision = decide_launches(state(plan, pending=pending, next_worker=2, unclaimed=1), FREE)
+    assert [s.index for s in decision.starts] == [0] and decision.dropped == [1]
+
+
+def test_beyond_the_plan_only_to_replace_lost_workers():
+    plan = make_plan(10, workers=2, concurrency=4)
+    assert decide_launches(state(plan, next_worker=2, alive=1, unclaimed=3), FREE).starts == []
+    replaced = decide_launches(state(plan, next_worker=2, alive=1, unclaimed=3, lost=1, latest_wave=1), FREE)
+    assert replaced.starts == [WorkerStart(2, 1, 0)]
+    # with no worker left at all, one more is started so the job cannot stall
+    assert decide_launches(state(plan, next_worker=2, alive=0, unclaimed=3), FREE).starts == [WorkerStart(2, 1, 0)]
+
+
+def test_cost_cap_limits_starts_and_refuses_when_no_worker_could_run():
+    plan = make_plan(100, workers=4, concurrency=4)
+    per_minute = 0.01
+    rule = CostRule(cap=0.025, per_second=per_minute / 60)  # two workers' minimum charge fit, not three
+    decision = decide_launches(state(plan), rule)
+    assert len(decision.starts) == 2 and decision.refusal is None
+    broke = decide_launches(state(plan, accrued=0.02), rule)
+    assert broke.starts == [] and "would pass --max-cost $0.025" in broke.refusal
+    assert not rule.must_stop(accrued=0.01, alive=2)
+    assert rule.must_stop(accrued=0.0249, alive=2)
+    assert not FREE.must_stop(accrued=1e9, alive=100) and FREE.may_start(1e9, 100)
+
+
+def test_relaunch_backoff_doubles_up_to_the_longest_then_gives_up():
+    timings = Timings(launch_backoff=(2.0, 10.0), max_launch_attempts=5)
+    assert [relaunch_delay(n, True, timings) for n in range(1, 6)] == [2.0, 4.0, 8.0, 10.0, None]
+    assert relaunch_delay(1, False, timings) is None
+
+
+def test_a_workers_end_is_judged_by_the_job_not_by_its_exit_code():
+    def judge(code, **kw):
+        args = dict(
+            cancel_requested=False, near_deadline=False, claimed_any=True, stopped_by_user=False, launch_failed=False
+        )
+        return judge_worker_end(code, **{**args, **kw})
+
+    for code in (3, 4, 5, 91, 92, -9, 137):  # whatever a task's os._exit or a signal gives
+        end = judge(code)
+        assert end.requeue and end.sweep and not end.startup_failure
+    assert judge(0).requeue and not judge(0).sweep  # a clean end: its last results were just flushed
+    for ending in ({"cancel_requested": True}, {"near_deadline": True}):
+        end = judge(3, **ending)
+        assert not end.requeue and not end.startup_failure
+    assert judge(1, claimed_any=False).startup_failure
+    assert not judge(1, claimed_any=False, stopped_by_user=True).startup_failure
+    assert not judge(0, claimed_any=False).startup_failure
+
+
+def test_projection_and_lost_items():
+    assert projected_cost(1.0, alive=2, per_second=0.5, elapsed=10, done=5, remaining=5) == 11.0
+    assert projected_cost(1.0, alive=2, per_second=0.5, elapsed=10, done=0, remaining=5) == 1.0
+    assert item_is_lost(attempts=2, retries=1, ran_alone=True)
+    assert not item_is_lost(attempts=2, retries=1, ran_alone=False)
+    assert not item_is_lost(attempts=1, retries=1, ran_alone=True)
