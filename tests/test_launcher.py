@@ -108,7 +108,7 @@ def test_item_that_always_kills_its_worker_fails_after_one_retry():
     results = burst_map(die_at, range(8), workers=2, on_error="keep")
     assert [r for i, r in enumerate(results) if i != 3] == [0, 1, 2, 4, 5, 6, 7]
     assert isinstance(results[3], WorkerLost)
-    assert "tried 2 times" in str(results[3]) and "exit code 7" in str(results[3])
+    assert "tried 2 times" in str(results[3]) and "exited with code 7" in str(results[3])
     assert latest_record()["state"] == "failed"
 
 

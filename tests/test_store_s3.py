@@ -17,6 +17,7 @@ import pytest
 from starburst_jupyter.protocol import serialize
 from starburst_jupyter.protocol.jobfiles import ItemResult, JobFiles
 from starburst_jupyter.protocol.programs import CallProgram
+from starburst_jupyter.protocol.workerspec import Timing, WorkerSpec
 from starburst_jupyter.stores.objects import LocalFolderStore, open_store
 
 MiB = 1024 * 1024
@@ -179,7 +180,7 @@ def test_pagination_and_batched_deletes(s3_bucket):
 
 def test_job_protocol_on_s3(s3_store, conditional_writes_atomic):
     files = JobFiles(s3_store, "job-proto")
-    spec = {"job_id": "job-proto", "deadline": time.time() + 60, "max_result_bytes": 1 << 20}
+    spec = WorkerSpec(job_id="job-proto", deadline=time.time() + 60, max_result_bytes=1 << 20)
     files.write_spec(spec)
     assert files.read_spec() == spec
     files.write_program(serialize.dumps_chunks(CallProgram(abs)))
@@ -211,16 +212,12 @@ def test_job_protocol_on_s3(s3_store, conditional_writes_atomic):
 def _write_job(store, job_id: str, items: list, block_size: int) -> JobFiles:
     files = JobFiles(store, job_id)
     files.write_spec(
-        {
-            "job_id": job_id,
-            "deadline": time.time() + 60,
-            "max_result_bytes": 1 << 20,
-            "flush_seconds": 0.0,
-            "control_poll_seconds": 0.2,
-            "heartbeat_seconds": 0.5,
-            "open": False,
-            "idle_seconds": 0.0,
-        }
+        WorkerSpec(
+            job_id=job_id,
+            deadline=time.time() + 60,
+            max_result_bytes=1 << 20,
+            timing=Timing(flush_seconds=0.0, control_poll_seconds=0.2, heartbeat_seconds=0.5),
+        )
     )
 
     def square(x):  # defined here, so cloudpickle ships it by value

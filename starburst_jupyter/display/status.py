@@ -1,11 +1,16 @@
-"""Plain-text views of job records, shared by %burst_status and the `starburst` CLI."""
+"""Plain-text views of job records, shared by %burst_status and the `starburst` CLI.
+
+Each function takes a `JobRecord` or a record's dict (read through `as_record`)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from starburst_jupyter.stores.records import TERMINAL_STATES
+from starburst_jupyter.core.record import JobRecord, as_record
+
+RecordLike = JobRecord | Mapping[str, Any]
 
 
 def _duration(seconds: float | None) -> str:
@@ -19,24 +24,23 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _cost(record: dict[str, Any]) -> str:
-    cost = record.get("cost", {})
-    text = f"${cost.get('accrued', 0.0):.4f}"
-    return text + ("*" if record.get("backend") == "local" else "")
+def _cost(job: JobRecord) -> str:
+    return f"${job.cost.accrued:.4f}" + ("*" if job.cost_is_estimate else "")
 
 
-def job_row(record: dict[str, Any], now: float | None = None) -> dict[str, str]:
+def job_row(record: RecordLike, now: float | None = None) -> dict[str, str]:
+    job = as_record(record)
     now = now or time.time()
-    end = record.get("finished") or (None if record["state"] in TERMINAL_STATES else now)
+    start = job.started if job.started is not None else job.created
     return {
-        "id": record["id"],
-        "name": record.get("name") or "-",
-        "backend": record["backend"],
-        "state": record["state"],
-        "done/failed/total": f"{record.get('done', 0)}/{record.get('failed', 0)}/{record.get('total', 0)}",
-        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.get("started", record["created"]))),
-        "duration": _duration(end - record["started"] if end else None),
-        "est. cost": _cost(record),
+        "id": job.id,
+        "name": job.name or "-",
+        "backend": job.backend or "-",
+        "state": f"{job.state.value} (damaged record)" if job.damaged else job.state.value,
+        "done/failed/total": f"{job.done}/{job.failed}/{job.total}",
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start)) if start else "-",
+        "duration": _duration(job.elapsed(now)),
+        "est. cost": _cost(job),
     }
 
 
@@ -50,40 +54,40 @@ def format_table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def format_jobs(records: list[dict[str, Any]]) -> str:
+def format_jobs(records: list[RecordLike]) -> str:
     if not records:
         return "No burst jobs yet. Run a cell with %%burst to start one."
-    running = [r for r in records if r["state"] not in TERMINAL_STATES]
-    ordered = running + [r for r in records if r["state"] in TERMINAL_STATES]
+    jobs = [as_record(r) for r in records]
+    ordered = [j for j in jobs if j.is_active] + [j for j in jobs if j.is_terminal]
     note = (
-        "\n* local jobs: what the same work would cost on Fargate (estimate)"
-        if any(r["backend"] == "local" for r in records)
+        "\n* local and docker jobs: what the same work would cost on Fargate (estimate)"
+        if any(j.cost_is_estimate for j in jobs)
         else ""
     )
-    return format_table([job_row(r) for r in ordered]) + note
+    return format_table([job_row(j) for j in ordered]) + note
 
 
-def format_job(record: dict[str, Any]) -> str:
+def format_job(record: RecordLike) -> str:
     """One job in detail: the row, waves, workers and failures."""
-    lines = [format_table([job_row(record)])]
-    if record.get("message"):
-        lines.append(f"message: {record['message']}")
-    waves = record.get("waves", {})
+    job = as_record(record)
+    lines = [format_table([job_row(job)])]
+    if job.damaged:
+        lines.append(f"damaged record: {job.damaged}")
+    if job.message:
+        lines.append(f"message: {job.message}")
+    waves = job.waves
     lines.append(
-        f"waves: {waves.get('started', 0)} started, {waves.get('finished', 0)} finished of "
-        f"{waves.get('count', 1)} ({waves.get('workers', '?')} workers, {waves.get('concurrency', '?')} at once)"
+        f"waves: {waves.started} started, {waves.finished} finished of "
+        f"{waves.count} ({waves.workers} workers, {waves.concurrency} at once)"
     )
-    cost = record.get("cost", {})
-    cap = f", cap ${cost['cap']:g}" if cost.get("cap") else ""
-    lines.append(
-        f"cost: ${cost.get('accrued', 0):.4f} accrued, ${cost.get('projected', 0):.4f} projected{cap} "
-        f"({cost.get('label', '')})"
-    )
-    for index, info in sorted(record.get("workers", {}).items(), key=lambda kv: int(kv[0])):
-        state = info.get("reason") or ("running" if info.get("exit_code") is None else f"exit {info['exit_code']}")
-        lines.append(f"  worker {index} (wave {info.get('wave')}, pid {info.get('pid', '-')}): {state}")
-    for failure in record.get("failures", []):
-        lines.append(
-            f"  item {failure['index']} failed: {failure['error'].splitlines()[0] if failure['error'] else ''}"
-        )
+    cost = job.cost
+    cap = f", cap ${cost.cap:g}" if cost.cap else ""
+    kind = "estimate" if job.cost_is_estimate else "bill"
+    lines.append(f"cost ({kind}): ${cost.accrued:.4f} accrued, ${cost.projected:.4f} projected{cap} ({cost.label})")
+    for index, worker in sorted(job.workers.items()):
+        state = worker.reason or ("running" if worker.exit_code is None else f"exit {worker.exit_code}")
+        pid = worker.pid if worker.pid is not None else "-"
+        lines.append(f"  worker {index} (wave {worker.wave}, pid {pid}): {state}")
+    for failure in job.failures:
+        lines.append(f"  item {failure.index} failed: {failure.error.splitlines()[0] if failure.error else ''}")
     return "\n".join(lines)

@@ -1,13 +1,15 @@
 """`%burst_status` as a live widget table of the job store (a face: it reads records, cancels through the core).
 
 One row per job, running jobs first: name/id, backend, state, a done/failed/total bar, elapsed time, cost
-(local jobs: what Fargate would charge), a Cancel button (Launcher.cancel_job, in a thread, so it works also
-when the launching kernel is gone) and Details, which expands the row into `status.format_job` plus the tail
-of each worker's log, or into the job's live JobWidget when the job runs in this kernel.
+(local and docker jobs: what Fargate would charge; `JobRecord.cost_is_estimate` decides), a Cancel button
+(Launcher.cancel_job, in a thread, so it works also when the launching kernel is gone) and Details, which
+expands the row into `status.format_job` plus the tail of each worker's log, or into the job's live JobWidget
+when the job runs in this kernel.
 
 A background thread calls `refresh()` every `interval` seconds while any listed job is active; it ends when
 none is, and when the widget is closed. Records are read through a cached `JobIndex` (one stat per finished
-job per refresh), shared by every table of the same job store.
+job per refresh), shared by every table of the same job store. Rows keep a record's dict (as the store hands it
+out) and read it through `core.record.as_record`; a damaged record is a row that says so.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from starburst_jupyter.core.record import JobRecord, as_record
 from starburst_jupyter.display.progress import JobView, Throttled, WorkerView
 from starburst_jupyter.display.status import format_job, format_jobs, job_row
 from starburst_jupyter.display.widget import _STATE_COLOURS, JobWidget, _esc
@@ -61,42 +64,42 @@ def _live_handle(job_id: str) -> Any:
     return next((driver.handle for driver in live_drivers() if driver.job_id == job_id), None)
 
 
-def view_from_record(record: dict[str, Any]) -> JobView:
+def view_from_record(record: JobRecord | dict[str, Any]) -> JobView:
     """A JobView seeded from a record, for a live widget that starts observing a job mid-run."""
-    spec = record.get("spec") or {}
-    waves, cost = record.get("waves", {}), record.get("cost", {})
+    job = as_record(record)
+    region = job.spec.get("region")
     view = JobView(
-        record["id"],
-        total=int(record.get("total", 0)),
-        name=record.get("name") or "",
-        backend=record.get("backend", ""),
-        region=spec.get("region", ""),
-        state=record["state"],
-        message=record.get("message") or "",
-        started=record.get("started") or record["created"],
-        done=int(record.get("done", 0)),
-        failed=int(record.get("failed", 0)),
-        wave=int(waves.get("started", 0)),
-        waves=int(waves.get("count", 1)),
-        accrued=float(cost.get("accrued", 0.0)),
-        projected=float(cost.get("projected", 0.0)),
-        cap=cost.get("cap"),
-        cost_label=cost.get("label", ""),
+        job.id,
+        total=job.total,
+        name=job.name or "",
+        backend=job.backend,
+        region=region if isinstance(region, str) else "",
+        state=job.state.value,
+        message=job.message,
+        started=job.started or job.created,
+        done=job.done,
+        failed=job.failed,
+        wave=job.waves.started,
+        waves=job.waves.count,
+        accrued=job.cost.accrued,
+        projected=job.cost.projected,
+        cap=job.cost.cap,
+        cost_label=job.cost.label,
     )
-    for key, info in record.get("workers", {}).items():
-        exit_code = info.get("exit_code")
+    for index, worker in job.workers.items():
+        exit_code = worker.exit_code
         state = "running" if exit_code is None else ("exited" if exit_code == 0 else "failed")
-        wave = int(info.get("wave") or 1)
-        view.workers[int(key)] = WorkerView(
-            int(key),
+        wave = worker.wave or 1
+        view.workers[index] = WorkerView(
+            index,
             wave,
             state=state,
-            started=info.get("started") or view.started,
-            ended=info.get("ended"),
-            error=(info.get("reason") or "") if exit_code else "",
+            started=worker.started or view.started,
+            ended=worker.ended,
+            error=(worker.reason or "") if exit_code else "",
         )
         view.wave_workers[wave] = view.wave_workers.get(wave, 0) + 1
-    view.failures = [(f["index"], f.get("error", ""), "") for f in record.get("failures", [])]
+    view.failures = [(f.index, f.error, "") for f in job.failures]
     return view
 
 
@@ -151,36 +154,37 @@ class _Row:
 
     @property
     def active(self) -> bool:
-        return bool(self.record) and self.record["state"] not in TERMINAL_STATES
+        return bool(self.record) and as_record(self.record).is_active
 
     def render(self, record: dict[str, Any], now: float) -> None:
         self.record = record
-        row = job_row(record, now)
-        state = record["state"]
-        shown = "cancelling..." if self.cancelling and state not in TERMINAL_STATES else state
+        job = as_record(record)
+        row = job_row(job, now)
+        state = job.state.value
+        shown = "cancelling..." if self.cancelling and job.is_active else row["state"]
         colour = _STATE_COLOURS.get(state, "#555")
-        name = f"<b>{_esc(record['name'])}</b> " if record.get("name") else ""
-        self.label.value = f"{name}<code>{_esc(record['id'])}</code>"
-        self.backend.value = _esc(record["backend"])
-        title = f" title='{_esc(record['message'])}'" if record.get("message") else ""
+        name = f"<b>{_esc(job.name)}</b> " if job.name else ""
+        self.label.value = f"{name}<code>{_esc(job.id)}</code>"
+        self.backend.value = _esc(job.backend)
+        message = f"damaged record: {job.damaged}" if job.damaged else job.message
+        title = f" title='{_esc(message)}'" if message else ""
         note = f"<br><small>{_esc(self.note)}</small>" if self.note else ""
         self.state.value = (
             f"<span class='starburst-state' style='color:{colour}'{title}><b>{_esc(shown)}</b></span>{note}"
         )
-        total, done, failed = int(record.get("total", 0)), int(record.get("done", 0)), int(record.get("failed", 0))
+        total, done, failed = job.total, job.done, job.failed
         self.progress.max = max(total, 1)
         self.progress.value = min(done + failed, max(total, 1))
         self.progress.description = row["done/failed/total"]
         self.progress.bar_style = "danger" if failed else ("success" if state == "done" else "")
         self.elapsed.value = row["duration"]
-        accrued = float(record.get("cost", {}).get("accrued", 0.0))
         estimate = (
             " <small title='what the same work would cost on Fargate'>(Fargate estimate)</small>"
-            if record["backend"] == "local"
+            if job.cost_is_estimate
             else ""
         )
-        self.cost.value = f"${accrued:.4f}{estimate}"
-        if state in TERMINAL_STATES:
+        self.cost.value = f"${job.cost.accrued:.4f}{estimate}"
+        if job.is_terminal:
             self.cancelling = False
             self.cancel.disabled, self.cancel.description = True, state
         elif self.cancelling:
@@ -245,7 +249,7 @@ class StatusWidget:
             except KeyError:
                 return []
         records = self.index.records() if self.index is not None else self.store.list()
-        active = [r for r in records if r["state"] not in TERMINAL_STATES]
+        active = [r for r in records if r["state"] not in TERMINAL_STATES]  # (the store's dicts have every field)
         finished = [r for r in records if r["state"] in TERMINAL_STATES]
         self.hidden = max(0, len(finished) - self.limit)
         return active + finished[: self.limit]

@@ -1,16 +1,21 @@
 """JSON views of job records for the REST API: what the sidebar may see, and nothing else.
 
-Records are written by the core; these functions copy out named fields only (a whitelist), so
-whatever a record may carry later (store URLs, config extras, credentials by mistake) never
-reaches the browser unless it is added here on purpose.
+Records are written by the core and read through `core.record.JobRecord` (typed, with its
+defaults; a damaged record still gives a row); these functions copy out named fields only (a
+whitelist), so whatever a record may carry later (store URLs, config extras, credentials by
+mistake) never reaches the browser unless it is added here on purpose. They take a JobRecord or
+a record's dict.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from starburst_jupyter.stores.records import ACTIVE_STATES, TERMINAL_STATES
+from starburst_jupyter.core.record import ACTIVE_STATES, TERMINAL_STATES, JobRecord, Outcome, as_record
+
+RecordLike = JobRecord | Mapping[str, Any]
 
 STATES = ACTIVE_STATES + TERMINAL_STATES
 # Filter words besides the states themselves.
@@ -36,123 +41,88 @@ SPEC_FIELDS = (
     "map_expr",
 )
 WORKER_FIELDS = ("wave", "pid", "started", "ended", "exit_code", "reason")
-OUTCOME_NAMES = {"D": "done", "F": "failed", "C": "cancelled", "R": "running", "P": "pending"}
+OUTCOME_NAMES = {o.value: o.label for o in Outcome}
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def elapsed(record: RecordLike, now: float) -> float | None:
+    return as_record(record).elapsed(now)
 
 
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
-
-
-def _text(value: Any, limit: int = 2000) -> str:
-    return value[:limit] if isinstance(value, str) else ""
-
-
-def elapsed(record: dict[str, Any], now: float) -> float | None:
-    started = _number(record.get("started")) or _number(record.get("created"))
-    if started is None:
-        return None
-    end = _number(record.get("finished"))
-    if end is None:
-        end = None if record.get("state") in TERMINAL_STATES else now
-    return max(0.0, end - started) if end is not None else None
-
-
-def _cost(record: dict[str, Any]) -> dict[str, Any]:
-    cost = record.get("cost") if isinstance(record.get("cost"), dict) else {}
+def _cost(job: JobRecord) -> dict[str, Any]:
     return {
-        "accrued": _number(cost.get("accrued")) or 0.0,
-        "projected": _number(cost.get("projected")) or 0.0,
-        "cap": _number(cost.get("cap")),
-        "label": _text(cost.get("label"), 300),
-        "estimate": record.get("backend") != "fargate",
+        "accrued": job.cost.accrued,
+        "projected": job.cost.projected,
+        "cap": job.cost.cap,
+        "label": job.cost.label[:300],
+        "estimate": job.cost_is_estimate,
     }
 
 
-def _waves(record: dict[str, Any]) -> dict[str, int]:
-    waves = record.get("waves") if isinstance(record.get("waves"), dict) else {}
-    return {k: _int(waves.get(k)) for k in ("count", "started", "finished", "concurrency", "workers")}
+def worker_rows(record: RecordLike) -> dict[str, dict[str, Any]]:
+    """The job's workers as {"<index>": the worker's recorded fields} (what the log route looks up)."""
+    return {str(index): worker.to_json() for index, worker in as_record(record).workers.items()}
 
 
-def _workers(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    workers = record.get("workers")
-    return workers if isinstance(workers, dict) else {}
-
-
-def worker_running(info: dict[str, Any], record: dict[str, Any] | None = None) -> bool:
+def worker_running(info: Mapping[str, Any], record: RecordLike | None = None) -> bool:
     """A worker without an exit is running, unless its job ended (a cancel whose kernel was gone
     stops the workers but cannot record their exits)."""
-    if record is not None and record.get("state") in TERMINAL_STATES:
+    if record is not None and as_record(record).is_terminal:
         return False
     return info.get("exit_code") is None and not info.get("ended")
 
 
-def summary(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
-    """One row of the jobs list."""
+def summary(record: RecordLike, now: float | None = None) -> dict[str, Any]:
+    """One row of the jobs list. A damaged record gives a row too: `damaged` says why (else null)."""
+    job = as_record(record)
     now = time.time() if now is None else now
-    total, done, failed = _int(record.get("total")), _int(record.get("done")), _int(record.get("failed"))
-    if "cancelled" in record:  # items a cancel stopped: counted apart from failures
-        cancelled = _int(record.get("cancelled"))
-    else:  # records written before the core counted them counted them among the failed
-        cancelled = _text(record.get("outcomes"), 10_000_000).count("C")
-        failed = max(0, failed - cancelled)
-    workers = _workers(record)
-    state = record.get("state") if record.get("state") in STATES else "unknown"
+    total, done, failed = job.total, job.done, job.failed
+    state = job.state.value
+    message = job.message if not job.damaged else f"damaged record: {job.damaged}"
     return {
-        "id": record["id"],
-        "name": _text(record.get("name"), 200),
-        "backend": _text(record.get("backend"), 40),
+        "id": job.id,
+        "name": (job.name or "")[:200],
+        "backend": job.backend[:40],
         "state": state,
-        "active": state in ACTIVE_STATES,
-        "message": _text(record.get("message"), 2000),
-        "created": _number(record.get("created")),
-        "started": _number(record.get("started")),
-        "finished": _number(record.get("finished")),
-        "elapsed": elapsed(record, now),
+        "active": job.is_active,
+        "message": message[:2000],
+        "damaged": job.damaged[:2000] if job.damaged else None,
+        "created": job.created or None,  # (0: a damaged record's)
+        "started": job.started,
+        "finished": job.finished,
+        "elapsed": job.elapsed(now),
         "total": total,
         "done": done,
         "failed": failed,
-        "cancelled": cancelled,
-        "progress": (done + failed) / total if total else (1.0 if state in TERMINAL_STATES else 0.0),
+        "cancelled": job.cancelled,
+        "progress": (done + failed) / total if total else (1.0 if job.is_terminal else 0.0),
         "workers": {
-            "count": len(workers),
-            "running": sum(1 for w in workers.values() if isinstance(w, dict) and worker_running(w, record)),
+            "count": len(job.workers),
+            "running": sum(1 for w in job.workers.values() if job.worker_running(w)),
         },
-        "waves": _waves(record),
-        "cost": _cost(record),
+        "waves": job.waves.to_json(),
+        "cost": _cost(job),
     }
 
 
-def detail(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+def detail(record: RecordLike, now: float | None = None) -> dict[str, Any]:
     """One job in full: the row plus the spec (whitelisted), waves, workers, per-task outcomes, failures."""
-    view = summary(record, now)
-    spec = record.get("spec") if isinstance(record.get("spec"), dict) else {}
-    view["spec"] = {k: spec[k] for k in SPEC_FIELDS if k in spec}
+    job = as_record(record)
+    view = summary(job, now)
+    view["spec"] = {k: job.spec[k] for k in SPEC_FIELDS if k in job.spec}
     workers = []
-    for index, info in sorted(_workers(record).items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else -1):
-        if not isinstance(info, dict) or not str(index).isdigit():
-            continue
-        row = {"index": int(index), **{k: info.get(k) for k in WORKER_FIELDS}}
-        if worker_running(info, record):
+    for index, worker in sorted(job.workers.items()):
+        row = {"index": index, **{k: getattr(worker, k) for k in WORKER_FIELDS}}
+        if job.worker_running(worker):
             row["state"] = "running"
         else:
-            row["state"] = info.get("reason") or (
-                f"exit {info['exit_code']}"
-                if info.get("exit_code") is not None
-                else f"stopped (job {record.get('state')})"
+            row["state"] = worker.reason or (
+                f"exit {worker.exit_code}" if worker.exit_code is not None else f"stopped (job {job.state.value})"
             )
         workers.append(row)
     view["workers"] = {**view["workers"], "list": workers}
-    outcomes = _text(record.get("outcomes"), 10_000_000)
-    view["outcomes"] = outcomes
-    view["outcome_counts"] = {name: outcomes.count(code) for code, name in OUTCOME_NAMES.items()}
-    failures = record.get("failures") if isinstance(record.get("failures"), list) else []
-    view["failures"] = [
-        {"index": _int(f.get("index")), "error": _text(f.get("error"), 500)} for f in failures if isinstance(f, dict)
-    ]
+    view["outcomes"] = job.outcomes
+    view["outcome_counts"] = {o.label: n for o, n in job.outcome_counts().items()}
+    view["failures"] = [{"index": f.index, "error": f.error[:500]} for f in job.failures]
     return view
 
 
@@ -174,7 +144,12 @@ def parse_states(values: list[str]) -> set[str] | None:
     return states
 
 
-def order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Running first (newest first among them), then finished ones newest first."""
-    active = [r for r in records if r.get("state") in ACTIVE_STATES]
-    return active + [r for r in records if r.get("state") not in ACTIVE_STATES]
+def order(records: list[Any]) -> list[Any]:
+    """Running first (newest first among them), then finished ones newest first (records or their dicts)."""
+    active = [r for r in records if _active(r)]
+    return active + [r for r in records if not _active(r)]
+
+
+def _active(record: RecordLike) -> bool:
+    # (a dict here came from the store, so its state is one of JobState's: no need to read it all again)
+    return record.is_active if isinstance(record, JobRecord) else record.get("state") in ACTIVE_STATES

@@ -1,12 +1,14 @@
 """The job store: one JSON record per job, the single truth that magics, CLI and server read.
 
 Records live at $STARBURST_HOME/jobs/<job_id>/record.json and are replaced atomically, so a
-reader never sees half a record.
+reader never sees half a record. They are written and read only through `core.record.JobRecord`
+(strict JSON out, a tolerant reader in): a damaged record lists as damaged, it never hides the
+others. The `*_record(s)` methods return JobRecords; `read`/`find`/`list`/`records`/`get` return
+the same records as dicts (`JobRecord.to_json()`), for faces that still read dicts.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time
@@ -15,9 +17,24 @@ from pathlib import Path
 from typing import Any
 
 from starburst_jupyter.core.config import starburst_home
+from starburst_jupyter.core.record import ACTIVE_STATES, TERMINAL_STATES, JobRecord, check_finite
 
-TERMINAL_STATES = ("done", "failed", "cancelled")
-ACTIVE_STATES = ("queued", "launching", "running", "collecting")
+__all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "JobIndex", "JobStore", "new_job_id"]
+
+
+def _newest_first(records: list[JobRecord]) -> list[JobRecord]:
+    return sorted(records, key=lambda r: (r.created, r.id), reverse=True)
+
+
+def _read_file(path: Path, job_id: str) -> JobRecord | None:
+    """The record in `path` (damaged if unreadable), None if there is no such file."""
+    try:
+        raw = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:  # e.g. permissions: still a job, shown as damaged
+        return JobRecord.unreadable(job_id, f"cannot read: {exc}")
+    return JobRecord.from_json(raw, job_id)
 
 
 def new_job_id() -> str:
@@ -35,33 +52,41 @@ class JobStore:
             raise KeyError(f"{job_id!r} is not a job id")
         return self.jobs_dir / job_id
 
-    def write(self, record: dict[str, Any]) -> None:
-        folder = self.job_dir(record["id"])
+    def write(self, record: JobRecord | dict[str, Any]) -> None:
+        """Replace a job's record (a dict is read through JobRecord first). RecordError on NaN or infinity."""
+        if not isinstance(record, JobRecord):
+            check_finite(record, f"job record {record.get('id')}")
+            record = JobRecord.from_json(record)
+        text = record.dumps()
+        folder = self.job_dir(record.id)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".record-{uuid.uuid4().hex}.tmp"
-        tmp.write_text(json.dumps(record, default=str))
+        tmp.write_text(text)
         os.replace(tmp, folder / "record.json")
 
+    def read_record(self, job_id: str) -> JobRecord:
+        record = _read_file(self.job_dir(job_id) / "record.json", job_id)
+        if record is None:
+            raise KeyError(f"No job {job_id!r} in the job store at {self.jobs_dir}; %burst_status lists the jobs.")
+        return record
+
     def read(self, job_id: str) -> dict[str, Any]:
-        path = self.job_dir(job_id) / "record.json"
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            raise KeyError(
-                f"No job {job_id!r} in the job store at {self.jobs_dir}; %burst_status lists the jobs."
-            ) from None
+        return self.read_record(job_id).to_json()
 
     def find(self, prefix: str) -> dict[str, Any]:
         """A job by id or unique id prefix (users type the short form)."""
+        return self.find_record(prefix).to_json()
+
+    def find_record(self, prefix: str) -> JobRecord:
         if not prefix.strip():
             raise KeyError("Give a job id (or the start of one); %burst_status lists the jobs.")
         try:
-            return self.read(prefix)
+            return self.read_record(prefix)
         except KeyError:
             pass
         matches = [d.name for d in self._dirs() if d.name.startswith(prefix)]
         if len(matches) == 1:
-            return self.read(matches[0])
+            return self.read_record(matches[0])
         if not matches:
             raise KeyError(f"No job matches {prefix!r}; %burst_status lists the jobs.")
         raise KeyError(f"{prefix!r} matches {len(matches)} jobs ({', '.join(matches[:5])}...); give more of the id.")
@@ -72,16 +97,14 @@ class JobStore:
         except FileNotFoundError:
             return []
 
-    def list(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Records newest first (by creation time: ids only have one-second resolution)."""
-        records = []
-        for folder in self._dirs():
-            try:
-                records.append(json.loads((folder / "record.json").read_text()))
-            except (FileNotFoundError, json.JSONDecodeError):
-                continue
-        records.sort(key=lambda r: (r.get("created", 0.0), r["id"]), reverse=True)
+    def list_records(self, limit: int | None = None) -> list[JobRecord]:
+        """Records newest first (by creation time: ids only have one-second resolution); damaged ones too."""
+        records = [r for d in self._dirs() if (r := _read_file(d / "record.json", d.name)) is not None]
+        records = _newest_first(records)
         return records[:limit] if limit else records
+
+    def list(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return [r.to_json() for r in self.list_records(limit)]
 
 
 class JobIndex:
@@ -98,7 +121,7 @@ class JobIndex:
 
         self.store = store or JobStore()
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+        self._cache: dict[str, tuple[tuple[int, int, int], JobRecord, dict[str, Any]]] = {}
         self.reads = 0
 
     @staticmethod
@@ -109,27 +132,32 @@ class JobIndex:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def _load(self, job_id: str, path: Path) -> dict[str, Any] | None:
-        """The record of `job_id`, parsed again only when its file changed; None when it has none."""
+    def _load(self, job_id: str, path: Path) -> tuple[JobRecord, dict[str, Any]] | None:
+        """The record of `job_id` and its dict, parsed again only when its file changed; None when it has none.
+        A record that cannot be read is a damaged record, listed as such."""
         stamp = self._stamp(path)
         if stamp is None:
             self._cache.pop(job_id, None)
             return None
         cached = self._cache.get(job_id)
         if cached is not None and cached[0] == stamp:
-            return cached[1]
-        try:
-            record = json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-            return cached[1] if cached else None
+            return cached[1], cached[2]
+        record = _read_file(path, job_id)
+        if record is None:  # replaced or removed between the stat and the read
+            return (cached[1], cached[2]) if cached else None
         self.reads += 1
-        if not isinstance(record, dict) or record.get("id") != job_id:
-            return None
-        self._cache[job_id] = (stamp, record)
-        return record
+        self._cache[job_id] = (stamp, record, record.to_json())
+        return record, self._cache[job_id][2]
 
     def records(self) -> list[dict[str, Any]]:
-        """Every record, newest first (as JobStore.list)."""
+        """Every record as a dict, newest first (as JobStore.list)."""
+        return [data for _, data in self._both()]
+
+    def job_records(self) -> list[JobRecord]:
+        """Every record, newest first (as JobStore.list_records)."""
+        return [record for record, _ in self._both()]
+
+    def _both(self) -> list[tuple[JobRecord, dict[str, Any]]]:
         with self._lock:
             try:
                 entries = [
@@ -140,28 +168,37 @@ class JobIndex:
             except FileNotFoundError:
                 entries = []
             seen = set()
-            records = []
+            loaded = []
             for entry in entries:
                 seen.add(entry.name)
-                record = self._load(entry.name, Path(entry.path) / "record.json")
-                if record is not None:
-                    records.append(record)
+                both = self._load(entry.name, Path(entry.path) / "record.json")
+                if both is not None:
+                    loaded.append(both)
             for gone in set(self._cache) - seen:
                 del self._cache[gone]
-        records.sort(key=lambda r: (r.get("created", 0.0), r["id"]), reverse=True)
-        return records
+        loaded.sort(key=lambda both: (both[0].created, both[0].id), reverse=True)
+        return loaded
 
-    def get(self, job_id: str) -> dict[str, Any]:
+    def get_record(self, job_id: str) -> JobRecord:
         """One record by exact id (KeyError when there is none), re-read only if it changed."""
         path = self.store.job_dir(job_id) / "record.json"
         with self._lock:
-            record = self._load(job_id, path)
-        if record is None:
+            both = self._load(job_id, path)
+        if both is None:
             raise KeyError(f"No job {job_id!r} in the job store at {self.store.jobs_dir}.")
-        return record
+        return both[0]
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """One record by exact id as a dict (KeyError when there is none)."""
+        path = self.store.job_dir(job_id) / "record.json"
+        with self._lock:
+            both = self._load(job_id, path)
+        if both is None:
+            raise KeyError(f"No job {job_id!r} in the job store at {self.store.jobs_dir}.")
+        return both[1]
 
     def version(self) -> str:
         """Changes whenever any cached record changes (call after `records()`)."""
         with self._lock:
-            stamps = sorted((job_id, stamp) for job_id, (stamp, _) in self._cache.items())
+            stamps = sorted((job_id, cached[0]) for job_id, cached in self._cache.items())
         return format(hash(tuple(stamps)) & 0xFFFFFFFFFFFF, "x")

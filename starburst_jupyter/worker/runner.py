@@ -20,12 +20,12 @@ import traceback
 from typing import Any
 
 from starburst_jupyter.errors import RemoteTraceback, ResultTooLarge
-from starburst_jupyter.protocol import serialize, sourcemap
+from starburst_jupyter.protocol import keys, serialize, sourcemap
+from starburst_jupyter.protocol.exits import EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM, EXIT_OK
 from starburst_jupyter.protocol.jobfiles import ItemResult, JobFiles
 from starburst_jupyter.protocol.sourcemap import SourceMap
+from starburst_jupyter.protocol.workerspec import WorkerSpec
 from starburst_jupyter.stores.objects import open_store
-
-EXIT_OK, EXIT_CRASH, EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM = 0, 1, 3, 4, 5
 
 
 def log(message: str) -> None:
@@ -51,12 +51,12 @@ class _Tee(io.TextIOBase):
 class Control(threading.Thread):
     """Heartbeats and hard-exits on cancel or deadline, even while an item holds the main thread."""
 
-    def __init__(self, files: JobFiles, worker: int, spec: dict):
+    def __init__(self, files: JobFiles, worker: int, spec: WorkerSpec):
         super().__init__(daemon=True, name="starburst-control")
         self.files, self.worker = files, worker
-        self.deadline = float(spec["deadline"])
-        self.poll = float(spec.get("control_poll_seconds", 0.25))
-        self.beat_every = float(spec.get("heartbeat_seconds", 2.0))
+        self.deadline = spec.deadline
+        self.poll = spec.timing.control_poll_seconds
+        self.beat_every = spec.timing.heartbeat_seconds
         self.status: dict[str, Any] = {"block": None, "done": 0}
         self.active = True  # False once the worker has left this job (to wait warm for the next one)
 
@@ -142,9 +142,9 @@ class Worker:
     def __init__(self, files: JobFiles, index: int, budget: int):
         self.files, self.index, self.budget = files, index, budget
         self.spec = files.read_spec()
-        self.flush_seconds = float(self.spec.get("flush_seconds", 1.0))
-        self.idle_seconds = float(self.spec.get("idle_seconds", 0.0))
-        self.max_result_bytes = int(self.spec["max_result_bytes"])
+        self.flush_seconds = self.spec.timing.flush_seconds
+        self.idle_seconds = self.spec.idle_seconds
+        self.max_result_bytes = self.spec.max_result_bytes
         self.known: list[int] = []  # blocks this worker may still try to claim, in order
         self.newest = -1  # the highest block id listed so far
         self.cursor = 0
@@ -166,7 +166,7 @@ class Worker:
                 self.known.extend(b for b in fresh if b not in claimed)
                 self.newest = fresh[-1]
                 continue
-            if not self.spec.get("open") or self.files.is_closed() or waited >= self.idle_seconds:
+            if not self.spec.open or self.files.is_closed() or waited >= self.idle_seconds:
                 return None
             time.sleep(pause)  # open job: wait for more work, up to the idle time
             waited += pause
@@ -212,34 +212,28 @@ class Worker:
             self.files.write_results(block, part, pending)
 
 
-def budget_for(spec: dict, index: int) -> int:
-    """Items a worker takes before exiting (0: no limit). The last planned worker, and any launched
-    beyond the plan to replace a lost one, have no budget: they take what the others left over."""
-    plan = spec.get("plan") or {}
-    return int(plan.get("budget", 0)) if index < int(plan.get("workers", 0)) - 1 else 0
-
-
-def wait_warm(files: JobFiles, worker: int, spec: dict) -> tuple[JobFiles, int] | None:
+def wait_warm(files: JobFiles, worker: int, spec: WorkerSpec) -> tuple[JobFiles, int] | None:
     """Keep-warm: register in the job's warm pool and wait up to keep_warm_seconds for a launcher to assign
     this worker to a new job of the same spec (no cold start for it). The assignment key is created
     exclusively, by the launcher or, on expiry, by the worker itself, so a worker is never both."""
-    pool, seconds = spec.get("warm_pool"), float(spec.get("keep_warm_seconds", 0))
+    pool, seconds = spec.warm_pool, spec.keep_warm_seconds
     if not pool or seconds <= 0 or files.cancel_requested():
         return None
-    store, name = files.store, f"{files.job_id}-{worker:04d}"
+    store, entry = files.store, keys.warm_entry(pool, files.job_id, worker)
+    assign = keys.warm_assignment(entry)
     until = time.time() + seconds
     store.put(
-        f"{pool}{name}.json",
+        entry,
         [json.dumps({"job": files.job_id, "worker": worker, "until": until, "task_arn": _own_task_arn()}).encode()],
     )
     log(f"worker {worker}: job {files.job_id} done; kept warm for the next job for {seconds:g} s")
     try:
         while True:
-            if time.time() >= until and store.create_exclusive(f"{pool}{name}.assign", b'{"expired": true}'):
+            if time.time() >= until and store.create_exclusive(assign, b'{"expired": true}'):
                 log(f"worker {worker}: no new job within {seconds:g} s, exiting")
                 return None
             try:
-                assignment = json.loads(store.get(f"{pool}{name}.assign"))
+                assignment = json.loads(store.get(assign))
             except FileNotFoundError:
                 time.sleep(1.0)
                 continue
@@ -252,7 +246,7 @@ def wait_warm(files: JobFiles, worker: int, spec: dict) -> tuple[JobFiles, int] 
             )
     finally:
         with contextlib.suppress(OSError):
-            store.delete(f"{pool}{name}.json")
+            store.delete(entry)
 
 
 def _own_task_arn() -> str | None:
@@ -271,7 +265,7 @@ def _own_task_arn() -> str | None:
 
 def run_job(files: JobFiles, index: int, budget: int | None = None) -> int:
     worker = Worker(files, index, 0)
-    worker.budget = budget if budget is not None else budget_for(worker.spec, index)
+    worker.budget = budget if budget is not None else worker.spec.plan.budget_for(index)
     log(f"worker {index} of job {files.job_id} started (pid {os.getpid()} on {socket.gethostname()})")
     control = Control(files, index, worker.spec)
     control.check()

@@ -41,7 +41,9 @@ def test_vanished_and_broken_records(starburst_home):
     (store.job_dir("bj-b") / "record.json").unlink()
     (store.job_dir("bj-c")).mkdir()
     (store.job_dir("bj-c") / "record.json").write_text("{half a rec")
-    assert [r["id"] for r in index.records()] == ["bj-a"]
+    records = index.records()  # a broken record lists as damaged (issue 12 item 7), a vanished one not at all
+    assert [(r["id"], bool(r.get("damaged"))) for r in records] == [("bj-a", False), ("bj-c", True)]
+    assert "not JSON" in records[1]["damaged"] and records[1]["state"] == "failed"
     try:
         index.get("bj-b")
     except KeyError as exc:

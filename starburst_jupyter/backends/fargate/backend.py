@@ -30,9 +30,9 @@ from starburst_jupyter.backends.fargate.taskdef import (
 )
 from starburst_jupyter.core.config import Config, load_config, starburst_home
 from starburst_jupyter.errors import BurstBackendUnavailable
+from starburst_jupyter.protocol import exits, keys
 from starburst_jupyter.protocol.jobfiles import JobFiles
 from starburst_jupyter.stores.records import JobStore
-from starburst_jupyter.worker.runner import EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM, EXIT_OK
 
 DESCRIBE_BATCH = 100  # DescribeTasks takes up to 100 tasks
 LOG_STREAMS_BATCH = 100  # FilterLogEvents takes up to 100 stream names
@@ -84,15 +84,10 @@ def describe_stop(task: dict[str, Any]) -> tuple[int, str]:
         return -1, f"the task stopped before the worker ran: {why or stop_code or 'no reason given'}"
     if code == 137 or "OutOfMemory" in detail:
         return code, f"out of memory (exit {code}{': ' + detail if detail else ''}); try a larger --memory"
-    known = {
-        EXIT_OK: "finished",
-        EXIT_CANCELLED: "stopped: job cancelled",
-        EXIT_DEADLINE: "stopped: job deadline passed",
-        EXIT_NO_PROGRAM: "could not load the job's program",
-    }
-    if code in known:
-        return code, known[code]
-    return code, f"exit code {code} ({why or detail or 'essential container exited'})"
+    reason = exits.describe(code)
+    if code in (exits.EXIT_OK, exits.EXIT_CANCELLED, exits.EXIT_DEADLINE, exits.EXIT_NO_PROGRAM):
+        return code, reason
+    return code, f"{reason} ({why or detail or 'essential container exited'})"
 
 
 class FargateBackend:
@@ -187,7 +182,7 @@ class FargateBackend:
             # warm workers of this shape run, but they are there to be taken by this very job
             now = time.time()
             for key in self.store.list(self._warm_pool(spec)) if self.config.image or self._image_ref else ():
-                if key.endswith(".json"):
+                if keys.is_warm_entry(key):
                     with contextlib.suppress(FileNotFoundError, ValueError):
                         if json.loads(self.store.get(key)).get("until", 0) > now + 5:
                             running -= vcpus_per_worker
@@ -216,7 +211,7 @@ class FargateBackend:
 
     def _warm_pool(self, spec) -> str:
         """Workers wait for the next job in a pool per task shape (and Spot or not): any job of that shape fits."""
-        return f"warm/{self._shape(spec).fingerprint()}{'-spot' if spec.spot else ''}/"
+        return keys.warm_pool(self._shape(spec).fingerprint(), spec.spot)
 
     def spec_extras(self, spec) -> dict[str, Any]:
         if spec.keep_warm <= 0:
@@ -226,20 +221,18 @@ class FargateBackend:
     def warm_workers(self, files: JobFiles, refs: list[WorkerRef]) -> list[WorkerRef]:
         """Of these workers, those that registered in the warm pool (they finished and wait for a job)."""
         if files.job_id not in self._pools:  # (asked on every poll while a job ends: read its spec once)
-            self._pools[files.job_id] = files.read_spec().get("warm_pool")
+            self._pools[files.job_id] = files.read_spec().warm_pool
         pool = self._pools[files.job_id]
         if not pool:
             return []
-        names = {key.rsplit("/", 1)[-1] for key in self.store.list(pool)}
-        # waiting in the pool (.json), or already taken by another job (.assign): either way not ours to stop
-        return [
-            r for r in refs if {f"{files.job_id}-{r.index:04d}.json", f"{files.job_id}-{r.index:04d}.assign"} & names
-        ]
+        names = {keys.leaf(key) for key in self.store.list(pool)}
+        # waiting in the pool, or already taken by another job: either way not ours to stop
+        return [r for r in refs if keys.warm_names(files.job_id, r.index) & names]
 
     def _take_warm(self, files: JobFiles, spec, starts: list[tuple[int, int, int]]) -> list[WorkerRef]:
         """Assign waiting warm workers of this shape to some of the starts (no RunTask, no cold start)."""
         pool = self._warm_pool(spec)
-        entries = [k for k in self.store.list(pool) if k.endswith(".json")]
+        entries = [k for k in self.store.list(pool) if keys.is_warm_entry(k)]
         taken: list[WorkerRef] = []
         for key in entries:
             if len(taken) == len(starts):
@@ -255,7 +248,7 @@ class FargateBackend:
                 continue
             index, wave, _ = starts[len(taken)]
             assignment = {"store": files.store.url, "job": files.job_id, "prefix": files.prefix, "worker": index}
-            if not self.store.create_exclusive(key[: -len(".json")] + ".assign", json.dumps(assignment).encode()):
+            if not self.store.create_exclusive(keys.warm_assignment(key), json.dumps(assignment).encode()):
                 continue  # another launcher took it, or it expired
             taken.append(
                 WorkerRef(

@@ -11,6 +11,8 @@ import threading
 from collections import Counter
 from typing import Any
 
+from starburst_jupyter.protocol import keys
+
 RETRY_CONFIG = dict(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=30)
 
 
@@ -27,10 +29,7 @@ class ApiCalls:
             name = f"{service}.{model.name}"
             key = (params or {}).get("Key", "") if service == "s3" else ""
             if key:  # which of the job's objects: the cancel marker (every poll) or results/claims (data)
-                parts = key.split("/")
-                name += ":" + (
-                    parts[-2] if len(parts) > 2 and parts[-2] in ("results", "claims", "tasks") else parts[-1]
-                )
+                name += ":" + keys.object_kind(key)
             with self._lock:
                 self.by_owner.setdefault(owner, Counter())[name] += 1
 

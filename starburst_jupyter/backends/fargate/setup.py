@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starburst_jupyter.backends.fargate.clients import client, error_code
+from starburst_jupyter.protocol import keys
 
 TAG_KEY, TAG_VALUE = "starburst:managed", "true"
 EXECUTION_ROLE, TASK_ROLE = "starburst-execution", "starburst-task"
@@ -230,14 +231,14 @@ class Setup:
                     {
                         "ID": "expire-old-jobs",
                         "Status": "Enabled",
-                        "Filter": {"Prefix": "jobs/"},
+                        "Filter": {"Prefix": keys.JOBS},
                         "Expiration": {"Days": JOB_EXPIRY_DAYS},
                         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
                     },
                     {
                         "ID": "expire-warm-pool-leftovers",
                         "Status": "Enabled",
-                        "Filter": {"Prefix": "warm/"},
+                        "Filter": {"Prefix": keys.WARM},
                         "Expiration": {"Days": 1},
                     },
                 ]
@@ -321,7 +322,7 @@ class Setup:
                             {
                                 "Effect": "Allow",
                                 "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                                "Resource": [f"arn:aws:s3:::{bucket}/jobs/*", f"arn:aws:s3:::{bucket}/warm/*"],
+                                "Resource": [f"arn:aws:s3:::{bucket}/{top}*" for top in keys.TOP_PREFIXES],
                             },
                         ],
                     }

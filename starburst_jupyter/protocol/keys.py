@@ -1,0 +1,169 @@
+"""The object-store key layout: the one module that names where each object lives in a job's store.
+
+Everything starburst writes in a store (a folder, an S3 bucket or a prefix of one) is under one of:
+
+jobs/<id>/spec.json            what was asked and how workers behave (protocol.workerspec)
+jobs/<id>/program.pkl          the code and captured names every task runs with
+jobs/<id>/tasks/<block>.pkl    [(item_index, item)], claimed whole by one worker
+jobs/<id>/claims/<block>       created exclusively by the worker that takes the block
+jobs/<id>/results/<ms>-<block>-<part>.pkl   [ItemResult], flushed as the block progresses; <ms> (the
+                               writer's clock) orders keys by time, so a reader lists only recent ones
+jobs/<id>/heartbeat/<worker>   JSON liveness, rewritten every few seconds
+jobs/<id>/logs/<worker>.log    the worker's stdout and stderr
+jobs/<id>/cancel               any face writes it; workers exit when they see it
+jobs/<id>/closed               an open job (BurstExecutor) gets no more tasks
+warm/<shape>[-spot]/<job>-<worker>.json    a finished worker waiting for the next job of its shape
+warm/<shape>[-spot]/<job>-<worker>.assign  created exclusively: by a launcher taking it, or by the worker
+                                           itself when its time is up (so it is never both taken and gone)
+
+A job's prefix is passed around (JobFiles.prefix, the worker's --prefix), so the functions below take it
+rather than a job id. Fixed-width numbers keep key order equal to number order, which listings rely on.
+Pure functions: nothing here touches a store.
+"""
+
+from __future__ import annotations
+
+JOBS = "jobs/"  # every job's objects (the bucket's lifecycle rule expires them)
+WARM = "warm/"  # the warm pools (short-lived: leftovers expire after a day)
+TOP_PREFIXES = (JOBS, WARM)  # all a worker may read and write in a bucket (its IAM policy names these)
+
+_TASKS, _CLAIMS, _RESULTS, _HEARTBEATS, _LOGS = "tasks/", "claims/", "results/", "heartbeat/", "logs/"
+_PICKLE = ".pkl"
+_ENTRY, _ASSIGN = ".json", ".assign"
+
+
+def worker_name(index: int) -> str:
+    """A worker's name in keys and logs (zero-padded, so its objects list in worker order)."""
+    return f"worker-{index:04d}"
+
+
+def leaf(key: str) -> str:
+    """The last part of a key (listings are compared by leaf names)."""
+    return key.rsplit("/", 1)[-1]
+
+
+# ----- one job -------------------------------------------------------------------------------------
+def job_prefix(job_id: str) -> str:
+    """Where a job's objects live, unless it was given another prefix."""
+    return f"{JOBS}{job_id}/"
+
+
+def spec_key(prefix: str) -> str:
+    return prefix + "spec.json"
+
+
+def program_key(prefix: str) -> str:
+    return prefix + "program" + _PICKLE
+
+
+def tasks_prefix(prefix: str) -> str:
+    return prefix + _TASKS
+
+
+def task_key(prefix: str, block: int) -> str:
+    """A block of items; six digits so that listing in key order is listing in block order."""
+    return f"{prefix}{_TASKS}{block:06d}{_PICKLE}"
+
+
+def task_block(key: str) -> int:
+    """The block number of a task key."""
+    return int(leaf(key).removesuffix(_PICKLE))
+
+
+def claims_prefix(prefix: str) -> str:
+    return prefix + _CLAIMS
+
+
+def claim_key(prefix: str, block: int) -> str:
+    return f"{prefix}{_CLAIMS}{block:06d}"
+
+
+def claim_block(key: str) -> int:
+    """The block number of a claim key."""
+    return int(leaf(key))
+
+
+def results_prefix(prefix: str) -> str:
+    return prefix + _RESULTS
+
+
+def result_key(prefix: str, block: int, part: int, millis: int) -> str:
+    """A flush of results; the writer's time comes first (13 digits) so that key order is time order."""
+    return f"{prefix}{_RESULTS}{millis:013d}-{block:06d}-{part:04d}{_PICKLE}"
+
+
+def results_after(prefix: str, since: float) -> str:
+    """A StartAfter key that lists the result objects written from `since` (epoch seconds) on: '~' sorts
+    after every digit and '-', so the key of the millisecond before is passed whatever its block."""
+    return f"{prefix}{_RESULTS}{max(0, int(since * 1000) - 1):013d}~"
+
+
+def result_time(key: str) -> float:
+    """When a result object was written (epoch seconds, by its writer's clock)."""
+    return int(leaf(key).split("-", 1)[0]) / 1000
+
+
+def result_block(key: str) -> tuple[int, int]:
+    """(block, part) of a result key."""
+    _, block, part = leaf(key).removesuffix(_PICKLE).split("-")
+    return int(block), int(part)
+
+
+def heartbeats_prefix(prefix: str) -> str:
+    return prefix + _HEARTBEATS
+
+
+def heartbeat_key(prefix: str, worker: int) -> str:
+    return prefix + _HEARTBEATS + worker_name(worker)
+
+
+def log_key(prefix: str, worker: int) -> str:
+    return f"{prefix}{_LOGS}{worker_name(worker)}.log"
+
+
+def cancel_key(prefix: str) -> str:
+    return prefix + "cancel"
+
+
+def closed_key(prefix: str) -> str:
+    return prefix + "closed"
+
+
+def payload_prefixes(prefix: str) -> tuple[str, ...]:
+    """The bulky or transient folders dropped once results are collected (spec, logs and program are not here)."""
+    return (tasks_prefix(prefix), claims_prefix(prefix), results_prefix(prefix), heartbeats_prefix(prefix))
+
+
+def object_kind(key: str) -> str:
+    """What a key is, for counting API calls: 'tasks', 'claims' or 'results' for the many objects of a
+    folder, else the object's own name ('spec.json', 'cancel', a warm entry...)."""
+    parts = key.split("/")
+    if len(parts) > 2 and parts[-2] + "/" in (_RESULTS, _CLAIMS, _TASKS):
+        return parts[-2]
+    return parts[-1]
+
+
+# ----- warm pools ----------------------------------------------------------------------------------
+def warm_pool(shape: str, spot: bool) -> str:
+    """A pool per task shape (and Spot or not): a worker waiting there fits any job of that shape."""
+    return f"{WARM}{shape}{'-spot' if spot else ''}/"
+
+
+def warm_entry(pool: str, job_id: str, worker: int) -> str:
+    """Where a finished worker registers while it waits."""
+    return f"{pool}{job_id}-{worker:04d}{_ENTRY}"
+
+
+def warm_assignment(entry: str) -> str:
+    """The key whose exclusive creation takes (or, at expiry, retires) the worker of an entry."""
+    return entry.removesuffix(_ENTRY) + _ASSIGN
+
+
+def is_warm_entry(key: str) -> bool:
+    return key.endswith(_ENTRY)
+
+
+def warm_names(job_id: str, worker: int) -> set[str]:
+    """The leaf names a job's worker has in a pool: waiting (entry) or taken by another job (assignment)."""
+    entry = warm_entry("", job_id, worker)
+    return {entry, warm_assignment(entry)}
