@@ -45,12 +45,25 @@ def __getattr__(name: str):
 def load_ipython_extension(ipython) -> None:  # IPython's shell
     from starburst_jupyter.magics import BurstMagics, make_async_transformer
 
+    unload_ipython_extension(ipython)  # a second %load_ext (or %reload_ext) replaces, never doubles
     magics = BurstMagics(ipython)
     ipython.register_magics(magics)
-    transformers = ipython.input_transformers_cleanup
-    if not any(getattr(t, "__qualname__", "").startswith("make_async_transformer") for t in transformers):
-        transformers.append(make_async_transformer(ipython, magics))
+    ipython.input_transformers_cleanup.append(make_async_transformer(ipython, magics))
 
 
 def unload_ipython_extension(ipython) -> None:
-    pass
+    """Undo load_ipython_extension: the magics are unknown again and cells are no longer rewritten."""
+    from starburst_jupyter.magics import ASYNC_ENTRY, is_async_transformer
+
+    manager = ipython.magics_manager
+    ours = manager.registry.pop("BurstMagics", None)
+    if ours is not None:
+        for kind, table in ours.magics.items():
+            registered = manager.magics.get(kind, {})
+            for name in table:
+                method = registered.get(name)
+                if getattr(method, "__self__", None) is ours:
+                    del registered[name]
+    transformers = ipython.input_transformers_cleanup
+    transformers[:] = [t for t in transformers if not is_async_transformer(t)]
+    ipython.user_ns.pop(ASYNC_ENTRY, None)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starburst_jupyter.core import events as ev
+from starburst_jupyter.core import options as job_options
 from starburst_jupyter.core.capture import cell_label, check_picklable
 from starburst_jupyter.core.config import Config, load_config
 from starburst_jupyter.core.launcher import JobHandle, Launcher
@@ -15,6 +16,11 @@ from starburst_jupyter.core.spec import build_spec
 from starburst_jupyter.errors import BurstError
 from starburst_jupyter.protocol import serialize, sourcemap
 from starburst_jupyter.protocol.programs import CallProgram, SubmitProgram
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from starburst_jupyter.core.options import JobOptions
 
 
 def _describe(fn: Callable) -> str:
@@ -25,15 +31,8 @@ def burst_map(
     fn: Callable[[Any], Any],
     items: Iterable[Any],
     *,
-    workers: int | None = None,
-    backend: str | None = None,
-    cpu: float | str | None = None,
-    memory: str | None = None,
-    timeout: float | None = None,
-    on_error: str | None = None,
-    name: str | None = None,
-    max_cost: float | None = None,
     config: Config | None = None,
+    **options: Unpack[JobOptions],
 ) -> list[Any]:
     """[fn(item) for item in items], run by burst workers. Results come back in item order.
 
@@ -41,20 +40,9 @@ def burst_map(
     (its `.results` holds the full list, failed slots holding the exception); with "keep" the
     exceptions sit in the returned list.
     """
+    job_options.check_keywords("burst_map", options)
     config = config or load_config()
-    spec = build_spec(
-        config,
-        mode="map",
-        source=_describe(fn),
-        backend=backend,
-        workers=workers,
-        cpu=cpu,
-        memory=memory,
-        timeout=timeout,
-        on_error=on_error,
-        name=name,
-        max_cost=max_cost,
-    )
+    spec = build_spec(config, mode="map", source=_describe(fn), **options)
     program = CallProgram(fn, sourcemap.collect([fn], cell_label))
     try:
         chunks = serialize.dumps_chunks(program)  # pickled once; only a failure pickles again, to name it
@@ -85,25 +73,14 @@ class BurstExecutor(Executor):
         workers: int | None = None,
         backend: str | None = None,
         *,
-        cpu: float | str | None = None,
-        memory: str | None = None,
-        timeout: float | None = None,
-        name: str | None = None,
-        max_cost: float | None = None,
         config: Config | None = None,
+        **options: Unpack[JobOptions],
     ):
+        job_options.check_keywords("BurstExecutor", options)
+        options["name"] = options.get("name") or "executor"
         config = config or load_config()
         spec = build_spec(
-            config,
-            mode="executor",
-            source="BurstExecutor",
-            backend=backend,
-            workers=workers,
-            cpu=cpu,
-            memory=memory,
-            timeout=timeout,
-            name=name or "executor",
-            max_cost=max_cost,
+            config, mode="executor", source="BurstExecutor", **{**options, "workers": workers, "backend": backend}
         )
         self._lock = threading.Lock()
         self._futures: dict[int, Future] = {}
@@ -177,3 +154,12 @@ class BurstExecutor(Executor):
         self._handle.close()
         if wait:
             self._handle.wait()
+
+
+# The keywords each face shows (help(), Jupyter's `?`, an IDE) are the job options' table, with its help.
+burst_map.__signature__ = job_options.generated_signature(burst_map)  # type: ignore[attr-defined]
+burst_map.__doc__ = f"{burst_map.__doc__}\n{job_options.keyword_doc('    ')}\n"
+BurstExecutor.__init__.__signature__ = job_options.generated_signature(  # type: ignore[attr-defined]
+    BurstExecutor.__init__, skip=("workers", "backend")
+)
+BurstExecutor.__doc__ = f"{BurstExecutor.__doc__}\n{job_options.keyword_doc('    ')}\n"

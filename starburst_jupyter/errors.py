@@ -12,6 +12,10 @@ class BurstError(Exception):
         #: [(item_index, exception)] for the items that failed, in item order.
         self.failures = failures or []
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython shows our message, not the launcher's stack, for burst errors (IPython's hook, by name)."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class BurstValidationError(BurstError, ValueError):
     """A spec or option was refused before anything was launched."""

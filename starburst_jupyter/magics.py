@@ -13,6 +13,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
+from starburst_jupyter import commands
+from starburst_jupyter.core import options as job_options
 from starburst_jupyter.core import pricing
 from starburst_jupyter.core.capture import (
     analyze_cell,
@@ -22,15 +24,13 @@ from starburst_jupyter.core.capture import (
     refuse_open_files,
     select_namespace,
 )
-from starburst_jupyter.core.config import KEYS, load_config, parse_assignments, save_values
+from starburst_jupyter.core.config import load_config
 from starburst_jupyter.core.launcher import JobResult, Launcher
 from starburst_jupyter.core.spec import build_spec
 from starburst_jupyter.display.progress import PROGRESS_EVENTS, JobView, TextProgress, Throttled
-from starburst_jupyter.display.status import format_job, format_jobs
 from starburst_jupyter.errors import BurstCancelled, BurstError, BurstTimeout, BurstValidationError
 from starburst_jupyter.protocol import serialize, sourcemap
 from starburst_jupyter.protocol.programs import CellProgram
-from starburst_jupyter.stores.records import JobStore
 
 _MAP_RE = re.compile(
     r"^\s*\(?\s*(?P<target>[A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*,?\s*\)?\s+in\s+(?P<expr>\S.*)$", re.S
@@ -74,20 +74,28 @@ def make_async_transformer(shell: Any, magics: BurstMagics):
         line, cell = first[len("%%burst") :].strip(), "".join(lines[1:])
         return [f"await {ASYNC_ENTRY}({line!r}, {cell!r})\n"]
 
+    transform.starburst_async = True  # type: ignore[attr-defined]
     return transform
 
 
-PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "arm64"}
+def is_async_transformer(transformer: Any) -> bool:
+    """One of ours, from make_async_transformer (unload removes it)."""
+    return bool(getattr(transformer, "starburst_async", False))
+
+
+PLATFORMS = commands.PLATFORMS
 
 
 def _with_image_options(config: Any, args: Any) -> Any:
     """--requirements and --platform override the config for this job (or this build) only."""
-    values = {}
-    if getattr(args, "requirements", None):
-        values["requirements"] = args.requirements
-    if getattr(args, "platform", None):
-        values["arch"] = PLATFORMS[args.platform]
-    return config.with_values(values) if values else config
+    return commands.with_image_options(config, getattr(args, "requirements", None), getattr(args, "platform", None))
+
+
+def job_arguments(func: Callable[..., Any]) -> Callable[..., Any]:
+    """IPython's `@argument` for every job option of the table in core/options.py, in the table's order."""
+    for flags, kwargs in reversed(job_options.magic_arguments()):
+        func = argument(*flags, **kwargs)(func)
+    return func
 
 
 def _image_progress(shell: Any) -> Any:
@@ -161,24 +169,7 @@ class BurstMagics(Magics):
         help="run the cell once per item of EXPR (evaluated here), with NAME bound to the item",
     )
     @argument("--out", default="burst_results", help="name of the list that receives map results (item order)")
-    @argument("--workers", type=int, help="number of workers (default: as many as the backend's quota allows)")
-    @argument("--cpu", help="vCPUs per worker: 0.25, 0.5, 1, 2, 4, 8 or 16")
-    @argument("--memory", help="memory per worker, e.g. 4GB or 512MB (must pair with --cpu as on Fargate)")
-    @argument("--backend", help="local, docker or fargate (default from %%burst_config, else local)")
-    @argument(
-        "--on-error",
-        choices=["raise", "keep"],
-        help="raise one BurstError after all items ran, or keep exceptions in the results list",
-    )
-    @argument("--timeout", type=float, help="seconds before the whole job is cancelled")
-    @argument("--name", help="a label for the job in %%burst_status")
-    @argument("--max-cost", type=float, metavar="USD", help="cancel the job before its cost passes this many USD")
-    @argument(
-        "--spot",
-        action="store_true",
-        default=None,
-        help="fargate: run on Fargate Spot (about 70%% cheaper; interrupted work is retried)",
-    )
+    @job_arguments
     @argument(
         "--requirements",
         metavar="FILE",
@@ -188,12 +179,6 @@ class BurstMagics(Magics):
         "--platform",
         choices=sorted(PLATFORMS),
         help="docker/fargate: the worker image's platform (Fargate architecture)",
-    )
-    @argument(
-        "--keep-warm",
-        type=float,
-        metavar="MINUTES",
-        help="fargate: finished workers wait this long for the next job of the same size (no cold start; billed)",
     )
     @cell_magic
     def burst(self, line: str, cell: str) -> Any:
@@ -234,18 +219,7 @@ class BurstMagics(Magics):
             raise UsageError(f"--out {args.out!r} is not a valid Python name.")
         user_ns = self.shell.user_ns
         config = _with_image_options(load_config(), args)
-        options = dict(
-            backend=args.backend,
-            workers=args.workers,
-            cpu=args.cpu,
-            memory=args.memory,
-            timeout=args.timeout,
-            on_error=args.on_error,
-            name=args.name,
-            max_cost=args.max_cost,
-            spot=args.spot,
-            keep_warm=args.keep_warm,
-        )
+        options = {name: getattr(args, name) for name in job_options.NAMES}
         if args.map:
             target, names, expr = parse_map(" ".join(args.map))
             spec = build_spec(config, mode="map", source=cell, map_expr=expr, **options)
@@ -405,11 +379,11 @@ class BurstMagics(Magics):
         """%burst_status [JOB]: every job in the job store, or one job in detail.
 
         In a kernel: a live table (running jobs first, Cancel and Details per row); elsewhere the text table."""
-        store = JobStore()
+        jobs = commands.Jobs()
         record = None
         if line.strip():
             try:
-                record = store.find(line.strip())
+                record = jobs.find(line)
             except KeyError as exc:
                 raise UsageError(exc.args[0]) from None
         if _in_kernel(self.shell):
@@ -418,9 +392,9 @@ class BurstMagics(Magics):
             except ImportError:  # no ipywidgets: the text table
                 pass
             else:
-                show_status(record["id"] if record else None, store=store)
+                show_status(record["id"] if record else None, store=jobs.store)
                 return
-        print(format_job(record) if record else format_jobs(store.list(limit=50)))
+        print(jobs.status_text(record["id"] if record else None))
 
     @magic_arguments()
     @argument("job", help="job id or unique prefix (see %%burst_status)")
@@ -430,12 +404,10 @@ class BurstMagics(Magics):
         """%burst_logs JOB [--worker N]: the full logs of a job's workers."""
         args = parse_argstring(self.burst_logs, line)
         try:
-            logs = Launcher().job_logs(args.job, args.worker)
+            logs = commands.Jobs().logs(args.job, args.worker)
         except KeyError as exc:
             raise UsageError(exc.args[0]) from None
-        for index, text in logs.items():
-            print(f"----- worker {index} -----")
-            print(text.rstrip() or "(empty)")
+        print(commands.logs_text(logs))
 
     @line_magic
     def burst_cancel(self, line: str) -> None:
@@ -443,10 +415,10 @@ class BurstMagics(Magics):
         if not line.strip():
             raise UsageError("Usage: %burst_cancel JOB_ID (see %burst_status)")
         try:
-            record = Launcher().cancel_job(line.strip(), "cancelled with %burst_cancel")
+            record = commands.Jobs().cancel(line, "cancelled with %burst_cancel")
         except KeyError as exc:
             raise UsageError(exc.args[0]) from None
-        print(f"job {record['id']}: {record['state']}")
+        print(commands.cancel_text(record))
 
     @magic_arguments()
     @argument("job", help="job id or unique prefix (see %%burst_status)")
@@ -458,7 +430,7 @@ class BurstMagics(Magics):
 
         args = parse_argstring(self.burst_attach, line)
         try:
-            record = JobStore().find(args.job)
+            record = commands.Jobs().find(args.job)
         except KeyError as exc:
             raise UsageError(exc.args[0]) from None
         handle = Launcher().attach(record["id"], start=False)
@@ -486,48 +458,24 @@ class BurstMagics(Magics):
     @line_magic
     def burst_rebuild(self, line: str) -> None:
         """%burst_rebuild [--push] [--requirements FILE] [--platform P]: build this environment's worker image now."""
-        from starburst_jupyter import envimage
-
         args = parse_argstring(self.burst_rebuild, line)
-        print(
-            envimage.rebuild(
-                _with_image_options(load_config(), args), push=args.push, on_progress=envimage.TextProgress()
-            )
-        )
+        print(commands.image_build(_with_image_options(load_config(), args), push=args.push))
 
     @magic_arguments()
     @argument("--dry-run", action="store_true", help="print the plan, change nothing")
     @line_magic
     def burst_setup(self, line: str) -> None:
         """%burst_setup [--dry-run]: create (once) what the fargate backend needs in AWS and save it to the config."""
-        from starburst_jupyter.backends.fargate.setup import set_up
-
         args = parse_argstring(self.burst_setup, line)
-        steps, settings = set_up(load_config(), dry_run=args.dry_run)
-        print("\n".join(step.line() for step in steps))
-        print(
-            "(dry run: nothing changed)"
-            if args.dry_run
-            else "saved to the config; --backend fargate is ready "
-            "once a worker image is set (%burst_rebuild, or %burst_config image=URI)"
-        )
+        print(commands.setup(dry_run=args.dry_run))
 
     @line_magic
     def burst_config(self, line: str) -> None:
         """%burst_config [key=value ...]: show or set defaults (saved to $STARBURST_HOME/config.toml)."""
         if line.strip():
             try:
-                path = save_values(parse_assignments(line))
+                path = commands.config_set(line)
             except BurstValidationError as exc:
                 raise UsageError(str(exc)) from None
             print(f"saved to {path}")
-        config = load_config()
-        print("\n".join(f"{key} = {getattr(config, key)!r}" for key in KEYS))
-
-
-def _render(self: BurstError) -> list[str]:
-    """IPython shows our message, not the launcher's stack, for burst errors."""
-    return [f"{type(self).__name__}: {self}"]
-
-
-BurstError._render_traceback_ = _render  # type: ignore[attr-defined]
+        print(commands.config_text())

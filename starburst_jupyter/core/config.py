@@ -6,6 +6,7 @@ Every key has one parser that refuses bad values with a message naming the key.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
@@ -15,11 +16,11 @@ from typing import Any
 import tomli_w
 import tomllib
 
+from starburst_jupyter.core.options import ON_ERROR, keep_warm_minutes
 from starburst_jupyter.core.sizes import parse_cpu, parse_memory, validate_size
 from starburst_jupyter.errors import BurstConfigError, BurstValidationError
 
 BACKENDS = ("local", "docker", "fargate")
-ON_ERROR = ("raise", "keep")
 
 
 def starburst_home() -> Path:
@@ -68,6 +69,8 @@ def _positive_float(value: Any) -> float:
         number = float(str(value).strip().lstrip("$"))
     except ValueError:
         raise BurstValidationError(f"{value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise BurstValidationError(f"{value!r} is not a finite number (nan and inf are refused)")
     if number <= 0:
         raise BurstValidationError(f"{value!r} must be above 0")
     return number
@@ -116,16 +119,6 @@ def _names(value: Any) -> tuple[str, ...]:
     if any(any(c.isspace() for c in name) for name in names):
         raise BurstValidationError(f"{value!r}: give names separated by commas, without spaces")
     return names
-
-
-def _minutes(value: Any) -> float:
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise BurstValidationError(f"{value!r} is not a number of minutes") from None
-    if number < 0:
-        raise BurstValidationError(f"{value!r} must be 0 or more minutes")
-    return number
 
 
 @dataclass(frozen=True)
@@ -202,7 +195,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "image": _optional(_text),
     "fargate_vcpu_quota": _optional(_positive_int),
     "spot": _bool,
-    "keep_warm": _minutes,
+    "keep_warm": keep_warm_minutes,  # the same rule as --keep-warm (0 to 60 minutes)
     "base_image": _optional(_text),
     "requirements": _optional(_text),
     "auto_build": _bool,
@@ -219,7 +212,7 @@ def parse_value(key: str, value: Any) -> Any:
     try:
         return _PARSERS[key](value)
     except BurstValidationError as exc:
-        raise BurstConfigError(f"Config {key}={value!r} refused: {exc}.") from None
+        raise BurstConfigError(f"Config {key}={value!r} refused: {str(exc).rstrip('.')}.") from None
 
 
 def config_path() -> Path:

@@ -5,6 +5,7 @@ Validated on every backend so a spec that passes locally also passes on Fargate.
 
 from __future__ import annotations
 
+import math
 import re
 
 from starburst_jupyter.errors import BurstValidationError
@@ -32,6 +33,8 @@ def parse_cpu(value: str | float | int) -> int:
         vcpu = float(value)
     except (TypeError, ValueError):
         raise BurstValidationError(f"--cpu {value!r} is not a number of vCPUs; use one of {format_cpus()}.") from None
+    if not math.isfinite(vcpu):
+        raise BurstValidationError(f"--cpu {value!r} is not a finite number; use one of {format_cpus()} vCPU.")
     units = round(vcpu * 1024)
     if units not in FARGATE_SIZES:
         raise BurstValidationError(f"--cpu {value} is not a Fargate size; use one of {format_cpus()} vCPU.")
@@ -50,7 +53,7 @@ def parse_memory(value: str | int | float) -> int:
             )
         unit = match.group(2).upper()[:1]
         mib = float(match.group(1)) * _UNIT_MIB[unit]
-    if mib <= 0 or mib != int(mib):
+    if not math.isfinite(mib) or mib <= 0 or mib != int(mib):
         raise BurstValidationError(f"--memory {value!r} must be a positive whole number of MiB.")
     return int(mib)
 

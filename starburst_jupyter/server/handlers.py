@@ -22,8 +22,8 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from starburst_jupyter.server import views
-from starburst_jupyter.stores.records import TERMINAL_STATES, JobIndex, JobStore
+from starburst_jupyter.server import Service, views
+from starburst_jupyter.stores.records import TERMINAL_STATES, JobIndex
 
 API = "starburst/api"
 JOB_ID = r"(?P<job_id>[^/]+)"
@@ -39,8 +39,12 @@ class BurstHandler(APIHandler):
     auth_resource = "starburst"
 
     @property
+    def service(self) -> Service:
+        return self.settings["starburst"]
+
+    @property
     def index(self) -> JobIndex:
-        return self.settings["starburst_index"]
+        return self.service.index
 
     def write_json(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -116,10 +120,9 @@ class WorkerLogHandler(BurstHandler):
     @authorized
     async def get(self, job_id: str, worker: str) -> None:
         record = self.record(job_id)
-        workers = views.worker_rows(record)
-        info = workers.get(worker) if worker.isdigit() else None
+        info = views._workers(record).get(worker) if worker.isdigit() else None
         if not isinstance(info, dict):
-            known = sorted(int(i) for i in workers)
+            known = sorted(int(i) for i in views._workers(record) if str(i).isdigit())
             raise web.HTTPError(
                 404,
                 f"Job {record['id']} has no worker {worker[:20]!r}; its workers are {known}",
@@ -128,7 +131,9 @@ class WorkerLogHandler(BurstHandler):
         cursor = self.int_argument("cursor", None, 0, 2**62)
         tail = self.int_argument("tail", None, 0, MAX_LOG_LINES)
         try:
-            text = await asyncio.get_running_loop().run_in_executor(None, _read_log, record, int(worker))
+            text = await asyncio.get_running_loop().run_in_executor(
+                None, self.service.jobs.log, record["id"], int(worker)
+            )
         except Exception as exc:  # e.g. a backend that is not available here
             self.log.exception("starburst: reading log %s/%s failed", record["id"], worker)
             raise web.HTTPError(
@@ -188,7 +193,9 @@ class CancelHandler(BurstHandler):
             reason = body.get("reason", "").strip()[:200] or CANCEL_REASON
         before = record.get("state")
         try:
-            after = await asyncio.get_running_loop().run_in_executor(None, _cancel, record["id"], reason)
+            after = await asyncio.get_running_loop().run_in_executor(
+                None, self.service.jobs.cancel, record["id"], reason
+            )
         except KeyError:
             raise web.HTTPError(404, f"No job {record['id']!r} in the job store", reason="No such job") from None
         except Exception as exc:  # the core's own error, shown to the user
@@ -215,28 +222,10 @@ class NotFoundHandler(BurstHandler):
     post = put = delete = patch = get
 
 
-_LAUNCHER: Any = None
-
-
-def _read_log(record: dict[str, Any], worker: int) -> str:
-    """(One launcher per server process: its backends keep their AWS clients between requests.)"""
-    global _LAUNCHER
-    from starburst_jupyter.core.launcher import Launcher
-
-    if _LAUNCHER is None:
-        _LAUNCHER = Launcher()
-    backend = _LAUNCHER.backend(record["backend"])
-    return backend.read_log(backend.job_files(record["id"]), worker)
-
-
-def _cancel(job_id: str, reason: str) -> dict[str, Any]:
-    from starburst_jupyter.core.launcher import Launcher
-
-    return Launcher().cancel_job(job_id, reason)
-
-
-def setup_handlers(web_app: Any, store: JobStore | None = None) -> None:
-    web_app.settings["starburst_index"] = JobIndex(store or JobStore())
+def setup_handlers(web_app: Any, service: Service | None = None) -> None:
+    """The routes, over the service in the app's settings (`web_app.settings["starburst"]`; given or made here)."""
+    if service is not None or "starburst" not in web_app.settings:
+        web_app.settings["starburst"] = service or Service()
     base = url_path_join(web_app.settings.get("base_url", "/"), API)
     web_app.add_handlers(
         ".*$",
