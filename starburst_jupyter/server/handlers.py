@@ -120,9 +120,10 @@ class WorkerLogHandler(BurstHandler):
     @authorized
     async def get(self, job_id: str, worker: str) -> None:
         record = self.record(job_id)
-        info = views._workers(record).get(worker) if worker.isdigit() else None
+        workers = views.worker_rows(record)
+        info = workers.get(worker) if worker.isdigit() else None
         if not isinstance(info, dict):
-            known = sorted(int(i) for i in views._workers(record) if str(i).isdigit())
+            known = sorted(int(i) for i in workers)
             raise web.HTTPError(
                 404,
                 f"Job {record['id']} has no worker {worker[:20]!r}; its workers are {known}",
