@@ -18,8 +18,6 @@ EXIT_CANCELLED = 91  # the worker saw the job's cancel marker and ended itself
 EXIT_DEADLINE = 92  # the worker passed the job's deadline and ended itself
 EXIT_NO_PROGRAM = 93  # the job's program could not be loaded (usually a module missing on the worker)
 
-ENDED_ON_PURPOSE = (EXIT_CANCELLED, EXIT_DEADLINE)  # the worker stopped itself: its work is not retried
-
 _WORKER_REASONS = {
     EXIT_OK: "finished",
     EXIT_CANCELLED: "stopped: job cancelled",
