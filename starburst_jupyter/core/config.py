@@ -16,11 +16,12 @@ from typing import Any
 import tomli_w
 import tomllib
 
+from starburst_jupyter.backends.base import BACKEND_NAMES
 from starburst_jupyter.core.options import ON_ERROR, keep_warm_minutes
 from starburst_jupyter.core.sizes import parse_cpu, parse_memory, validate_size
 from starburst_jupyter.errors import BurstConfigError, BurstValidationError
 
-BACKENDS = ("local", "docker", "fargate")
+BACKENDS = BACKEND_NAMES  # the registry in backends/base.py is the only list
 
 
 def starburst_home() -> Path:

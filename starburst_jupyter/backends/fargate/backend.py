@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from starburst_jupyter.backends import LaunchFailure, WorkerRef
+from starburst_jupyter.backends.base import LaunchFailure, WorkerRef, WorkerStart
 from starburst_jupyter.backends.fargate.clients import ApiCalls, client, error_code, error_message
 from starburst_jupyter.backends.fargate.quota import Quota, read_quota, running_vcpus
 from starburst_jupyter.backends.fargate.taskdef import (
@@ -96,7 +96,7 @@ class FargateBackend:
     poll_seconds = (0.5, 5.0)
     log_poll_seconds = 3.0
 
-    def __init__(self, home: Path | None = None, config: Config | None = None):
+    def __init__(self, config: Config | None = None, home: Path | None = None):
         self.home = Path(home) if home else starburst_home()
         self.config = config or load_config()
         self.region = self.config.region
@@ -229,7 +229,7 @@ class FargateBackend:
         # waiting in the pool, or already taken by another job: either way not ours to stop
         return [r for r in refs if keys.warm_names(files.job_id, r.index) & names]
 
-    def _take_warm(self, files: JobFiles, spec, starts: list[tuple[int, int, int]]) -> list[WorkerRef]:
+    def _take_warm(self, files: JobFiles, spec, starts: list[WorkerStart]) -> list[WorkerRef]:
         """Assign waiting warm workers of this shape to some of the starts (no RunTask, no cold start)."""
         pool = self._warm_pool(spec)
         entries = [k for k in self.store.list(pool) if keys.is_warm_entry(k)]
@@ -246,7 +246,7 @@ class FargateBackend:
             arn = entry.get("task_arn") or self._recorded_task(entry["job"], int(entry["worker"]))
             if not arn:
                 continue
-            index, wave, _ = starts[len(taken)]
+            index, wave = starts[len(taken)].index, starts[len(taken)].wave
             assignment = {"store": files.store.url, "job": files.job_id, "prefix": files.prefix, "worker": index}
             if not self.store.create_exclusive(keys.warm_assignment(key), json.dumps(assignment).encode()):
                 continue  # another launcher took it, or it expired
@@ -280,7 +280,9 @@ class FargateBackend:
             self._taskdefs[key] = ensure_task_definition(self._client("ecs"), shape)
         return self._taskdefs[key]
 
-    def start_workers(self, files: JobFiles, spec, starts: list[tuple[int, int, int]]):
+    def start_workers(
+        self, files: JobFiles, spec, starts: list[WorkerStart]
+    ) -> tuple[list[WorkerRef], list[LaunchFailure]]:
         """One RunTask per worker: a call's overrides apply to all of its tasks, and each worker needs its
         own index; the worker reads its budget from the job's spec. Launches are paced to Fargate's rate."""
         self._require_setup()
@@ -293,7 +295,8 @@ class FargateBackend:
         )
         refs = self._take_warm(files, spec, starts)
         failures: list[LaunchFailure] = []
-        for index, wave, _budget in starts[len(refs) :]:
+        for start in starts[len(refs) :]:
+            index, wave = start.index, start.wave
             environment = [
                 {"name": "STARBURST_JOB", "value": files.job_id},
                 {"name": "STARBURST_WORKER", "value": str(index)},
@@ -433,7 +436,7 @@ class FargateBackend:
         for ref in refs:
             ref.reason = ref.reason or "stopped"
 
-    def stop_job(self, job_id: str, refs: list[WorkerRef], reason: str, keep: set[str] = frozenset()) -> int:
+    def stop_job(self, job_id: str, refs: list[WorkerRef], reason: str, keep: frozenset[str] = frozenset()) -> int:
         """StopTask every task the cluster lists for the job (but those kept warm), then check none is left."""
         arns = sorted((set(self._job_task_arns(job_id)) | {r.handle for r in refs if r.exit_code is None}) - set(keep))
         self._stop_tasks(arns, f"starburst: {reason}")
