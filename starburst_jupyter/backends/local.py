@@ -92,6 +92,18 @@ class LocalBackend(OneByOneBackend):
                 _signal_group(ref.handle.pid, signal.SIGKILL)
                 ref.handle.wait()
 
+    def stop_job(self, job_id: str, refs: list[WorkerRef], reason: str, keep: frozenset[str] = frozenset()) -> int:
+        """End the job's running workers, then whatever their tasks started: each worker leads its own process
+        group, which outlives the worker while a child of a task is in it (a PID is not reused while its group
+        exists, so this reaches only those leftovers)."""
+        alive = [r for r in refs if r.exit_code is None]
+        if alive:
+            self.stop(alive)
+        for ref in refs:
+            if isinstance(ref.handle, subprocess.Popen):
+                _signal_group(ref.handle.pid, signal.SIGKILL)
+        return len(alive)
+
     def stop_recorded(self, record: dict[str, Any]) -> int:
         """Kill the pids a record names, but only if they are still this job's workers."""
         stopped = 0

@@ -574,7 +574,8 @@ class JobDriver(threading.Thread):
         alive = self._alive()
         if alive or self.workers:  # (a cloud backend also looks for tasks of the job it has no ref of)
             keep = frozenset(self.kept_warm.values())
-            self.backend.stop_job(self.job_id, alive, self.cancel_reason or "job ended", keep)
+            # every worker, ended ones too: what their tasks started ends with the job
+            self.backend.stop_job(self.job_id, list(self.workers.values()), self.cancel_reason or "job ended", keep)
             ended = {r.index for r in self.backend.poll_workers(alive)} if alive else set()
         for ref in alive:
             if ref.index not in ended:
