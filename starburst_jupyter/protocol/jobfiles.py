@@ -49,7 +49,7 @@ class JobFiles:
     def read_spec(self) -> WorkerSpec:
         return WorkerSpec.decode(self.store.get(keys.spec_key(self.prefix)))
 
-    def write_program(self, chunks: list) -> None:
+    def write_program(self, chunks: list[bytes | memoryview]) -> None:
         self.store.put(keys.program_key(self.prefix), chunks)
 
     def read_program(self) -> Any:
@@ -63,7 +63,8 @@ class JobFiles:
         self.store.put(self.block_key(block), serialize.dumps_chunks(items))
 
     def read_block(self, block: int) -> list[tuple[int, Any]]:
-        return serialize.loads(self.store.get(self.block_key(block)))
+        items: list[tuple[int, Any]] = serialize.loads(self.store.get(self.block_key(block)))
+        return items
 
     def list_blocks(self, after: int = -1) -> list[int]:
         start = self.block_key(after) if after >= 0 else None
@@ -94,10 +95,11 @@ class JobFiles:
     result_time = staticmethod(keys.result_time)  # when a result object was written (by its writer's clock)
 
     def read_results(self, key: str) -> list[ItemResult]:
-        return serialize.loads(self.store.get(key))
+        results: list[ItemResult] = serialize.loads(self.store.get(key))
+        return results
 
     # liveness and control
-    def write_heartbeat(self, worker: int, info: dict) -> None:
+    def write_heartbeat(self, worker: int, info: dict[str, Any]) -> None:
         self.store.put(keys.heartbeat_key(self.prefix, worker), [json.dumps(info).encode()])
 
     def log_key(self, worker: int) -> str:

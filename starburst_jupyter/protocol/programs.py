@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
+from types import CodeType
 from typing import Any
 
 import cloudpickle
@@ -23,12 +24,15 @@ class CellValues:
     dropped: dict[str, str] = field(default_factory=dict)
 
 
-def split_trailing_expression(source: str, filename: str = CELL_FILENAME, first_line: int = 1):
+def split_trailing_expression(
+    source: str, filename: str = CELL_FILENAME, first_line: int = 1
+) -> tuple[CodeType, CodeType | None]:
     """Compile a cell as IPython would run it: statements, then the last expression's value."""
     tree = ast.increment_lineno(ast.parse(source, filename=filename), first_line - 1)
     last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
+    if tree.body and isinstance(tail := tree.body[-1], ast.Expr):
+        tree.body.pop()
+        last = ast.Expression(tail.value)
     body = compile(tree, filename, "exec")
     return body, (compile(last, filename, "eval") if last is not None else None)
 
@@ -48,13 +52,13 @@ class CellProgram:
         lines = ([self.header] if self.header else []) + self.source.splitlines(True)
         self.sources.add_file(self.filename, lines, self.label or None)
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_compiled", None)
         return state
 
-    def _code(self):
-        compiled = self.__dict__.get("_compiled")
+    def _code(self) -> tuple[CodeType, CodeType | None, CodeType | None]:
+        compiled: tuple[CodeType, CodeType | None, CodeType | None] | None = self.__dict__.get("_compiled")
         if compiled is None:
             body, last = split_trailing_expression(self.source, self.filename, 2 if self.header else 1)
             bind = (
@@ -78,7 +82,7 @@ class CellProgram:
             return value
         return self._bring_back(scope, value, last is not None)
 
-    def _bring_back(self, scope: dict, value: Any, has_value: bool) -> CellValues:
+    def _bring_back(self, scope: dict[str, Any], value: Any, has_value: bool) -> CellValues:
         names, dropped = {}, {}
         for name in self.assigned:
             if name not in scope:

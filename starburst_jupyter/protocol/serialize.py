@@ -18,6 +18,8 @@ MAGIC = b"SBJ1"
 _HEAD = struct.Struct("<4sIQ")
 _LEN = struct.Struct("<Q")
 
+_Buffer = pickle.PickleBuffer | memoryview | bytes | bytearray  # what Encoded holds: made, or after a round trip
+
 
 def dumps_chunks(obj: Any) -> list[bytes | memoryview]:
     """Serialize obj; returns chunks to write in order (buffers are views, not copies)."""
@@ -34,7 +36,7 @@ class Encoded:
     stay out-of-band when the Encoded itself is pickled (so arrays are never joined into bytes)."""
 
     payload: bytes
-    buffers: list
+    buffers: list[_Buffer]
 
     @property
     def size(self) -> int:
@@ -42,7 +44,7 @@ class Encoded:
 
 
 def encode(obj: Any) -> Encoded:
-    buffers: list[pickle.PickleBuffer] = []
+    buffers: list[_Buffer] = []
     payload = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
     return Encoded(payload, buffers)
 

@@ -89,7 +89,7 @@ class WorkerSpec:
         return json.dumps(self.to_json(), indent=1).encode()
 
     @classmethod
-    def decode(cls, raw: bytes) -> WorkerSpec:
+    def decode(cls, raw: bytes | bytearray) -> WorkerSpec:
         return cls.from_json(json.loads(raw))
 
 

@@ -31,7 +31,7 @@ class ObjectStore(Protocol):
 class LocalFolderStore:
     """Keys are paths under a root folder."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).resolve()
         self.url = self.root.as_uri()
 

@@ -32,6 +32,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -39,6 +40,12 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
 from starburst_jupyter.errors import BurstError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
+# boto3's S3 client, typed as Any (no boto3-stubs): replies are read as plain dicts.
+S3Client: TypeAlias = Any
 
 MiB = 1024 * 1024
 # botocore's "max_attempts" here counts retries: 8 retries, 9 attempts in all.
@@ -101,10 +108,10 @@ class S3ObjectStore:
         )
 
     # a store can travel (pickle) by its address; the client is made again on arrival
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("client", "transfer")}
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._make_client()
 
@@ -211,7 +218,7 @@ class S3ObjectStore:
             raise self._error(exc, "checking the owner of", key) from None
         except BotoCoreError as exc:
             raise self._error(exc, "checking the owner of", key) from None
-        return head.get("Metadata", {}).get(_TOKEN) == token
+        return bool(head.get("Metadata", {}).get(_TOKEN) == token)
 
     def exists(self, key: str) -> bool:
         try:
@@ -358,7 +365,7 @@ _CREDENTIAL_VARS = (
 )
 
 
-def _client(config: Config):
+def _client(config: Config) -> S3Client:
     """An S3 client from a shared session (loading S3's model once makes later clients ~10x cheaper).
 
     boto3 sessions are not safe for concurrent client creation, hence the lock; the clients
@@ -412,7 +419,7 @@ class ChunkReader(io.RawIOBase):
             self._index += 1
         return self.pos
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
         out = memoryview(buffer).cast("B")
         filled = 0
         while filled < out.nbytes and self.pos < self.size:
@@ -456,7 +463,7 @@ class BytearrayWriter(io.RawIOBase):
         self.pos = base + offset
         return self.pos
 
-    def write(self, data) -> int:
+    def write(self, data: ReadableBuffer) -> int:
         view = memoryview(data).cast("B")
         end = self.pos + view.nbytes
         if end > len(self.data):
