@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BurstError(Exception):
     """Base class of every starburst error; also raised when map items fail."""
 
-    def __init__(self, message: str, *, job_id: str | None = None, failures: list | None = None):
+    #: Every item's result (failed slots hold the exception); set on the errors raised for a job's items.
+    results: list[Any]
+
+    def __init__(
+        self, message: str, *, job_id: str | None = None, failures: list[tuple[int, BaseException]] | None = None
+    ):
         super().__init__(message)
         self.job_id = job_id
         #: [(item_index, exception)] for the items that failed, in item order.

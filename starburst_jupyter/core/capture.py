@@ -13,6 +13,7 @@ import socket
 import sys
 import threading
 import types
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +97,7 @@ class _Names(ast.NodeVisitor):
         for name in node.names:
             self._read(name)
 
-    def _inner_scope(self, params: list[str], body: list[ast.AST]) -> None:
+    def _inner_scope(self, params: list[str], body: Sequence[ast.AST]) -> None:
         nodes = [n for stmt in body for n in ast.walk(stmt)]
         declared_global = {name for n in nodes if isinstance(n, ast.Global) for name in n.names}
         stored = {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
@@ -201,7 +202,7 @@ def cell_label(filename: str) -> str | None:
 
 def calling_cell_label() -> str | None:
     """The label of the notebook cell whose code is running this call (the %%burst cell itself)."""
-    frame = sys._getframe(1)
+    frame: types.FrameType | None = sys._getframe(1)
     while frame is not None:
         label = cell_label(frame.f_code.co_filename)
         if label:

@@ -122,7 +122,7 @@ def relaunch_delay(attempts: int, retryable: bool, timings: Timings) -> float | 
     if not retryable or attempts >= timings.max_launch_attempts:
         return None
     first, longest = timings.launch_backoff
-    return min(first * 2 ** (attempts - 1), longest)
+    return min(first * 2.0 ** (attempts - 1), longest)
 
 
 # ----- a worker's end -----------------------------------------------------------------------------

@@ -63,8 +63,14 @@ class JobHandle:
         self._monitor: JobDriver | None = None
 
     @property
+    def _driver(self) -> JobDriver:
+        if self._monitor is None:  # the launcher sets it as soon as it makes the job
+            raise RuntimeError(f"job {self.id} has no driver yet")
+        return self._monitor
+
+    @property
     def plan(self) -> Plan:
-        return self._monitor.plan
+        return self._driver.plan
 
     @property
     def outcome(self) -> JobResult | None:
@@ -73,7 +79,7 @@ class JobHandle:
 
     def start(self) -> None:
         """Launch a job submitted with start=False."""
-        self._monitor.start()
+        self._driver.start()
 
     def done(self) -> bool:
         return self._finished.is_set()
@@ -84,23 +90,23 @@ class JobHandle:
 
     def add_items(self, items: list[Any]) -> list[int]:
         """Queue more items on an open job (BurstExecutor); returns their indices."""
-        return self._monitor.add_items(items)
+        return self._driver.add_items(items)
 
     def on_item(self, callback: Callable[[int, bool, Any], None]) -> None:
         """callback(index, ok, value_or_exception) as each item gets its final outcome (from the job's thread)."""
-        self._monitor.item_callbacks.append(callback)
+        self._driver.item_callbacks.append(callback)
 
     def stop_worker(self, worker: int) -> None:
         """End one worker; what it held goes to the others without counting as a crash."""
-        self._monitor.stop_requests.add(worker)
+        self._driver.stop_requests.add(worker)
 
     def withdraw(self, index: int) -> bool:
         """Take a not-yet-started item out of the queue; False if a worker already has it."""
-        return self._monitor.withdraw(index)
+        return self._driver.withdraw(index)
 
     def close(self) -> None:
         """An open job takes no more items and finishes when the queued ones are done."""
-        self._monitor.close()
+        self._driver.close()
 
     def wait(self, timeout: float | None = None) -> JobResult:
         """Block until the job ends. The stop button (KeyboardInterrupt) cancels the job first."""
@@ -113,6 +119,7 @@ class JobHandle:
             self.cancel("interrupted (stop button / Ctrl-C)")
             self._finished.wait()  # the workers are being ended; a second interrupt stops waiting
             raise
+        assert self._result is not None  # set before _finished
         return self._result
 
     def result(self) -> JobResult:

@@ -64,7 +64,7 @@ class Launcher:
         items: list[Any] | None = None,
         *,
         open_job: bool = False,
-        program_chunks: list | None = None,
+        program_chunks: list[bytes | memoryview] | None = None,
         subscribers: Iterable[Callable[[ev.Event], None]] = (),
         start: bool = True,
     ) -> JobHandle:
@@ -153,13 +153,10 @@ class Launcher:
                 job_id=record["id"],
             )
         data = dict(record["spec"])
-        spec = JobSpec(
-            **{
-                k: (tuple(v) if isinstance(v, list) else v)
-                for k, v in data.items()
-                if k in JobSpec.__dataclass_fields__
-            }
-        )
+        known: dict[str, Any] = {
+            k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in JobSpec.__dataclass_fields__
+        }
+        spec = JobSpec(**known)
         handle = JobHandle(record["id"], spec, ev.EventBus())
         for subscriber in subscribers:
             handle.events.subscribe(subscriber)

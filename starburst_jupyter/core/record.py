@@ -163,7 +163,8 @@ class _Reader:
 
     def mapping(self, key: str) -> dict[str, Any]:
         value = self._get(key, lambda v: dict(v) if isinstance(v, Mapping) else None, "an object", {}, False, True)
-        return _finite_copy(value or {}, self.prefix + key, self.problems)
+        copied: dict[str, Any] = _finite_copy(value or {}, self.prefix + key, self.problems)
+        return copied
 
     def sequence(self, key: str) -> list[Any]:
         return (
@@ -192,8 +193,8 @@ class Waves:
 
     @classmethod
     def read(cls, data: Mapping[str, Any], problems: list[str]) -> Waves:
-        r = _Reader(data, problems, "waves.")
-        return cls(**{f.name: r.integer(f.name, f.default) for f in dataclasses.fields(cls)})
+        r, defaults = _Reader(data, problems, "waves."), cls()
+        return cls(**{f.name: r.integer(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(cls)})
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -373,7 +374,10 @@ class JobRecord:
             )
             for index, w in self.workers.items()
         }
-        stop = {Outcome.RUNNING.value: Outcome.CANCELLED.value, Outcome.PENDING.value: Outcome.CANCELLED.value}
+        stop: dict[str, str | int | None] = {
+            Outcome.RUNNING.value: Outcome.CANCELLED.value,
+            Outcome.PENDING.value: Outcome.CANCELLED.value,
+        }
         outcomes = self.outcomes.translate(str.maketrans(stop))
         return dataclasses.replace(
             self,
