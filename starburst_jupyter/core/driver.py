@@ -84,7 +84,7 @@ class JobDriver(threading.Thread):
         handle: JobHandle,
         backend: Backend,
         plan: Plan,
-        chunks: list,
+        chunks: list[bytes | memoryview],
         items: list[Any],
         open_job: bool,
         rate: pricing.Rate,
@@ -95,7 +95,10 @@ class JobDriver(threading.Thread):
         self.handle, self.backend, self.plan = handle, backend, plan
         self.spec, self.job_id, self.bus = handle.spec, handle.id, handle.events
         self.files = backend.job_files(handle.id)
-        self.chunks, self.initial_items, self.open_job = chunks, items, open_job
+        # the program and the first items, dropped once written (None after prepare, and on attach)
+        self.chunks: list[bytes | memoryview] | None = chunks
+        self.initial_items: list[Any] | None = items
+        self.open_job = open_job
         self.timings = timings
         self.caps = capabilities_of(backend)
         self.per_second = pricing.per_second(rate, self.spec.cpu_units, self.spec.memory_mib)
@@ -151,12 +154,14 @@ class JobDriver(threading.Thread):
                 **(self.caps.warm.spec_extras(self.spec) if self.caps.warm else {}),
             )
         )
-        self.files.write_program(self.chunks)
+        chunks, initial_items = self.chunks, self.initial_items
+        assert chunks is not None and initial_items is not None, "prepare runs once, on a new job"
+        self.files.write_program(chunks)
         self.chunks = None  # the kernel keeps no second copy of the captured names
         for block in self.plan.blocks:
-            self._add_block([(i, self.initial_items[i]) for i in block])
+            self._add_block([(i, initial_items[i]) for i in block])
         if not self.open_job:
-            self.items = [_Item() for _ in self.initial_items]
+            self.items = [_Item() for _ in initial_items]
             for block_id, indices in self.blocks.items():
                 for i in indices:
                     self.items[i].block = block_id
@@ -717,7 +722,7 @@ class JobDriver(threading.Thread):
         self.last_record = now = time.time()
         done = failed = cancelled = 0
         outcomes = []
-        failures = []
+        failures: list[rec.Failure] = []
         for n, item in enumerate(self.items):
             if not item.final:
                 outcomes.append(rec.Outcome.RUNNING if self.claims.get(item.block, -1) >= 0 else rec.Outcome.PENDING)
