@@ -218,4 +218,5 @@ def make_backend(name: str, config: Config, home: Path | None = None) -> Backend
         module, cls = REGISTRY[name].split(":")
     except KeyError:
         raise ValueError(f"No backend named {name!r}; choose {', '.join(BACKEND_NAMES)}.") from None
-    return getattr(importlib.import_module(module), cls)(config=config, home=home)
+    backend: Backend = getattr(importlib.import_module(module), cls)(config=config, home=home)
+    return backend

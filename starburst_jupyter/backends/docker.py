@@ -70,7 +70,7 @@ class DockerBackend(OneByOneBackend):
                 self._image = ref
             return self._image
 
-    def _image_env(self, ref: str) -> dict | None:
+    def _image_env(self, ref: str) -> dict[str, Any] | None:
         import docker
 
         from starburst_jupyter.envimage import BurstImageError, image_env_of
@@ -83,7 +83,7 @@ class DockerBackend(OneByOneBackend):
             ) from None
 
     # ----- the Backend protocol ------------------------------------------------------------------
-    def concurrency(self, spec: Any) -> int:
+    def concurrency(self, spec: JobSpec) -> int:
         self.prepare(spec)  # an image problem stops the job before launch (the launcher prepares first anyway)
         if self.config.local_concurrency:
             return self.config.local_concurrency
@@ -216,7 +216,8 @@ class DockerBackend(OneByOneBackend):
         for container in self.client.containers.list(
             all=True, filters={"label": [f"{LABEL_JOB}={files.job_id}", f"{LABEL_WORKER}={worker}"]}
         ):
-            return container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+            text: str = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+            return text
         return ""
 
     def log_tail(self, files: JobFiles, ref: WorkerRef, offset: int) -> tuple[str, int]:

@@ -26,7 +26,7 @@ class LocalBackend(OneByOneBackend):
         self._concurrency = (config.local_concurrency if config else None) or os.cpu_count() or 1
         self.store = LocalFolderStore(self.home)
 
-    def concurrency(self, spec) -> int:
+    def concurrency(self, spec: JobSpec) -> int:
         return self._concurrency
 
     def job_files(self, job_id: str) -> JobFiles:
@@ -75,7 +75,7 @@ class LocalBackend(OneByOneBackend):
         return WorkerRef(index, start.wave, time.time(), handle=proc, info={"pid": proc.pid})
 
     def poll(self, ref: WorkerRef) -> int | None:
-        code = ref.handle.poll()
+        code: int | None = ref.handle.poll()
         if code is not None and not ref.reason:
             ref.reason = exits.describe(code)
         return code

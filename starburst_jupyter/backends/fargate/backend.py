@@ -15,8 +15,9 @@ import threading
 import time
 import uuid
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starburst_jupyter.backends.base import LaunchFailure, WorkerRef, WorkerStart
 from starburst_jupyter.backends.fargate.clients import ApiCalls, client, error_code, error_message
@@ -33,6 +34,10 @@ from starburst_jupyter.errors import BurstBackendUnavailable
 from starburst_jupyter.protocol import exits, keys
 from starburst_jupyter.protocol.jobfiles import JobFiles
 from starburst_jupyter.stores.records import JobStore
+
+if TYPE_CHECKING:
+    from starburst_jupyter.core.spec import JobSpec
+    from starburst_jupyter.stores.s3 import S3ObjectStore
 
 DESCRIBE_BATCH = 100  # DescribeTasks takes up to 100 tasks
 LOG_STREAMS_BATCH = 100  # FilterLogEvents takes up to 100 stream names
@@ -103,12 +108,10 @@ class FargateBackend:
         self.api_calls = ApiCalls()
         self.pacer = TaskPacer()
         self._clients: dict[str, Any] = {}
-        self._store = None
+        self._store: S3ObjectStore | None = None
         self._taskdefs: dict[str, str] = {}
-        self._images: dict[str, str] = {}
-        self._pools: dict[
-            str, str | None
-        ] = {}  # job id -> its warm pool (None: keeps none warm)  # environment tag -> image URI in ECR
+        self._images: dict[str, str] = {}  # environment tag -> image URI in ECR
+        self._pools: dict[str, str | None] = {}  # job id -> its warm pool (None: keeps none warm)
         self._image_ref: str | None = None
         self.quota: Quota | None = None
 
@@ -131,7 +134,7 @@ class FargateBackend:
                 f"networking and saves them."
             )
 
-    def prepare(self, spec, *, on_progress: Any = None, job_id: str = "") -> str:
+    def prepare(self, spec: JobSpec | None, *, on_progress: Any = None, job_id: str = "") -> str:
         """The image Fargate runs: config `image`, else this kernel's environment image in ECR (found by its
         content-hash tag; built and pushed first when auto_build is on, else a clear error saying how)."""
         self._require_setup()
@@ -157,17 +160,18 @@ class FargateBackend:
         return self.config.image or self._image_ref or self.prepare(None)
 
     @property
-    def store(self):
+    def store(self) -> S3ObjectStore:
         if self._store is None:
             from starburst_jupyter.stores.s3 import S3ObjectStore
 
             self._require_setup()
+            assert self.config.bucket  # _require_setup raised otherwise
             self._store = S3ObjectStore(self.config.bucket)
             self.api_calls.attach(self._store.client, "s3")
         return self._store
 
     # ----- Backend protocol -----------------------------------------------------------------
-    def concurrency(self, spec) -> int:
+    def concurrency(self, spec: JobSpec) -> int:
         """Workers of this size that fit in the vCPU quota, less what already runs in the cluster."""
         self._require_setup()
         vcpus_per_worker = spec.cpu_units / 1024
@@ -197,23 +201,26 @@ class FargateBackend:
     def job_files(self, job_id: str) -> JobFiles:
         return JobFiles(self.store, job_id)
 
-    def _shape(self, spec) -> TaskShape:
+    def _shape(self, spec: JobSpec) -> TaskShape:
+        self._require_setup()
+        execution_role, task_role = self.config.execution_role_arn, self.config.task_role_arn
+        assert execution_role and task_role  # _require_setup raised otherwise
         return TaskShape(
             self._image(),
             spec.cpu_units,
             spec.memory_mib,
-            self.config.execution_role_arn,
-            self.config.task_role_arn,
+            execution_role,
+            task_role,
             self.config.log_group,
             self.region,
             spec.arch,
         )
 
-    def _warm_pool(self, spec) -> str:
+    def _warm_pool(self, spec: JobSpec) -> str:
         """Workers wait for the next job in a pool per task shape (and Spot or not): any job of that shape fits."""
         return keys.warm_pool(self._shape(spec).fingerprint(), spec.spot)
 
-    def spec_extras(self, spec) -> dict[str, Any]:
+    def spec_extras(self, spec: JobSpec) -> dict[str, Any]:
         if spec.keep_warm <= 0:
             return {}
         return {"warm_pool": self._warm_pool(spec), "keep_warm_seconds": spec.keep_warm * 60}
@@ -229,7 +236,7 @@ class FargateBackend:
         # waiting in the pool, or already taken by another job: either way not ours to stop
         return [r for r in refs if keys.warm_names(files.job_id, r.index) & names]
 
-    def _take_warm(self, files: JobFiles, spec, starts: list[WorkerStart]) -> list[WorkerRef]:
+    def _take_warm(self, files: JobFiles, spec: JobSpec, starts: list[WorkerStart]) -> list[WorkerRef]:
         """Assign waiting warm workers of this shape to some of the starts (no RunTask, no cold start)."""
         pool = self._warm_pool(spec)
         entries = [k for k in self.store.list(pool) if keys.is_warm_entry(k)]
@@ -269,11 +276,12 @@ class FargateBackend:
 
     def _recorded_task(self, job_id: str, worker: int) -> str | None:
         try:
-            return JobStore(self.home).read(job_id)["workers"][str(worker)]["task_arn"]
+            arn: str | None = JobStore(self.home).read(job_id)["workers"][str(worker)]["task_arn"]
+            return arn
         except (KeyError, TypeError):
             return None
 
-    def _task_definition(self, spec) -> str:
+    def _task_definition(self, spec: JobSpec) -> str:
         shape = self._shape(spec)
         key = shape.fingerprint()
         if key not in self._taskdefs:
@@ -281,7 +289,7 @@ class FargateBackend:
         return self._taskdefs[key]
 
     def start_workers(
-        self, files: JobFiles, spec, starts: list[WorkerStart]
+        self, files: JobFiles, spec: JobSpec, starts: list[WorkerStart]
     ) -> tuple[list[WorkerRef], list[LaunchFailure]]:
         """One RunTask per worker: a call's overrides apply to all of its tasks, and each worker needs its
         own index; the worker reads its budget from the job's spec. Launches are paced to Fargate's rate."""
@@ -372,9 +380,9 @@ class FargateBackend:
             reason=info.get("reason", ""),
         )
 
-    def _describe(self, arns: list[str]) -> dict[str, dict]:
+    def _describe(self, arns: list[str]) -> dict[str, dict[str, Any]]:
         ecs = self._client("ecs")
-        found: dict[str, dict] = {}
+        found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(arns), DESCRIBE_BATCH):
             reply = ecs.describe_tasks(cluster=self.config.cluster, tasks=arns[start : start + DESCRIBE_BATCH])
             for task in reply.get("tasks", ()):
@@ -399,18 +407,18 @@ class FargateBackend:
             started = task.get("pullStartedAt") or task.get("startedAt")
             if started is not None and "warm_from" not in ref.info:  # billing starts when the image pull does
                 ref.started = started.timestamp() if hasattr(started, "timestamp") else float(started)
-            container = next((c for c in task.get("containers", ()) if c.get("name") == CONTAINER), {})
+            container: dict[str, Any] = next((c for c in task.get("containers", ()) if c.get("name") == CONTAINER), {})
             # the worker's container ends some 10-40 s before the task reports STOPPED: its exit code counts
             if task.get("lastStatus") == "STOPPED" or (
                 container.get("lastStatus") == "STOPPED" and container.get("exitCode") is not None
             ):
                 ref.exit_code, ref.reason = describe_stop(task)
                 stopped = task.get("stoppedAt")
-                ref.ended = stopped.timestamp() if hasattr(stopped, "timestamp") else now
+                ref.ended = stopped.timestamp() if stopped is not None and hasattr(stopped, "timestamp") else now
                 ended.append(ref)
         return ended
 
-    def _stop_tasks(self, arns: list[str], reason: str) -> None:
+    def _stop_tasks(self, arns: Iterable[str], reason: str) -> None:
         ecs = self._client("ecs")
         for arn in arns:
             try:
@@ -454,7 +462,7 @@ class FargateBackend:
         ]
         return self.stop_job(record["id"], refs, "job cancelled (launching kernel gone)")
 
-    def tail_logs(self, files: JobFiles, refs: list[WorkerRef], cursor: Any):
+    def tail_logs(self, files: JobFiles, refs: list[WorkerRef], cursor: Any) -> tuple[list[tuple[int, str]], Any]:
         """One FilterLogEvents per 100 workers per poll, from where the last read ended."""
         # from the job's first worker on: a stream of a worker taken warm also holds its earlier job's lines;
         # each read goes back LOG_LAG_MS (CloudWatch delivers late, in batches) and skips events already seen
@@ -486,7 +494,10 @@ class FargateBackend:
 
     def _stream_of(self, files: JobFiles, worker: int) -> str | None:
         try:
-            return JobStore(self.home).read(files.job_id).get("workers", {}).get(str(worker), {}).get("log_stream")
+            stream: str | None = (
+                JobStore(self.home).read(files.job_id).get("workers", {}).get(str(worker), {}).get("log_stream")
+            )
+            return stream
         except KeyError:
             return None
 

@@ -9,9 +9,14 @@ from __future__ import annotations
 import copy
 import threading
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeAlias
 
 from starburst_jupyter.protocol import keys
+
+# A boto3 client. Typed as Any on purpose: the call sites are thin and read replies as plain dicts,
+# and boto3-stubs for every service used would be a large dependency for little checking.
+AwsClient: TypeAlias = Any
 
 RETRY_CONFIG = dict(retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=30)
 
@@ -21,10 +26,10 @@ class ApiCalls:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.by_owner: dict[str, Counter] = {}
+        self.by_owner: dict[str, Counter[str]] = {}
 
-    def hook(self, service: str):
-        def count(model, params=None, **_: Any) -> None:
+    def hook(self, service: str) -> Callable[..., None]:
+        def count(model: Any, params: dict[str, Any] | None = None, **_: Any) -> None:  # botocore OperationModel
             owner = threading.current_thread().name
             name = f"{service}.{model.name}"
             key = (params or {}).get("Key", "") if service == "s3" else ""
@@ -35,7 +40,7 @@ class ApiCalls:
 
         return count
 
-    def attach(self, client: Any, service: str) -> Any:
+    def attach(self, client: AwsClient, service: str) -> AwsClient:
         # before-parameter-build sees the API parameters (the S3 key); it fires once per call, not per retry
         client.meta.events.register("before-parameter-build", self.hook(service))
         return client
@@ -44,12 +49,12 @@ class ApiCalls:
         with self._lock:
             return dict(self.by_owner.get(f"starburst-{job_id}", {}))
 
-    def total(self) -> Counter:
+    def total(self) -> Counter[str]:
         with self._lock:
             return sum(self.by_owner.values(), Counter())
 
 
-def client(service: str, region: str, calls: ApiCalls | None = None, **overrides: Any) -> Any:
+def client(service: str, region: str, calls: ApiCalls | None = None, **overrides: Any) -> AwsClient:
     """A client of the default boto3 session: the user's credential chain and endpoints, our retries."""
     import boto3
     from botocore.config import Config

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starburst_jupyter.backends.fargate.clients import error_code
+
+if TYPE_CHECKING:
+    from starburst_jupyter.core.config import Config
 
 ON_DEMAND_QUOTA = "L-3032A538"  # Fargate On-Demand vCPU resource count
 SPOT_QUOTA = "L-36FBB829"  # Fargate Spot vCPU resource count
@@ -50,13 +53,14 @@ def running_vcpus(ecs: Any, cluster: str) -> float:
     return total
 
 
-def request_increase(quotas: Any, vcpus: float, spot: bool = False) -> dict:
+def request_increase(quotas: Any, vcpus: float, spot: bool = False) -> dict[str, Any]:
     code = SPOT_QUOTA if spot else ON_DEMAND_QUOTA
     reply = quotas.request_service_quota_increase(ServiceCode="fargate", QuotaCode=code, DesiredValue=float(vcpus))
-    return reply.get("RequestedQuota", {})
+    requested: dict[str, Any] = reply.get("RequestedQuota", {})
+    return requested
 
 
-def describe_quota(config, spot: bool = False) -> str:
+def describe_quota(config: Config, spot: bool = False) -> str:
     """What `starburst quota` prints: the quota, what runs, and how many workers of the default size fit."""
     from starburst_jupyter.backends.fargate.clients import client
 

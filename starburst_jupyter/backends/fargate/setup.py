@@ -7,6 +7,7 @@ carries our tag, so a same-named resource of someone else's is left alone and re
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,7 +70,8 @@ class Setup:
 
     @property
     def account(self) -> str:
-        return self.c("sts").get_caller_identity()["Account"]
+        account: str = self.c("sts").get_caller_identity()["Account"]
+        return account
 
     def bucket_name(self) -> str:
         return self.bucket or f"starburst-{self.account}-{self.region}"
@@ -98,9 +100,10 @@ class Setup:
         groups = self.c("logs").describe_log_groups(logGroupNamePrefix=self.log_group).get("logGroups", [])
         return any(g["logGroupName"] == self.log_group for g in groups)
 
-    def _role(self, name: str) -> dict | None:
+    def _role(self, name: str) -> dict[str, Any] | None:
         try:
-            return self.c("iam").get_role(RoleName=name)["Role"]
+            role: dict[str, Any] = self.c("iam").get_role(RoleName=name)["Role"]
+            return role
         except Exception as exc:
             if error_code(exc) == "NoSuchEntity":
                 return None
@@ -187,7 +190,7 @@ class Setup:
             "task_role_arn": iam.get_role(RoleName=TASK_ROLE)["Role"]["Arn"],
         }
 
-    def _create_s3_bucket(self, tags: dict) -> None:
+    def _create_s3_bucket(self, tags: dict[str, str]) -> None:
         s3, name = self.c("s3"), self.bucket_name()
         extra = {} if self.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
         s3.create_bucket(Bucket=name, **extra)
@@ -246,14 +249,14 @@ class Setup:
         )
         s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
 
-    def _create_ecr_repository(self, tags: dict) -> None:
+    def _create_ecr_repository(self, tags: dict[str, str]) -> None:
         self.c("ecr").create_repository(
             repositoryName=self.ecr_repository,
             imageScanningConfiguration={"scanOnPush": True},
             tags=[{"Key": k, "Value": v} for k, v in tags.items()],
         )
 
-    def _create_ecs_cluster(self, tags: dict) -> None:
+    def _create_ecs_cluster(self, tags: dict[str, str]) -> None:
         self.c("ecs").create_cluster(
             clusterName=self.cluster,
             capacityProviders=["FARGATE", "FARGATE_SPOT"],
@@ -261,12 +264,12 @@ class Setup:
             tags=[{"key": k, "value": v} for k, v in tags.items()],
         )
 
-    def _create_log_group(self, tags: dict) -> None:
+    def _create_log_group(self, tags: dict[str, str]) -> None:
         logs = self.c("logs")
         logs.create_log_group(logGroupName=self.log_group, tags=tags)
         logs.put_retention_policy(logGroupName=self.log_group, retentionInDays=LOG_RETENTION_DAYS)
 
-    def _create_iam_role(self, tags: dict) -> None:
+    def _create_iam_role(self, tags: dict[str, str]) -> None:
         iam, tag_list = self.c("iam"), [{"Key": k, "Value": v} for k, v in tags.items()]
         if not self._role(EXECUTION_ROLE):
             iam.create_role(
@@ -329,7 +332,7 @@ class Setup:
                 ),
             )
 
-    def _create_vpc(self, tags: dict) -> None:
+    def _create_vpc(self, tags: dict[str, str]) -> None:
         ec2, tag_spec = self.c("ec2"), [{"Key": k, "Value": v} for k, v in tags.items()]
         vpc = ec2.create_vpc(
             CidrBlock="10.77.0.0/16",
@@ -354,7 +357,7 @@ class Setup:
             ec2.modify_subnet_attribute(SubnetId=subnet, MapPublicIpOnLaunch={"Value": True})
             ec2.associate_route_table(RouteTableId=table, SubnetId=subnet)
 
-    def _create_security_group(self, tags: dict) -> None:
+    def _create_security_group(self, tags: dict[str, str]) -> None:
         ec2 = self.c("ec2")
         vpc = self._default_vpc() or self._our_vpc()
         ec2.create_security_group(
@@ -451,7 +454,7 @@ class Setup:
         for name in (EXECUTION_ROLE, TASK_ROLE):
             role = self._role(name)
             ours = bool(role) and _has_tag(iam.list_role_tags(RoleName=name).get("Tags"), "Key", "Value")
-            act("iam role", name, bool(role), ours, lambda name=name: _delete_role(iam, name))
+            act("iam role", name, bool(role), ours, functools.partial(_delete_role, iam, name))
 
         ec2 = self.c("ec2")
         groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [SECURITY_GROUP]}])[
@@ -463,7 +466,7 @@ class Setup:
                 group["GroupId"],
                 True,
                 _has_tag(group.get("Tags"), "Key", "Value"),
-                lambda group=group: ec2.delete_security_group(GroupId=group["GroupId"]),
+                functools.partial(ec2.delete_security_group, GroupId=group["GroupId"]),
             )
         vpc = self._our_vpc()
         if vpc:
@@ -471,13 +474,14 @@ class Setup:
         return steps
 
 
-def _has_tag(tags: list[dict] | None, key_name: str, value_name: str) -> bool:
+def _has_tag(tags: list[dict[str, str]] | None, key_name: str, value_name: str) -> bool:
     return any(t.get(key_name) == TAG_KEY and t.get(value_name) == TAG_VALUE for t in tags or ())
 
 
-def _bucket_tags(s3: Any, bucket: str) -> list[dict]:
+def _bucket_tags(s3: Any, bucket: str) -> list[dict[str, str]]:
     try:
-        return s3.get_bucket_tagging(Bucket=bucket).get("TagSet", [])
+        tags: list[dict[str, str]] = s3.get_bucket_tagging(Bucket=bucket).get("TagSet", [])
+        return tags
     except Exception as exc:
         if error_code(exc) in ("NoSuchTagSet", "NoSuchTagSetError"):
             return []

@@ -43,7 +43,8 @@ def ensure_task_definition(ecs: Any, shape: TaskShape) -> str:
     try:
         found = ecs.describe_task_definition(taskDefinition=shape.family)["taskDefinition"]
         if found.get("status") == "ACTIVE":
-            return found["taskDefinitionArn"]
+            arn: str = found["taskDefinitionArn"]
+            return arn
     except Exception as exc:
         if error_code(exc) not in ("ClientException", "InvalidParameterException", "ResourceNotFoundException"):
             raise
@@ -80,4 +81,5 @@ def ensure_task_definition(ecs: Any, shape: TaskShape) -> str:
         ],
         tags=[MANAGED_TAG],
     )
-    return reply["taskDefinition"]["taskDefinitionArn"]
+    registered: str = reply["taskDefinition"]["taskDefinitionArn"]
+    return registered
