@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
@@ -68,7 +69,9 @@ class BurstExecutor(Executor):
     and futures resolve as their calls finish.
     """
 
-    def __init__(
+    # workers and backend are also positional here, so they overlap JobOptions' keys; a TypedDict
+    # without them would repeat the options table
+    def __init__(  # type: ignore[misc]
         self,
         workers: int | None = None,
         backend: str | None = None,
@@ -117,15 +120,21 @@ class BurstExecutor(Executor):
         if early is not None:
             self._resolve(index, *early)
         else:
-            future.add_done_callback(lambda f, i=index: f.cancelled() and self._handle.withdraw(i))
+            future.add_done_callback(functools.partial(self._withdraw_if_cancelled, index))
         return future
 
-    def _started(self, event: ev.TaskStarted) -> None:
+    def _started(self, event: ev.Event) -> None:
+        if not isinstance(event, ev.TaskStarted):  # subscribed to TaskStarted only
+            return
         with self._lock:
             futures = [self._futures.get(i) for i in event.indices]
         for future in futures:
             if future is not None and not future.done() and not future.running():
                 future.set_running_or_notify_cancel()
+
+    def _withdraw_if_cancelled(self, index: int, future: Future[Any]) -> None:
+        if future.cancelled():
+            self._handle.withdraw(index)
 
     def _resolve(self, index: int, ok: bool, value: Any) -> None:
         with self._lock:

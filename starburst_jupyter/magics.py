@@ -210,6 +210,12 @@ class BurstMagics(Magics):
             raise KeyboardInterrupt from None
         return self._conclude(handle.outcome, args, single, handle.spec.on_error)
 
+    @property
+    def _user_ns(self) -> dict[str, Any]:
+        """The user's namespace (these magics are only ever registered on a shell)."""
+        assert self.shell is not None
+        return self.shell.user_ns
+
     def _launch(self, line: str, cell: str) -> tuple[Any, Any, bool] | None:
         """Parse, capture, validate and start the job; None when there is nothing to run."""
         args = parse_argstring(self.burst, line)
@@ -217,7 +223,7 @@ class BurstMagics(Magics):
             raise UsageError("The %%burst cell is empty: put the code to run below the %%burst line.")
         if not args.out.isidentifier() or keyword.iskeyword(args.out):
             raise UsageError(f"--out {args.out!r} is not a valid Python name.")
-        user_ns = self.shell.user_ns
+        user_ns = self._user_ns
         config = _with_image_options(load_config(), args)
         options = {name: getattr(args, name) for name in job_options.NAMES}
         if args.map:
@@ -322,7 +328,7 @@ class BurstMagics(Magics):
         finished = sum(1 for v in result.values if not isinstance(v, BaseException))
         where = ""
         if not single:
-            self.shell.user_ns[args.out] = result.values
+            self._user_ns[args.out] = result.values
             where = f"; their results are in {args.out}"
         print(
             f"burst job {result.job_id} cancelled ({result.message}): {finished} of {len(result.values)} "
@@ -332,7 +338,7 @@ class BurstMagics(Magics):
 
     def _evaluate_items(self, expr: str) -> list[Any]:
         try:
-            value = eval(expr, self.shell.user_ns)  # the user's own expression, in their namespace
+            value = eval(expr, self._user_ns)  # the user's own expression, in their namespace
         except Exception as exc:
             raise BurstValidationError(f"--map: evaluating {expr!r} failed: {type(exc).__name__}: {exc}") from None
         try:
@@ -345,7 +351,7 @@ class BurstMagics(Magics):
     def _deliver(self, result: JobResult, args: Any, single: bool, on_error: str) -> Any:
         if single:
             return self._deliver_single(result)
-        self.shell.user_ns[args.out] = result.values
+        self._user_ns[args.out] = result.values
         _show_map_outputs(result)
         print(_summary(result, len(result.values)) + f"; results in {args.out}")
         if result.failures and on_error == "raise":
@@ -366,7 +372,7 @@ class BurstMagics(Magics):
         if result.failures:
             raise BurstError(result.failure_report(), job_id=result.job_id, failures=result.failures)
         values = result.values[0]
-        self.shell.user_ns.update(values.names)
+        self._user_ns.update(values.names)
         for name, why in values.dropped.items():
             print(
                 f"warning: {name!r} was assigned on the worker but cannot come back ({why}); it was not set here.",

@@ -5,7 +5,7 @@ Each function takes a `JobRecord` or a record's dict (read through `as_record`).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starburst_jupyter.core.record import JobRecord, as_record
@@ -54,7 +54,7 @@ def format_table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def format_jobs(records: list[RecordLike]) -> str:
+def format_jobs(records: Sequence[RecordLike]) -> str:
     if not records:
         return "No burst jobs yet. Run a cell with %%burst to start one."
     jobs = [as_record(r) for r in records]

@@ -111,7 +111,7 @@ def _tail(text: str, lines: int) -> str:
 class _Row:
     """The widgets of one job's row; `StatusWidget` fills them from the job's record."""
 
-    def __init__(self, job_id: str, on_cancel: Callable[[_Row], None], on_details: Callable[[_Row], None]):
+    def __init__(self, job_id: str, on_cancel: Callable[[_Row], object], on_details: Callable[[_Row], object]):
         self.job_id = job_id
         self.record: dict[str, Any] = {}
         self.cancelling = False

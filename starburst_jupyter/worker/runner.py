@@ -29,8 +29,10 @@ from starburst_jupyter.stores.objects import open_store
 
 
 def log(message: str) -> None:
-    sys.__stderr__.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
-    sys.__stderr__.flush()
+    stream = sys.__stderr__
+    if stream is not None:  # None only in a process started without a stderr
+        stream.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
+        stream.flush()
 
 
 class _Tee(io.TextIOBase):
