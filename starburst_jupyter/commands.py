@@ -8,12 +8,16 @@ job defaults: a config.toml with a bad value must never stop a running job from 
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import tomllib
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib
 
 from starburst_jupyter.core.config import KEYS, Config, config_path, load_config, parse_assignments, save_values
 from starburst_jupyter.errors import BurstConfigError

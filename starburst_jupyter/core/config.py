@@ -8,13 +8,18 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import tomli_w
-import tomllib
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib
 
 from starburst_jupyter.backends.base import BACKEND_NAMES
 from starburst_jupyter.core.options import ON_ERROR, keep_warm_minutes
