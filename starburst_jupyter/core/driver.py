@@ -17,6 +17,7 @@ from typing import Any
 from starburst_jupyter.backends import Backend, LaunchFailure, WorkerRef, capabilities_of
 from starburst_jupyter.core import events as ev
 from starburst_jupyter.core import pricing
+from starburst_jupyter.core import record as rec
 from starburst_jupyter.core.config import Config
 from starburst_jupyter.core.decisions import (
     CostRule,
@@ -569,7 +570,7 @@ class JobDriver(threading.Thread):
 
     def _cost_label(self) -> str:
         where = f"Fargate {self.spec.region} {'Spot' if self.spec.spot else 'on-demand'}, {self.spec.describe_size()}"
-        return f"estimate for the same work on {where}" if self.spec.backend == "local" else where
+        return f"estimate for the same work on {where}" if rec.cost_is_estimate(self.spec.backend) else where
 
     # ----- endings --------------------------------------------------------------------------
     def _stop_all(self) -> None:
@@ -717,8 +718,6 @@ class JobDriver(threading.Thread):
         self._write_record()
 
     def _write_record(self) -> None:
-        from starburst_jupyter.core import record as rec  # (here: the rest of this module is being split)
-
         self.last_record = now = time.time()
         done = failed = cancelled = 0
         outcomes = []
@@ -738,7 +737,7 @@ class JobDriver(threading.Thread):
                 done += 1
                 outcomes.append(rec.Outcome.DONE)
         state = rec.JobState(self.state)
-        calls = getattr(self.backend, "api_calls", None)
+        calls = self.caps.api_calls.api_calls if self.caps.api_calls else None
         record = rec.JobRecord(
             id=self.job_id,
             name=self.spec.name,
