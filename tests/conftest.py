@@ -92,3 +92,7 @@ def s3_bucket(moto_server, moto_env) -> str:
     from starburst_jupyter.backends.fargate.setup import empty_and_delete_bucket
 
     empty_and_delete_bucket(client, name)
+
+
+# The Docker engine and worker image fixtures, shared by tests/docker and tests/test_contract.py.
+pytest_plugins = ["backends_fixture"]
