@@ -20,7 +20,7 @@ from starburst_jupyter.core.config import Config, starburst_home
 from starburst_jupyter.core.spec import JobSpec
 from starburst_jupyter.protocol.exits import describe as describe_exit
 from starburst_jupyter.protocol.jobfiles import JobFiles
-from starburst_jupyter.stores.objects import LocalFolderStore
+from starburst_jupyter.stores.objects import LocalFolderStore, make_private_dirs, write_private
 
 LABEL_JOB = "starburst.job"
 LABEL_WORKER = "starburst.worker"
@@ -98,7 +98,7 @@ class DockerBackend(OneByOneBackend):
         index = start.index
         image = self.prepare(spec)
         job_dir = self.store.path(files.prefix).resolve()
-        job_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(job_dir)
         command = [
             "python",
             "-m",
@@ -160,10 +160,7 @@ class DockerBackend(OneByOneBackend):
             data = b""
         path = self._log_path(ref.handle.labels.get(LABEL_JOB, ""), ref.index)
         if data and path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            _keep_log(path, data)
         _remove(ref.handle)
 
     def _log_path(self, job_id: str, worker: int) -> Path | None:
@@ -204,8 +201,7 @@ class DockerBackend(OneByOneBackend):
                 container.stop(timeout=1)
             path = self._log_path(job_id, worker)
             if path is not None and not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(container.logs(stdout=True, stderr=True))
+                _keep_log(path, container.logs(stdout=True, stderr=True))
             _remove(container)
         return count
 
@@ -235,6 +231,15 @@ class DockerBackend(OneByOneBackend):
         data = data[offset:]
         cut = data.rfind(b"\n") + 1  # only whole lines
         return data[:cut].decode("utf-8", "replace"), offset + cut
+
+
+def _keep_log(path: Path, data: bytes) -> None:
+    """A container's log into the job folder, atomically and private to the user (0600, folders 0700)."""
+    make_private_dirs(path.parent)
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    write_private(tmp, data)
+    os.replace(tmp, path)
 
 
 def _remove(container: Any) -> None:

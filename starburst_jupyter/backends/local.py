@@ -15,7 +15,7 @@ from starburst_jupyter.core.config import Config, starburst_home
 from starburst_jupyter.core.spec import JobSpec
 from starburst_jupyter.protocol import exits
 from starburst_jupyter.protocol.jobfiles import JobFiles
-from starburst_jupyter.stores.objects import LocalFolderStore
+from starburst_jupyter.stores.objects import LocalFolderStore, make_private_dirs, open_private
 
 
 class LocalBackend(OneByOneBackend):
@@ -45,7 +45,7 @@ class LocalBackend(OneByOneBackend):
     def start_worker(self, files: JobFiles, spec: JobSpec, start: WorkerStart) -> WorkerRef:
         index = start.index
         log_path = self.store.path(files.log_key(index))
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(log_path.parent)
         argv = [
             sys.executable,
             "-m",
@@ -61,7 +61,7 @@ class LocalBackend(OneByOneBackend):
             "--budget",
             str(start.budget),
         ]
-        with open(log_path, "ab") as log:
+        with open(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log:
             # A new session: a terminal's Ctrl-C reaches the kernel, which cancels the job in order.
             proc = subprocess.Popen(
                 argv,
@@ -72,12 +72,15 @@ class LocalBackend(OneByOneBackend):
                 env=self._env(),
                 start_new_session=True,
             )
-        return WorkerRef(index, start.wave, time.time(), handle=proc, info={"pid": proc.pid})
+        # job and prefix: what another kernel needs to adopt this worker (its log, its argv) from the record
+        info = {"pid": proc.pid, "job": files.job_id, "prefix": files.prefix}
+        return WorkerRef(index, start.wave, time.time(), handle=proc, info=info)
 
     def poll(self, ref: WorkerRef) -> int | None:
         code: int | None = ref.handle.poll()
         if code is not None and not ref.reason:
-            ref.reason = exits.describe(code)
+            adopted_unknown = code == EXIT_UNKNOWN and isinstance(ref.handle, AdoptedWorker)
+            ref.reason = ENDED_UNKNOWN if adopted_unknown else exits.describe(code)
         return code
 
     def stop(self, refs: list[WorkerRef], grace: float = 2.0) -> None:
@@ -100,7 +103,7 @@ class LocalBackend(OneByOneBackend):
         if alive:
             self.stop(alive)
         for ref in refs:
-            if isinstance(ref.handle, subprocess.Popen):
+            if isinstance(ref.handle, (subprocess.Popen, AdoptedWorker)):
                 _signal_group(ref.handle.pid, signal.SIGKILL)
         return len(alive)
 
@@ -113,6 +116,23 @@ class LocalBackend(OneByOneBackend):
                 _signal_group(pid, signal.SIGKILL)
                 stopped += 1
         return stopped
+
+    def adopt(self, index: int, info: dict[str, Any]) -> WorkerRef:
+        """A worker another kernel started, from the job's record (the `Attaches` capability): after that
+        kernel was SIGKILLed its workers run on, and a kernel that attaches polls and stops them through an
+        `AdoptedWorker` handle (not our child: /proc and the worker's exact argv say whether it runs, its log
+        says how it ended)."""
+        pid, job_id = info.get("pid"), info.get("job")
+        wave, started = int(info.get("wave") or 1), float(info.get("started") or time.time())
+        recorded_code, ended = info.get("exit_code"), info.get("ended")
+        keep = {k: v for k, v in info.items() if k not in ("wave", "started", "ended", "exit_code", "reason")}
+        if recorded_code is not None or ended or not pid or not isinstance(job_id, str):
+            # ended as recorded (or a record from before workers named their job: nothing to follow)
+            code = recorded_code if recorded_code is not None else EXIT_UNKNOWN
+            reason = info.get("reason") or (exits.describe(code) if recorded_code is not None else ENDED_UNKNOWN)
+            return WorkerRef(index, wave, started, None, keep, code, ended or time.time(), reason)
+        log_path = self.store.path(JobFiles(self.store, job_id, info.get("prefix")).log_key(index))
+        return WorkerRef(index, wave, started, AdoptedWorker(pid, job_id, index, log_path), keep)
 
     def read_log(self, files: JobFiles, worker: int) -> str:
         try:
@@ -139,8 +159,68 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 def _is_worker_of(pid: int, job_id: str) -> bool:
+    """True only for a process of this user whose argv is a starburst worker's (`... -m starburst_jupyter.worker
+    ... --job <job_id> ...`) with exactly this job id after `--job`: a record may be stale or wrong, and a pid
+    it names may since belong to anything (a job id such as `0` appears in many argvs)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            return False
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"starburst_jupyter.worker" in cmdline and job_id.encode() in cmdline
+    try:
+        module = argv.index(b"-m")
+        job = argv.index(b"--job", module)
+    except ValueError:
+        return False
+    return argv[module + 1 : module + 2] == [b"starburst_jupyter.worker"] and argv[job + 1 : job + 2] == [
+        job_id.encode()
+    ]
+
+
+# ----- workers another kernel started (attach) ----------------------------------------------------------
+#: The exit code recorded for an adopted worker that ended without saying how in its log (killed, or user code
+#: that ended the process): we are not its parent, so the kernel cannot read its real code. Non-zero, so the
+#: driver treats it as a worker that ended early (full listing, then its unreported items are retried).
+EXIT_UNKNOWN = 255
+ENDED_UNKNOWN = "ended while no kernel followed the job (exit code unknown: not a child of this kernel)"
+
+# The worker's last log line names its own clean ends (worker/runner.py `log`): those give its real code.
+_LAST_WORDS = (
+    ("no more work after", exits.EXIT_OK),
+    ("job cancelled, exiting", exits.EXIT_CANCELLED),
+    ("job deadline passed, exiting", exits.EXIT_DEADLINE),
+    ("could not load the job's program", exits.EXIT_NO_PROGRAM),
+)
+
+
+class AdoptedWorker:
+    """A Popen-like handle (pid, poll, wait, returncode) for a worker process that is not our child."""
+
+    def __init__(self, pid: int, job_id: str, index: int, log_path: Path):
+        self.pid, self.job_id, self.index, self.log_path = pid, job_id, index, log_path
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not _is_worker_of(self.pid, self.job_id):  # gone, a zombie, or a new pid
+            self.returncode = self._code_from_log()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"worker {self.index} (pid {self.pid})", timeout or 0.0)
+            time.sleep(0.02)
+        return code
+
+    def _code_from_log(self) -> int:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - 8192))
+                tail = log.read().decode("utf-8", "replace")
+        except OSError:
+            return EXIT_UNKNOWN
+        own = [line for line in tail.splitlines() if f"worker {self.index}: " in line]
+        last = own[-1] if own else ""
+        return next((code for words, code in _LAST_WORDS if words in last), EXIT_UNKNOWN)

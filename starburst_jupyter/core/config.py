@@ -253,7 +253,10 @@ def save_values(values: dict[str, Any], path: Path | None = None) -> Path:
             current[key] = parsed
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".toml.tmp")
-    tmp.write_text(tomli_w.dumps(current))
+    tmp.unlink(missing_ok=True)
+    # 0600 whatever the umask: the config may name a registry, buckets and roles of the user's account
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+        handle.write(tomli_w.dumps(current))
     os.replace(tmp, path)
     return path
 

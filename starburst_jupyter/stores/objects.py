@@ -2,6 +2,8 @@
 
 Writes are atomic (a reader sees the whole object or nothing), and `create_exclusive` is the
 one primitive workers use to claim work (O_EXCL locally; a conditional PUT on S3).
+A local store's folders are 0700 and its files 0600 whatever the umask: a job's program carries the
+names the cell captured (an API key in the namespace), so only the user may read it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,37 @@ class ObjectStore(Protocol):
     def delete_prefix(self, prefix: str) -> None: ...
 
 
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def make_private_dirs(folder: Path) -> None:
+    """Create `folder` and its missing parents as 0700 (pathlib's parents=True would give them the umask's mode)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+
+
+def open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
+    """A file descriptor for writing `path`, created 0600 (the umask can only take bits away from that)."""
+    return os.open(path, flags | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+
+
+def write_private(path: Path, data: bytes | str) -> None:
+    """Write a new file that only the user may read."""
+    with open(open_private(path), "wb") as handle:
+        handle.write(data.encode() if isinstance(data, str) else data)
+
+
 class LocalFolderStore:
     """Keys are paths under a root folder."""
 
@@ -40,9 +73,9 @@ class LocalFolderStore:
 
     def put(self, key: str, chunks: Iterable[bytes | memoryview]) -> None:
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(target.parent)
         tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as handle:
+        with open(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as handle:
             if isinstance(chunks, (bytes, bytearray, memoryview)):
                 chunks = [chunks]
             for chunk in chunks:
@@ -59,9 +92,9 @@ class LocalFolderStore:
     def create_exclusive(self, key: str, data: bytes) -> bool:
         """Write then hard-link into place: the link fails if the key exists, and readers never see it empty."""
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(target.parent)
         tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
-        tmp.write_bytes(data)
+        write_private(tmp, data)
         try:
             os.link(tmp, target)
         except FileExistsError:

@@ -10,6 +10,7 @@ the same records as dicts (`JobRecord.to_json()`), for faces that still read dic
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 import uuid
@@ -18,6 +19,7 @@ from typing import Any
 
 from starburst_jupyter.core.config import starburst_home
 from starburst_jupyter.core.record import ACTIVE_STATES, TERMINAL_STATES, JobRecord, check_finite
+from starburst_jupyter.stores.objects import make_private_dirs, write_private
 
 __all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "JobIndex", "JobStore", "new_job_id"]
 
@@ -37,6 +39,10 @@ def _read_file(path: Path, job_id: str) -> JobRecord | None:
     return JobRecord.from_json(raw, job_id)
 
 
+# Letters, digits, '.', '_', '-'; not starting with '.'; short enough to be a file name.
+_JOB_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
 def new_job_id() -> str:
     """Sortable by creation time and unique: bj-20261123-101500-3f9a2c."""
     return time.strftime("bj-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(3)
@@ -48,8 +54,11 @@ class JobStore:
         self.jobs_dir = self.home / "jobs"
 
     def job_dir(self, job_id: str) -> Path:
-        if not job_id or "/" in job_id or job_id.startswith("."):
-            raise KeyError(f"{job_id!r} is not a job id")
+        """The job's folder; KeyError for anything that is not a plain job id (a path, a trailing
+        newline, thousands of characters), so every face refuses it with one line."""
+        if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+            shown = job_id if not isinstance(job_id, str) or len(job_id) <= 80 else job_id[:60] + "..."
+            raise KeyError(f"{shown!r} is not a job id (ids look like bj-20261123-101500-3f9a2c).")
         return self.jobs_dir / job_id
 
     def write(self, record: JobRecord | dict[str, Any]) -> None:
@@ -59,9 +68,9 @@ class JobStore:
             record = JobRecord.from_json(record)
         text = record.dumps()
         folder = self.job_dir(record.id)
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(folder)  # 0700 / 0600 whatever the umask: the record names the job's workers and spec
         tmp = folder / f".record-{uuid.uuid4().hex}.tmp"
-        tmp.write_text(text)
+        write_private(tmp, text)
         os.replace(tmp, folder / "record.json")
 
     def read_record(self, job_id: str) -> JobRecord:
@@ -80,6 +89,7 @@ class JobStore:
     def find_record(self, prefix: str) -> JobRecord:
         if not prefix.strip():
             raise KeyError("Give a job id (or the start of one); %burst_status lists the jobs.")
+        self.job_dir(prefix)  # the start of an id is shaped like one: refuse anything else in one line
         try:
             return self.read_record(prefix)
         except KeyError:
