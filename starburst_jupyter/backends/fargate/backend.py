@@ -75,6 +75,14 @@ def _retryable(reason: str) -> bool:
     return any(word in upper for word in RETRYABLE)
 
 
+def _task_of_job(task: dict[str, Any] | None, job_id: str) -> bool:
+    """Whether ECS says this task was started for the job: its startedBy, or its starburst:job tag."""
+    if not task:
+        return False
+    tags = {tag.get("key"): tag.get("value") for tag in task.get("tags") or ()}
+    return task.get("startedBy") == job_id[:128] or tags.get("starburst:job") == job_id
+
+
 def describe_stop(task: dict[str, Any]) -> tuple[int, str]:
     """(exit code, why) of a stopped task, in words a user can act on."""
     container = next(
@@ -454,13 +462,27 @@ class FargateBackend:
         return len(arns)
 
     def stop_recorded(self, record: dict[str, Any]) -> int:
-        # (a worker taken warm from an earlier job carries that job's startedBy: the record names it)
-        refs = [
-            self.adopt(int(i), w)
-            for i, w in record.get("workers", {}).items()
-            if w.get("task_arn") and w.get("exit_code") is None
-        ]
-        return self.stop_job(record["id"], refs, "job cancelled (launching kernel gone)")
+        """Stop the job's tasks: those the cluster lists by its startedBy, and those the record names that
+        DescribeTasks shows are the job's (startedBy or the starburst:job tag equal to the job id). A record
+        may be stale or wrong, so a task it names that belongs to another job is left alone; so is a worker
+        taken warm from an earlier job (it carries that job's startedBy): it ends on the job's cancel marker,
+        which the cancel wrote before calling this."""
+        job_id = record["id"]
+        named = {
+            int(i): w for i, w in record.get("workers", {}).items() if w.get("task_arn") and w.get("exit_code") is None
+        }
+        tasks = self._describe_tagged([w["task_arn"] for w in named.values()])
+        refs = [self.adopt(i, w) for i, w in named.items() if _task_of_job(tasks.get(w["task_arn"]), job_id)]
+        return self.stop_job(job_id, refs, "job cancelled (launching kernel gone)")
+
+    def _describe_tagged(self, arns: list[str]) -> dict[str, dict[str, Any]]:
+        ecs = self._client("ecs")
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(arns), DESCRIBE_BATCH):
+            batch = arns[start : start + DESCRIBE_BATCH]
+            reply = ecs.describe_tasks(cluster=self.config.cluster, tasks=batch, include=["TAGS"])
+            found.update((task["taskArn"], task) for task in reply.get("tasks", ()))
+        return found
 
     def tail_logs(self, files: JobFiles, refs: list[WorkerRef], cursor: Any) -> tuple[list[tuple[int, str]], Any]:
         """One FilterLogEvents per 100 workers per poll, from where the last read ended."""
