@@ -207,7 +207,7 @@ def test_cancel_from_another_process_when_the_kernel_is_gone(fargate, moto_serve
     # the monitor keeps running; we pretend its kernel died by faking the owner
     record = JobStore().read(handle.id)
     record["owner"] = {"pid": 2**22 + 1, "host": record["owner"]["host"]}
-    handle._monitor.records.write(record)
+    handle._driver.records.write(record)
     stopped = Launcher().backend("fargate").stop_recorded(record)
     assert stopped == 2
     assert ecs_tasks(moto_server, startedBy=handle.id, desiredStatus="RUNNING") == []
@@ -309,7 +309,7 @@ config = load_config()
 from starburst_jupyter.protocol.programs import CallProgram
 handle = Launcher(config).submit(build_spec(config, mode="map", workers=2), CallProgram(tenfold), list(range(8)))
 print(handle.id, flush=True)
-while handle._monitor.items and not any(item.final for item in handle._monitor.items):
+while handle._driver.ledger.items and not any(item.final for item in handle._driver.ledger.items):
     time.sleep(0.1)
 os.kill(os.getpid(), signal.SIGKILL)  # the kernel dies mid-job; its Fargate tasks run on
 """

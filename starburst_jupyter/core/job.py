@@ -62,6 +62,16 @@ class JobHandle:
         self._result: JobResult | None = None
         self._monitor: JobDriver | None = None
 
+    def bind(self, driver: JobDriver) -> None:
+        """The launcher gives the handle the driver it talks to."""
+        self._monitor = driver
+
+    def settle(self, result: JobResult | None = None) -> None:
+        """The driver's last word: the result (when it has one); no wait() blocks after this."""
+        if result is not None:
+            self._result = result
+        self._finished.set()
+
     @property
     def _driver(self) -> JobDriver:
         if self._monitor is None:  # the launcher sets it as soon as it makes the job
@@ -94,11 +104,11 @@ class JobHandle:
 
     def on_item(self, callback: Callable[[int, bool, Any], None]) -> None:
         """callback(index, ok, value_or_exception) as each item gets its final outcome (from the job's thread)."""
-        self._driver.item_callbacks.append(callback)
+        self._driver.ledger.callbacks.append(callback)
 
     def stop_worker(self, worker: int) -> None:
         """End one worker; what it held goes to the others without counting as a crash."""
-        self._driver.stop_requests.add(worker)
+        self._driver.workforce.stop_requests.add(worker)
 
     def withdraw(self, index: int) -> bool:
         """Take a not-yet-started item out of the queue; False if a worker already has it."""

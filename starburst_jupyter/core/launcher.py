@@ -101,7 +101,7 @@ class Launcher:
             )
         chunks = program_chunks if program_chunks is not None else serialize.dumps_chunks(program)
         monitor = JobDriver(self.config, self.store, handle, backend, plan, chunks, items, open_job, rate, self.timings)
-        handle._monitor = monitor
+        handle.bind(monitor)
         try:
             monitor.prepare()
         except Exception as exc:
@@ -163,7 +163,7 @@ class Launcher:
         plan = Plan([], max(1, job.waves.workers), max(1, job.waves.concurrency), 0)
         rate = pricing.rate_for(spec.region, spec.arch, spot=spec.spot)
         monitor = JobDriver(self.config, self.store, handle, backend, plan, [], [], False, rate, self.timings)
-        handle._monitor = monitor
+        handle.bind(monitor)
         monitor.resume(record)
         if start:
             monitor.start()

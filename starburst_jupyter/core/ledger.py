@@ -1,0 +1,244 @@
+"""A job's items as the driver knows them: which block holds each, who claimed it, what came back.
+
+The ledger reads claims and results from the job's store, turns them into final outcomes (with the
+events a face shows) and puts the unfinished work of a worker that ended back in the queue. It starts
+no worker and reads no clock but the one it is given."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starburst_jupyter.backends import WorkerRef
+from starburst_jupyter.core import events as ev
+from starburst_jupyter.core import record as rec
+from starburst_jupyter.core.decisions import item_is_lost
+from starburst_jupyter.errors import BurstError, RemoteTraceback, TaskCancelled, WorkerLost
+from starburst_jupyter.protocol import serialize
+from starburst_jupyter.protocol.jobfiles import ItemResult, JobFiles
+
+MAX_RECORDED_FAILURES = 50
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Item:
+    attempts: int = 1
+    block: int = -1
+    result: ItemResult | None = None  # what the worker reported (its value dropped once decoded)
+    final: bool = False
+    value: Any = None
+    failed: bool = False
+
+
+class ItemLedger:
+    def __init__(self, files: JobFiles, bus: ev.EventBus, result_window: float):
+        self.files, self.bus, self.job_id = files, bus, files.job_id
+        self.result_window = result_window
+        self.items: list[Item] = []
+        self.blocks: dict[int, list[int]] = {}
+        self.claims: dict[int, int] = {}  # block -> worker (-1: withdrawn)
+        self.claim_floor = 0  # every block below it is claimed
+        self.seen_results: set[str] = set()
+        self.newest_result = 0.0  # writer's time of the newest result object seen
+        self.last_sweep = 0.0
+        self.callbacks: list[Callable[[int, bool, Any], None]] = []
+
+    # ----- what exists ------------------------------------------------------------------------
+    def add_block(self, pairs: list[tuple[int, Any]]) -> int:
+        block = len(self.blocks)
+        self.files.write_block(block, pairs)
+        self.blocks[block] = [i for i, _ in pairs]
+        return block
+
+    def start(self, blocks: list[list[int]], items: list[Any], open_job: bool) -> None:
+        """Write the first blocks (a new job)."""
+        for block in blocks:
+            self.add_block([(i, items[i]) for i in block])
+        if not open_job:
+            self.items = [Item() for _ in items]
+            self._index_blocks()
+
+    def reload(self, total: int) -> None:
+        """Rebuild from the store (attach): which blocks hold which items; claims and results come with the
+        first full scan. Later blocks (retries) supersede earlier ones."""
+        self.items = [Item() for _ in range(total)]
+        for block in self.files.list_blocks():
+            self.blocks[block] = [index for index, _ in self.files.read_block(block)]
+        self._index_blocks()
+
+    def _index_blocks(self) -> None:
+        for block_id, indices in self.blocks.items():
+            for i in indices:
+                self.items[i].block = block_id
+
+    def append(self, values: list[Any]) -> list[int]:
+        start = len(self.items)
+        indices = list(range(start, start + len(values)))
+        for index, value in zip(indices, values):
+            block = self.add_block([(index, value)])  # first: an item that cannot be written is not queued
+            self.items.append(Item(block=block))
+        return indices
+
+    def withdraw(self, index: int) -> bool:
+        item = self.items[index]
+        if item.final or not self.files.claim(item.block, -1):  # a worker got there first
+            return False
+        self.claims[item.block] = -1
+        self.finalize(index, False, TaskCancelled(f"Item {index} was withdrawn before it started."), None)
+        return True
+
+    # ----- questions --------------------------------------------------------------------------
+    def complete(self) -> bool:
+        return all(item.final for item in self.items)
+
+    def unclaimed(self) -> int:
+        return sum(1 for b in self.blocks if b not in self.claims)
+
+    def claimed_by(self, worker: int) -> bool:
+        return worker in self.claims.values()
+
+    def finished(self) -> int:
+        return sum(1 for i in self.items if i.final)
+
+    def any_failed(self) -> bool:
+        return any(i.failed for i in self.items)
+
+    # ----- reading the store ------------------------------------------------------------------
+    def scan_claims(self, full: bool = False) -> bool:
+        """Claims come roughly in block order, so a quick scan lists only those from the first unclaimed block."""
+        while self.claim_floor in self.claims:
+            self.claim_floor += 1
+        fresh = self.files.list_claimed(after=-1 if full else self.claim_floor - 1) - self.claims.keys()
+        for block in sorted(fresh):
+            worker = self.files.read_claim(block).worker
+            self.claims[block] = worker
+            if worker >= 0:
+                self.bus.publish(ev.TaskStarted(self.job_id, worker=worker, indices=tuple(self.blocks.get(block, ()))))
+        return bool(fresh)
+
+    def collect_results(self, full: bool = False) -> bool:
+        """A quick listing covers the last `result_window` seconds of results; a full one runs now and then."""
+        if full:
+            self.last_sweep = time.time()
+        since = None if full or not self.newest_result else self.newest_result - self.result_window
+        keys = [k for k in self.files.list_result_keys(since) if k not in self.seen_results]
+        for key in sorted(keys):
+            self.seen_results.add(key)
+            self.newest_result = max(self.newest_result, self.files.result_time(key))
+            for result in self.files.read_results(key):
+                if result.index < len(self.items) and not self.items[result.index].final:
+                    self._take(result)
+        return bool(keys)
+
+    def _take(self, result: ItemResult) -> None:
+        try:
+            value = serialize.decode(result.value)
+        except Exception as exc:  # a value the kernel cannot unpickle is that item's failure
+            value = BurstError(
+                f"Item {result.index}'s result could not be unpickled in this kernel: {type(exc).__name__}: {exc}. "
+                f"Usually the worker and kernel have different package versions.",
+                job_id=self.job_id,
+            )
+            result.ok = False
+        if not result.ok and isinstance(value, BaseException) and result.traceback:
+            value.__cause__ = RemoteTraceback(result.traceback)
+        self.finalize(result.index, result.ok, value, result)
+
+    # ----- outcomes ---------------------------------------------------------------------------
+    def finalize(self, index: int, ok: bool, value: Any, result: ItemResult | None) -> None:
+        item = self.items[index]
+        item.final, item.failed, item.value = True, not ok, value
+        item.result = None if result is None else ItemResult(
+            result.index, ok, None, result.traceback, result.stdout, result.stderr, result.started,
+            result.duration, result.worker,
+        )  # fmt: skip
+        worker = result.worker if result else -1
+        if ok:
+            duration = result.duration if result else 0.0
+            self.bus.publish(ev.TaskFinished(self.job_id, index=index, worker=worker, duration=duration))
+        elif not isinstance(value, TaskCancelled):  # unfinished items of a cancelled job did not fail
+            line = f"{type(value).__name__}: {value}".splitlines()[0][:300]
+            tb = result.traceback if result else ""
+            self.bus.publish(ev.TaskFailed(self.job_id, index=index, worker=worker, error=line, traceback=tb))
+        for callback in self.callbacks:
+            try:
+                callback(index, ok, value)
+            except Exception:  # a face's callback must not break the job
+                logger.exception("an item callback of job %s failed", self.job_id)
+
+    def end_unfinished(self, error: Callable[[int], BaseException]) -> None:
+        """Every item not final yet ends with error(index) (a cancel, a start-up failure, a crash)."""
+        for index, item in enumerate(self.items):
+            if not item.final:
+                self.finalize(index, False, error(index), None)
+
+    def requeue(self, ref: WorkerRef, retries: int, stopped_by_user: bool) -> None:
+        """Items a worker held but never reported go to another worker, up to the retry limit."""
+        for block, worker in sorted(self.claims.items()):
+            if worker != ref.index:
+                continue
+            # Unflushed results are lost with the worker, so we cannot tell which item was running:
+            # each one it held counts an attempt and goes alone to another worker, where a crash is its own.
+            missing = [i for i in self.blocks[block] if not self.items[i].final]
+            inputs = dict(self.files.read_block(block)) if missing else {}
+            alone = len(self.blocks[block]) == 1  # only then is the item surely what the worker was running
+            for index in missing:
+                item = self.items[index]
+                if item_is_lost(item.attempts, retries, alone):
+                    self.finalize(index, False, self._lost(index, ref, item.attempts), None)
+                    continue
+                if not stopped_by_user:  # a worker the user stopped is not the item's fault
+                    item.attempts += 1
+                    reason = f"worker {ref.index}: {ref.reason}"
+                    self.bus.publish(ev.TaskRetried(self.job_id, index=index, attempt=item.attempts, reason=reason))
+                item.block = self.add_block([(index, inputs[index])])
+
+    def _lost(self, index: int, ref: WorkerRef, attempts: int) -> WorkerLost:
+        return WorkerLost(
+            f"Item {index} was running on worker {ref.index} when that worker ended ({ref.reason}); it was tried "
+            f"{attempts} time{'s' if attempts != 1 else ''}, on different workers, and each time the worker "
+            f"died. Look for crashes or memory use in the item: %burst_logs {self.job_id} --worker {ref.index} "
+            f"shows that worker's log.",
+            job_id=self.job_id,
+        )
+
+    # ----- what the record and the caller get -------------------------------------------------
+    def outcomes(self) -> tuple[str, dict[str, int], list[rec.Failure]]:
+        """The record's outcome letters, counts per outcome, and the first failures."""
+        letters: list[rec.Outcome] = []
+        failures: list[rec.Failure] = []
+        for n, item in enumerate(self.items):
+            if not item.final:
+                letters.append(rec.Outcome.RUNNING if self.claims.get(item.block, -1) >= 0 else rec.Outcome.PENDING)
+            elif isinstance(item.value, TaskCancelled):  # stopped by a cancel: not a failure of the item
+                letters.append(rec.Outcome.CANCELLED)
+            elif item.failed:
+                letters.append(rec.Outcome.FAILED)
+                if len(failures) < MAX_RECORDED_FAILURES:
+                    failures.append(rec.Failure(n, f"{type(item.value).__name__}: {item.value}"[:500]))
+            else:
+                letters.append(rec.Outcome.DONE)
+        counts = {o.value: 0 for o in rec.Outcome}
+        for letter in letters:
+            counts[letter.value] += 1
+        return "".join(o.value for o in letters), counts, failures
+
+    def busy_seconds(self) -> float:
+        return sum(i.result.duration for i in self.items if i.result is not None)
+
+    def values(self) -> list[Any]:
+        return [i.value for i in self.items]
+
+    def failures(self) -> list[tuple[int, BaseException]]:
+        return [(n, i.value) for n, i in enumerate(self.items) if i.failed and not isinstance(i.value, TaskCancelled)]
+
+    def outputs(self) -> dict[int, tuple[str, str]]:
+        return {
+            n: (i.result.stdout, i.result.stderr)
+            for n, i in enumerate(self.items)
+            if i.result is not None and (i.result.stdout or i.result.stderr)
+        }
