@@ -35,12 +35,27 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, BurstError) as exc:
         print(f"starburst: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. STARBURST_HOME is a file, or a folder we may not write: one line, no traceback
+        print(f"starburst {args.command}: {_os_error_text(exc)}", file=sys.stderr)
+        return 1
     except Exception as exc:  # AWS errors: one line naming the call, not a traceback
         line = commands.aws_error_text(exc, f"starburst {args.command}")
         if line is None:
             raise
         print(line, file=sys.stderr)
         return 2
+
+
+def _os_error_text(exc: OSError) -> str:
+    """What went wrong on disk, and where to look when it is inside the job store."""
+    from starburst_jupyter.core.config import starburst_home
+
+    where = f" ({exc.filename})" if exc.filename else ""
+    text = f"{exc.strerror or exc}{where}"
+    home = str(starburst_home())
+    if exc.filename and str(exc.filename).startswith(home):
+        text += f". The job store and config live in STARBURST_HOME={home}: it must be a folder you can write."
+    return text
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from starburst_jupyter.core.capture import (
     cell_label,
     check_picklable,
     refuse_open_files,
+    reserved_name_reason,
     select_namespace,
 )
 from starburst_jupyter.core.config import load_config
@@ -32,9 +33,8 @@ from starburst_jupyter.errors import BurstCancelled, BurstError, BurstTimeout, B
 from starburst_jupyter.protocol import serialize, sourcemap
 from starburst_jupyter.protocol.programs import CellProgram
 
-_MAP_RE = re.compile(
-    r"^\s*\(?\s*(?P<target>[A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*,?\s*\)?\s+in\s+(?P<expr>\S.*)$", re.S
-)
+# NAME is any Python identifier (`ñ`, `données` too): a letter or underscore, then word characters.
+_MAP_RE = re.compile(r"^\s*\(?\s*(?P<target>[^\W\d]\w*(?:\s*,\s*[^\W\d]\w*)*)\s*,?\s*\)?\s+in\s+(?P<expr>\S.*)$", re.S)
 
 
 def parse_map(text: str) -> tuple[str, tuple[str, ...], str]:
@@ -45,7 +45,19 @@ def parse_map(text: str) -> tuple[str, tuple[str, ...], str]:
             f"--map {text!r} is not 'NAME in EXPR'. Examples: --map seed in range(1000), --map x, y in pairs"
         )
     names = tuple(n.strip() for n in match.group("target").split(","))
+    for name in names:
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise BurstValidationError(f"--map {text!r}: {name!r} is not a valid Python name.")
+        if name.startswith("__") and name.endswith("__"):  # e.g. __builtins__: every item would fail
+            raise BurstValidationError(f"--map {text!r}: {name!r} is a special name Python uses; choose another.")
     return ", ".join(names), names, match.group("expr").strip()
+
+
+def _check_out(name: str) -> None:
+    """--out names the list that receives results: it must be a name the notebook can lose."""
+    why = reserved_name_reason(name)
+    if why:
+        raise UsageError(f"--out {name!r} {why}; choose another name for the results (the default is burst_results).")
 
 
 def _in_kernel(shell: Any) -> bool:
@@ -221,8 +233,7 @@ class BurstMagics(Magics):
         args = parse_argstring(self.burst, line)
         if not cell.strip():
             raise UsageError("The %%burst cell is empty: put the code to run below the %%burst line.")
-        if not args.out.isidentifier() or keyword.iskeyword(args.out):
-            raise UsageError(f"--out {args.out!r} is not a valid Python name.")
+        _check_out(args.out)
         user_ns = self._user_ns
         config = _with_image_options(load_config(), args)
         options = {name: getattr(args, name) for name in job_options.NAMES}
@@ -378,6 +389,12 @@ class BurstMagics(Magics):
                 f"warning: {name!r} was assigned on the worker but cannot come back ({why}); it was not set here.",
                 file=sys.stderr,
             )
+        if values.value_dropped:
+            print(
+                f"warning: the cell's value (its last line) cannot come back from the worker ({values.value_dropped}); "
+                f"it is not shown. Assign plain data to a name, or end the cell with a value that can be pickled.",
+                file=sys.stderr,
+            )
         return values.value if values.has_value else None
 
     @line_magic
@@ -435,6 +452,7 @@ class BurstMagics(Magics):
         from types import SimpleNamespace
 
         args = parse_argstring(self.burst_attach, line)
+        _check_out(args.out)
         try:
             record = commands.Jobs().find(args.job)
         except KeyError as exc:

@@ -7,7 +7,9 @@ classes defined in the notebook go by value (cloudpickle), modules go as imports
 from __future__ import annotations
 
 import ast
+import builtins
 import io
+import keyword
 import re
 import socket
 import sys
@@ -153,9 +155,26 @@ class _Names(ast.NodeVisitor):
 
 
 def parse_cell(source: str) -> ast.Module:
+    """The cell's syntax tree, or a BurstValidationError before anything is launched.
+
+    The tree is also compiled: `return`, `yield` or `await` at the top level parse, but a worker
+    could only fail on them (every item, billed), so they are refused here."""
     try:
-        return ast.parse(source, filename=CELL_FILENAME)
+        tree = ast.parse(source, filename=CELL_FILENAME)
+        compile(tree, CELL_FILENAME, "exec")
+        return tree
     except SyntaxError as exc:
+        if "outside" in exc.msg and "function" in exc.msg:  # 'return' outside function, ... async function
+            what = exc.msg.split("'")[1] if exc.msg.count("'") >= 2 else exc.msg.split(" outside")[0]
+            advice = " and run it with asyncio.run(...) in the cell" if "async" in exc.msg or what == "await" else ""
+            where = "an async function" if "async" in exc.msg.split("outside")[1] else "a function"
+            lines = source.splitlines()
+            text = lines[exc.lineno - 1].strip() if exc.lineno and exc.lineno <= len(lines) else ""
+            raise BurstValidationError(
+                f"The %%burst cell uses {what!r} outside {where} (line {exc.lineno}: {text!r}), "
+                f"which Python does not allow: a worker runs the cell as a script and would fail on it, so nothing "
+                f"was launched. Move that code into {where}{advice}."
+            ) from None
         line = (exc.text or "").strip()
         hint = ""
         if line.startswith(("%", "!")):
@@ -171,6 +190,21 @@ def analyze_cell(source: str, map_names: tuple[str, ...] = ()) -> CellAnalysis:
     for stmt in tree.body:
         names.visit(stmt)
     return CellAnalysis(frozenset(names.needed), tuple(n for n in names.assigned if n not in map_names))
+
+
+def reserved_name_reason(name: str) -> str:
+    """Why a name must not receive results in the user's namespace ("" when it may): a builtin
+    (`list`, `print`), a dunder (`__builtins__`, `__name__`) or a name IPython owns (In, Out, _, exit)
+    would break the notebook's namespace when overwritten."""
+    if not name.isidentifier() or keyword.iskeyword(name):
+        return "is not a valid Python name"
+    if name.startswith("__") and name.endswith("__"):
+        return "is a special (dunder) name Python itself uses"
+    if _IPYTHON_INTERNAL.match(name):
+        return "is a name IPython keeps for itself (history, In/Out, exit)"
+    if name in vars(builtins):
+        return "is a Python builtin, which it would hide"
+    return ""
 
 
 def select_namespace(needed: frozenset[str], user_ns: dict[str, Any]) -> dict[str, Any]:

@@ -16,12 +16,16 @@ CELL_FILENAME = "<burst cell>"
 
 @dataclass
 class CellValues:
-    """Single-task result: the names the cell assigned, its trailing value, names that could not travel."""
+    """Single-task result: the names the cell assigned, its trailing value, names that could not travel.
+
+    `value_dropped` says why the trailing value stayed on the worker (it cannot be pickled): the
+    names that can travel still come back, rather than the whole result failing for one value."""
 
     names: dict[str, Any]
     value: Any = None
     has_value: bool = False
     dropped: dict[str, str] = field(default_factory=dict)
+    value_dropped: str = ""
 
 
 def split_trailing_expression(
@@ -87,13 +91,24 @@ class CellProgram:
         for name in self.assigned:
             if name not in scope:
                 continue
-            try:
-                cloudpickle.dumps(scope[name], protocol=5, buffer_callback=lambda b: None)
-            except Exception as exc:  # any pickling failure means it cannot travel back
-                dropped[name] = f"{type(scope[name]).__name__}: {exc}"
+            why = _why_stuck(scope[name])
+            if why:
+                dropped[name] = why
             else:
                 names[name] = scope[name]
-        return CellValues(names, value, has_value, dropped)
+        value_dropped = _why_stuck(value) if has_value else ""
+        if value_dropped:
+            value, has_value = None, False
+        return CellValues(names, value, has_value, dropped, value_dropped)
+
+
+def _why_stuck(value: Any) -> str:
+    """Why `value` cannot travel back from the worker ("" when it can)."""
+    try:
+        cloudpickle.dumps(value, protocol=5, buffer_callback=lambda b: None)
+    except Exception as exc:  # any pickling failure means it cannot travel back
+        return f"{type(value).__name__}: {exc}"
+    return ""
 
 
 @dataclass
