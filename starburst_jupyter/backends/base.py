@@ -180,6 +180,11 @@ class TailsLogsCheaply(Protocol):
     def read_log_tail(self, files: JobFiles, worker: int, lines: int) -> str:
         """A worker's last lines without reading its whole log."""
 
+    def read_log_bytes(self, files: JobFiles, worker: int, offset: int, limit: int) -> tuple[bytes, int, int]:
+        """Up to `limit` bytes of a worker's log from byte `offset` (negative: that many bytes before its end):
+        (the bytes, the offset they start at, the log's size). A poll then costs what it returns (a log file
+        is read by seeking; a log service without byte offsets may read more, but returns no more)."""
+
 
 @runtime_checkable
 class CountsApiCalls(Protocol):

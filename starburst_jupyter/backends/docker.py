@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from starburst_jupyter.backends import logfiles
 from starburst_jupyter.backends.base import OneByOneBackend, WorkerRef, WorkerStart
 from starburst_jupyter.core.config import Config, starburst_home
 from starburst_jupyter.core.spec import JobSpec
@@ -207,14 +208,35 @@ class DockerBackend(OneByOneBackend):
 
     def read_log(self, files: JobFiles, worker: int) -> str:
         path = self.store.path(files.log_key(worker))
-        if path.exists():
-            return path.read_text(errors="replace")
+        if path.exists() or path.is_symlink():  # (a symlink is refused there, not followed)
+            return logfiles.read_whole(path)
+        return self._container_log(files, worker).decode("utf-8", "replace")
+
+    def _container_log(self, files: JobFiles, worker: int, **kwargs: Any) -> bytes:
+        """A running (or not yet removed) worker's log from the engine; b'' when there is no such container."""
         for container in self.client.containers.list(
             all=True, filters={"label": [f"{LABEL_JOB}={files.job_id}", f"{LABEL_WORKER}={worker}"]}
         ):
-            text: str = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
-            return text
-        return ""
+            data: bytes = container.logs(stdout=True, stderr=True, **kwargs)
+            return data
+        return b""
+
+    def read_log_bytes(self, files: JobFiles, worker: int, offset: int, limit: int) -> tuple[bytes, int, int]:
+        """(TailsLogsCheaply) a seek in the kept log file once the worker ended; while it runs the engine
+        gives no byte offsets, so its log is read and only the range asked for is returned."""
+        path = self.store.path(files.log_key(worker))
+        if path.exists() or path.is_symlink():
+            return logfiles.read_range(path, offset, limit)
+        data = self._container_log(files, worker)
+        start = max(0, len(data) + offset) if offset < 0 else min(offset, len(data))
+        return data[start : start + max(0, limit)], start, len(data)
+
+    def read_log_tail(self, files: JobFiles, worker: int, lines: int) -> str:
+        """(TailsLogsCheaply) the last lines: from the end of the kept file, or the engine's `tail`."""
+        path = self.store.path(files.log_key(worker))
+        if path.exists() or path.is_symlink():
+            return logfiles.tail_lines(path, lines)
+        return logfiles.last_lines(self._container_log(files, worker, tail=max(1, lines)), lines)
 
     def log_tail(self, files: JobFiles, ref: WorkerRef, offset: int) -> tuple[str, int]:
         import docker
@@ -225,10 +247,10 @@ class DockerBackend(OneByOneBackend):
                 data = ref.handle.logs(stdout=True, stderr=True)
             except docker.errors.NotFound:
                 data = b""
-        if not data:
-            path = self.store.path(files.log_key(ref.index))
-            data = path.read_bytes() if path.exists() else b""
-        data = data[offset:]
+        if data:
+            data = data[offset:]
+        else:  # ended: its log was kept in the job folder
+            data, _, _ = logfiles.read_range(self.store.path(files.log_key(ref.index)), offset, 1024 * 1024)
         cut = data.rfind(b"\n") + 1  # only whole lines
         return data[:cut].decode("utf-8", "replace"), offset + cut
 

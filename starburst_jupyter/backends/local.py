@@ -10,12 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from starburst_jupyter.backends import logfiles
 from starburst_jupyter.backends.base import OneByOneBackend, WorkerRef, WorkerStart
 from starburst_jupyter.core.config import Config, starburst_home
 from starburst_jupyter.core.spec import JobSpec
 from starburst_jupyter.protocol import exits
 from starburst_jupyter.protocol.jobfiles import JobFiles
 from starburst_jupyter.stores.objects import LocalFolderStore, make_private_dirs, open_private
+
+#: The most one poll of the live log reads per worker (a burst of output comes over several polls).
+LOG_POLL_BYTES = 1024 * 1024
 
 
 class LocalBackend(OneByOneBackend):
@@ -135,19 +139,21 @@ class LocalBackend(OneByOneBackend):
         return WorkerRef(index, wave, started, AdoptedWorker(pid, job_id, index, log_path), keep)
 
     def read_log(self, files: JobFiles, worker: int) -> str:
-        try:
-            return self.store.path(files.log_key(worker)).read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return logfiles.read_whole(self.store.path(files.log_key(worker)))
+
+    def read_log_bytes(self, files: JobFiles, worker: int, offset: int, limit: int) -> tuple[bytes, int, int]:
+        """(TailsLogsCheaply) a seek in the worker's log file."""
+        return logfiles.read_range(self.store.path(files.log_key(worker)), offset, limit)
+
+    def read_log_tail(self, files: JobFiles, worker: int, lines: int) -> str:
+        """(TailsLogsCheaply) the last lines, read back from the end of the file."""
+        return logfiles.tail_lines(self.store.path(files.log_key(worker)), lines)
 
     def log_tail(self, files: JobFiles, ref: WorkerRef, offset: int) -> tuple[str, int]:
-        try:
-            with open(self.store.path(files.log_key(ref.index)), "rb") as log:
-                log.seek(offset)
-                data = log.read()
-        except FileNotFoundError:
-            return "", offset
-        cut = data.rfind(b"\n") + 1  # only whole lines
+        data, _, _ = logfiles.read_range(self.store.path(files.log_key(ref.index)), offset, LOG_POLL_BYTES)
+        cut = data.rfind(b"\n") + 1  # only whole lines (a line longer than a poll's read comes in pieces)
+        if not cut and len(data) == LOG_POLL_BYTES:
+            cut = len(data)
         return data[:cut].decode("utf-8", "replace"), offset + cut
 
 

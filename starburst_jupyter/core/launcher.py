@@ -34,6 +34,10 @@ from starburst_jupyter.stores.records import JobStore, new_job_id
 __all__ = ["JobHandle", "JobResult", "Launcher"]
 
 
+#: The most of one worker's log `job_logs` returns (%burst_logs prints it into a cell): its last bytes.
+LOG_SHOW_BYTES = 4 * 1024 * 1024
+
+
 class Launcher:
     """Submits jobs to backends. Faces create one and call `submit`."""
 
@@ -185,7 +189,16 @@ class Launcher:
         cheap = self.capabilities(record["backend"]).log_tail
         logs = {}
         for index in indices[:first]:
-            if tail_lines is None:
+            if tail_lines is None and cheap is not None:  # the last LOG_SHOW_BYTES, saying what was cut
+                data, start, _ = cheap.read_log_bytes(files, index, -LOG_SHOW_BYTES, LOG_SHOW_BYTES)
+                if start:
+                    shown = data[data.find(b"\n") + 1 :]  # from a line start
+                    cut_mb = (start + len(data) - len(shown)) / 1e6
+                    head = f"[... {cut_mb:.1f} MB cut: the first part of worker {index}'s log; its last lines follow]\n"
+                    logs[index] = head + shown.decode("utf-8", "replace")
+                else:
+                    logs[index] = data.decode("utf-8", "replace")
+            elif tail_lines is None:
                 logs[index] = backend.read_log(files, index)
             elif cheap is not None:
                 logs[index] = cheap.read_log_tail(files, index, tail_lines)

@@ -12,6 +12,7 @@ Errors are JSON `{"message": ..., "reason": ...}` with a 4xx status, never an HT
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
@@ -22,6 +23,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
+from starburst_jupyter.backends.logfiles import LogNotReadable
 from starburst_jupyter.server import Service, views
 from starburst_jupyter.stores.records import TERMINAL_STATES, JobIndex
 
@@ -31,7 +33,7 @@ VALID_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DEFAULT_LIMIT = 200  # finished jobs listed at most (running ones are always listed)
 MAX_LIMIT = 5000
 MAX_LOG_LINES = 2000
-MAX_LOG_CHARS = 512 * 1024
+MAX_LOG_CHARS = 512 * 1024  # bytes of the log one request reads and returns at most
 CANCEL_REASON = "cancelled from the Burst sidebar"
 
 
@@ -131,47 +133,50 @@ class WorkerLogHandler(BurstHandler):
             )
         cursor = self.int_argument("cursor", None, 0, 2**62)
         tail = self.int_argument("tail", None, 0, MAX_LOG_LINES)
+        ended = not views.worker_running(info, record)
+        read = functools.partial(self._read_chunk, record["id"], record["backend"], int(worker), cursor, tail, ended)
         try:
-            text = await asyncio.get_running_loop().run_in_executor(
-                None, self.service.jobs.log, record["id"], int(worker)
-            )
+            chunk = await asyncio.get_running_loop().run_in_executor(None, read)
+        except web.HTTPError:
+            raise
+        except LogNotReadable as exc:
+            raise web.HTTPError(403, str(exc), reason="Log not readable") from None
         except Exception as exc:  # e.g. a backend that is not available here
             self.log.exception("starburst: reading log %s/%s failed", record["id"], worker)
             raise web.HTTPError(
                 500, f"could not read the log: {type(exc).__name__}: {exc}", reason="Log unavailable"
             ) from None
-        ended = not views.worker_running(info, record)
-        if cursor is not None and cursor > len(text):
-            raise web.HTTPError(
-                400, f"cursor {cursor} is past the end of the log ({len(text)} characters)", reason="Bad cursor"
-            )
-        # Whole lines only while the worker runs: the last, unfinished line comes with the next read.
-        end = len(text) if ended else text.rfind("\n") + 1
-        start = cursor if cursor is not None else 0
+        self.write_json({"job": record["id"], "worker": int(worker), **chunk, "worker_running": not ended})
+
+    def _read_chunk(
+        self, job_id: str, backend_name: str, worker: int, cursor: int | None, tail: int | None, ended: bool
+    ) -> dict[str, Any]:
+        """What one poll returns, reading at most MAX_LOG_CHARS bytes of the log (cursors are byte offsets)."""
+        launcher = self.service.jobs.launcher
+        backend = launcher.backend(backend_name)
+        reader = launcher.capabilities(backend_name).log_tail
+        files = backend.job_files(job_id)
+        if reader is None:  # a backend without cheap reads: the whole log, as before
+            whole = backend.read_log(files, worker).encode()
+            reader = _WholeLog(whole)
         if cursor is None and tail is not None:
-            lines = text[:end].splitlines(keepends=True)
-            start = end - sum(len(line) for line in lines[max(0, len(lines) - tail) :]) if tail else end
-        start = min(start, end)
-        chunk = text[start:end]
-        truncated = False
-        if len(chunk) > MAX_LOG_CHARS:  # a long backlog comes in pieces: follow next_cursor
-            cut = chunk.rfind("\n", 0, MAX_LOG_CHARS) + 1 or MAX_LOG_CHARS
-            chunk, truncated = chunk[:cut], True
-        lines = chunk.splitlines()
-        if len(lines) > MAX_LOG_LINES:
-            lines, truncated = lines[:MAX_LOG_LINES], True
-            chunk = "".join(chunk.splitlines(keepends=True)[:MAX_LOG_LINES])
-        self.write_json(
-            {
-                "job": record["id"],
-                "worker": int(worker),
-                "cursor": start,
-                "next_cursor": start + len(chunk),
-                "lines": lines,
-                "more": truncated,
-                "worker_running": not ended,
-            }
-        )
+            data, start, size = reader.read_log_bytes(files, worker, -MAX_LOG_CHARS, MAX_LOG_CHARS)
+            return views.log_chunk(data, start, size, ended, tail=tail, max_lines=MAX_LOG_LINES)
+        data, start, size = reader.read_log_bytes(files, worker, cursor or 0, MAX_LOG_CHARS)
+        if cursor is not None and cursor > size:
+            raise web.HTTPError(400, f"cursor {cursor} is past the end of the log ({size} bytes)", reason="Bad cursor")
+        return views.log_chunk(data, start, size, ended, limit=MAX_LOG_CHARS, max_lines=MAX_LOG_LINES)
+
+
+class _WholeLog:
+    """read_log_bytes over a log already read whole (a backend without the TailsLogsCheaply capability)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def read_log_bytes(self, files: Any, worker: int, offset: int, limit: int) -> tuple[bytes, int, int]:
+        start = max(0, len(self.data) + offset) if offset < 0 else min(offset, len(self.data))
+        return self.data[start : start + limit], start, len(self.data)
 
 
 class CancelHandler(BurstHandler):

@@ -77,12 +77,17 @@ def summary(record: RecordLike, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     total, done, failed = job.total, job.done, job.failed
     state = job.state.value
+    owner_gone = job.owner_gone(now)  # active, but its kernel is gone: the sidebar says "attach or cancel"
     message = job.message if not job.damaged else f"damaged record: {job.damaged}"
+    if owner_gone and not job.damaged:
+        message = job.owner_gone_hint()
     return {
         "id": job.id,
         "name": (job.name or "")[:200],
         "backend": job.backend[:40],
         "state": state,
+        "state_label": job.state_label(now),
+        "owner_gone": owner_gone,
         "active": job.is_active,
         "message": message[:2000],
         "damaged": job.damaged[:2000] if job.damaged else None,
@@ -153,3 +158,47 @@ def order(records: list[Any]) -> list[Any]:
 def _active(record: RecordLike) -> bool:
     # (a dict here came from the store, so its state is one of JobState's: no need to read it all again)
     return record.is_active if isinstance(record, JobRecord) else record.get("state") in ACTIVE_STATES
+
+
+def log_chunk(
+    data: bytes,
+    start: int,
+    size: int,
+    ended: bool,
+    *,
+    tail: int | None = None,
+    limit: int | None = None,
+    max_lines: int = 2000,
+) -> dict[str, Any]:
+    """One log poll's reply from the bytes read at `start` of a log of `size` bytes (cursors are byte offsets).
+
+    Whole lines only while the worker runs (the unfinished last line comes with the next read). With `tail`,
+    the last lines of `data` (which was read from the end, so its first line may be partial). A read that
+    filled `limit` ends at its last line end and says `more`; `skipped` is how many bytes precede the first
+    line returned, so the sidebar can say what it did not show."""
+    end = len(data) if ended else data.rfind(b"\n") + 1
+    more = start + len(data) < size
+    if limit is not None and len(data) >= limit and end == len(data):
+        cut = data.rfind(b"\n") + 1
+        end = cut or end  # one line longer than a read comes in pieces
+        more = True
+    body = data[:end]
+    parts = body.splitlines(keepends=True)
+    if tail is not None:
+        if start > 0:  # read from the end: its first line may be the end of a longer one
+            parts = parts[1:]
+        parts = parts[max(0, len(parts) - tail) :] if tail else []
+        first = start + end - sum(len(p) for p in parts)
+    else:
+        first = start
+    if len(parts) > max_lines:
+        parts, more = parts[:max_lines], True
+    text = b"".join(parts)
+    return {
+        "cursor": first,
+        "next_cursor": first + len(text),
+        "lines": text.decode("utf-8", "replace").splitlines(),
+        "more": more,
+        "skipped": first,
+        "size": size,
+    }

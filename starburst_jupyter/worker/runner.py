@@ -8,6 +8,7 @@ soon as it sees the job's cancel marker or passes the job's deadline, even mid-i
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import io
 import json
@@ -35,19 +36,110 @@ def log(message: str) -> None:
         stream.flush()
 
 
-class _Tee(io.TextIOBase):
-    """Sends an item's prints both to its own buffer (for the result) and to the worker log."""
+#: Characters of an item's stdout (and of its stderr) kept at each end for its result, i.e. the cell output.
+ITEM_KEEP = 32 * 1024
+#: Characters of one item's stream written to the worker log; the rest is counted, not logged.
+ITEM_LOG_HEAD = 1024 * 1024
+#: Characters of item output one worker writes to its log in all. The worker's stdout is its log on every
+#: backend (a file, the engine's log, CloudWatch), so the worker bounds it: rotation would need the backend to
+#: reopen a stream only local workers have as a file. Each item's first and last ITEM_KEEP still come back.
+WORKER_LOG_CAP = 64 * 1024 * 1024
 
-    def __init__(self, buffer: io.StringIO, log_stream):
-        self.buffer_, self.log_stream = buffer, log_stream
+
+def _size(chars: int) -> str:
+    return f"{chars / 1e6:.1f} MB" if chars >= 100_000 else f"{chars:,} characters"
+
+
+class _LogBudget:
+    """How much item output this worker may still write to its log."""
+
+    def __init__(self, cap: int = WORKER_LOG_CAP):
+        self.left = cap
+        self.cap = cap
+        self.said = False
+
+
+_BUDGET = _LogBudget()
+
+
+class _Capture:
+    """An item's stream for its result: its first and last `keep` characters, and how many were cut between."""
+
+    def __init__(self, keep: int = ITEM_KEEP):
+        self.keep = keep
+        self.head = io.StringIO()
+        self.head_len = 0
+        self.tail: collections.deque[str] = collections.deque()
+        self.tail_len = 0
+        self.total = 0
+
+    def write(self, text: str) -> None:
+        self.total += len(text)
+        room = self.keep - self.head_len
+        if room > 0:
+            self.head.write(text[:room])
+            self.head_len += min(room, len(text))
+            text = text[room:]
+        if not text:
+            return
+        self.tail.append(text[-self.keep :])
+        self.tail_len += len(self.tail[-1])
+        while self.tail_len - len(self.tail[0]) >= self.keep:
+            self.tail_len -= len(self.tail.popleft())
+
+    @property
+    def cut(self) -> int:
+        return self.total - self.head_len - min(self.tail_len, self.keep)
+
+    def getvalue(self, note: str = "") -> str:
+        tail = "".join(self.tail)[-self.keep :] if self.tail else ""
+        if not self.cut:
+            return self.head.getvalue() + tail
+        return f"{self.head.getvalue()}\n[... {_size(self.cut)} cut{note}]\n{tail}"
+
+
+class _Tee(io.TextIOBase):
+    """Sends an item's prints to its capture (for the result) and to the worker log, both bounded: the
+    result keeps the first and last ITEM_KEEP characters, the log the first ITEM_LOG_HEAD of each item
+    (within the worker's WORKER_LOG_CAP)."""
+
+    def __init__(self, capture: _Capture, log_stream: Any, budget: _LogBudget | None = None):
+        self.capture, self.log_stream = capture, log_stream
+        self.budget = budget or _BUDGET
+        self.logged = 0
+        self.unlogged = 0
 
     def write(self, text: str) -> int:
-        self.buffer_.write(text)
-        self.log_stream.write(text)
+        self.capture.write(text)
+        if self.log_stream is None:
+            return len(text)
+        allowed = max(0, min(len(text), ITEM_LOG_HEAD - self.logged, self.budget.left))
+        if allowed:
+            self.log_stream.write(text[:allowed])
+            self.logged += allowed
+            self.budget.left -= allowed
+        self.unlogged += len(text) - allowed
+        if self.unlogged and self.budget.left <= 0 and not self.budget.said:
+            self.budget.said = True
+            self.log_stream.write(
+                f"\n[starburst: this worker has logged {_size(self.budget.cap)} of item output, its cap; later "
+                f"item output is not logged (each item's first and last {_size(ITEM_KEEP)} come back with its "
+                f"result)]\n"
+            )
         return len(text)
 
     def flush(self) -> None:
-        self.log_stream.flush()
+        if self.log_stream is not None:
+            self.log_stream.flush()
+
+    def close_item(self, index: int, stream: str) -> None:
+        """After the item: say in the log what of its output was not logged."""
+        if self.unlogged and self.log_stream is not None and self.budget.left > 0:
+            self.log_stream.write(
+                f"\n[... {_size(self.unlogged)} of item {index}'s {stream} not logged (a worker logs the "
+                f"first {_size(ITEM_LOG_HEAD)} of each item's output)]\n"
+            )
+            self.log_stream.flush()
 
 
 class Control(threading.Thread):
@@ -94,21 +186,34 @@ def format_remote_traceback(exc: BaseException, sources: SourceMap | None = None
     return sourcemap.format_exception(exc, sources or SourceMap(), skip_dir=_PACKAGE_DIR)
 
 
-def run_item(program: Any, index: int, item: Any, worker: int, max_result_bytes: int) -> ItemResult:
-    out, err = io.StringIO(), io.StringIO()
+def _where_logged(tee: _Tee, where: str) -> str:
+    """What the cut marker says of the worker log: whether the cut output can be read there."""
+    if tee.log_stream is None:
+        return ""
+    if not tee.unlogged:
+        return f"; all of it is in the worker log: {where}"
+    if tee.logged:
+        return f"; its first {_size(tee.logged)} are in the worker log: {where}"
+    return "; the worker log has none of it (the worker's log cap was reached)"
+
+
+def run_item(program: Any, index: int, item: Any, worker: int, max_result_bytes: int, job_id: str = "") -> ItemResult:
+    out, err = _Capture(), _Capture()
+    tee_out, tee_err = _Tee(out, sys.__stdout__), _Tee(err, sys.__stderr__)
     started = time.time()
     t0 = time.perf_counter()
     try:
-        with (
-            contextlib.redirect_stdout(_Tee(out, sys.__stdout__)),
-            contextlib.redirect_stderr(_Tee(err, sys.__stderr__)),
-        ):
+        with contextlib.redirect_stdout(tee_out), contextlib.redirect_stderr(tee_err):
             value = program.run(item)
         ok, tb = True, ""
     except BaseException as exc:  # the item's failure is its result
         value, ok = exc, False
         tb = format_remote_traceback(exc, getattr(program, "sources", None))
     duration = time.perf_counter() - t0
+    tee_out.close_item(index, "stdout")
+    tee_err.close_item(index, "stderr")
+    where = f"%burst_logs {job_id} --worker {worker}" if job_id else f"the log of worker {worker}"
+    notes = {name: _where_logged(tee, where) for name, tee in (("out", tee_out), ("err", tee_err))}
     encoded, ok = _encode(value, ok, tb, index)
     if ok and encoded.size > max_result_bytes:  # too large to bring back
         ok, tb = False, ""
@@ -120,7 +225,8 @@ def run_item(program: Any, index: int, item: Any, worker: int, max_result_bytes:
                 f"%burst_config max_result_bytes=..."
             )
         )
-    return ItemResult(index, ok, encoded, tb, out.getvalue(), err.getvalue(), started, duration, worker)
+    stdout, stderr = out.getvalue(notes["out"]), err.getvalue(notes["err"])
+    return ItemResult(index, ok, encoded, tb, stdout, stderr, started, duration, worker)
 
 
 def _encode(value: Any, ok: bool, tb: str, index: int) -> tuple[serialize.Encoded, bool]:
@@ -200,7 +306,7 @@ class Worker:
         pending: list[ItemResult] = []
         part, last_flush = 0, time.monotonic()
         for index, item in items:
-            result = run_item(program, index, item, self.index, self.max_result_bytes)
+            result = run_item(program, index, item, self.index, self.max_result_bytes, self.files.job_id)
             if not result.ok:
                 first = result.traceback.strip().splitlines()[-1:] or ["failed"]
                 log(f"worker {self.index}: item {index} failed: {first[0]}")

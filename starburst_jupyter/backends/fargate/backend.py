@@ -541,6 +541,13 @@ class FargateBackend:
             raise
         return "".join(event["message"].rstrip("\n") + "\n" for event in reply.get("events", ()))
 
+    def read_log_bytes(self, files: JobFiles, worker: int, offset: int, limit: int) -> tuple[bytes, int, int]:
+        """(TailsLogsCheaply) CloudWatch has no byte offsets: the stream is read and only the range is returned
+        (a tail without a cursor is one GetLogEvents call through read_log_tail)."""
+        data = self.read_log(files, worker).encode()
+        start = max(0, len(data) + offset) if offset < 0 else min(offset, len(data))
+        return data[start : start + max(0, limit)], start, len(data)
+
     def read_log(self, files: JobFiles, worker: int) -> str:
         stream = self._stream_of(files, worker)
         if not stream:
