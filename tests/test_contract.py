@@ -96,7 +96,7 @@ def _local_running(job_id: str) -> list[str]:
 def backend(request, starburst_home):
     name = request.param
     if name == "local":
-        yield Rig("local", {"local_concurrency": 2}, _local_running)
+        yield Rig("local", {"local_concurrency": 2}, _local_running, can_attach=True)  # adopts recorded pids
     elif name == "docker":
         image = request.getfixturevalue("worker_image")
         client = request.getfixturevalue("docker_client")

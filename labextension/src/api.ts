@@ -37,6 +37,10 @@ export interface IJobSummary {
   name: string;
   backend: string;
   state: string;
+  /** The state as shown, e.g. "running (kernel gone: attach or cancel)". */
+  state_label?: string;
+  /** Active, but the kernel that launched it is gone: attach or cancel it. */
+  owner_gone?: boolean;
   active: boolean;
   message: string;
   created: number | null;

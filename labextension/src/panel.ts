@@ -143,8 +143,11 @@ class JobRow {
     this.node.classList.toggle('jp-mod-active', job.active);
     this.nameNode.textContent = label;
     this.nameNode.title = job.id;
-    this.stateNode.textContent = job.state;
+    this.stateNode.textContent = job.state_label ?? job.state;
     this.stateNode.className = `jp-BurstJob-state jp-BurstJob-state-${job.state}`;
+    this.stateNode.classList.toggle('jp-mod-ownerGone', Boolean(job.owner_gone));
+    this.stateNode.title = job.owner_gone ? job.message : '';
+    this.node.classList.toggle('jp-mod-ownerGone', Boolean(job.owner_gone));
     this.backendNode.textContent = job.backend;
     const finished = job.done + job.failed;
     const notes = [job.failed ? `${job.failed} failed` : '', job.cancelled ? `${job.cancelled} cancelled` : ''];
@@ -162,7 +165,7 @@ class JobRow {
       (job.cost.label ? ` (${job.cost.label})` : '');
     this.toggle.setAttribute(
       'aria-label',
-      `${label}: ${job.state} on ${job.backend}, ${finished} of ${job.total} items, ` +
+      `${label}: ${job.state_label ?? job.state} on ${job.backend}, ${finished} of ${job.total} items, ` +
         `cost ${formatCost(job.cost.accrued)}. ${this.expanded ? 'Collapse' : 'Expand'} details`
     );
     this.tick();

@@ -34,13 +34,14 @@ logger = logging.getLogger(__name__)
 
 
 @atexit.register
-def _stop_live_jobs(wait: float = 3.0) -> None:
+def _stop_live_jobs(wait: float = 1.5) -> None:
     """The kernel is exiting (a restart, a shutdown, the end of a script): nobody will follow its jobs, so each
     one ends here, recorded as cancelled, rather than left `running` forever in every face. Each driver is asked
     to cancel itself (it stops its workers, collects what they finished, cancels the rest and records why);
-    one that has not ended within `wait` seconds (a restarting kernel has about 5 s before it is killed) is
-    frozen (its lock taken, so it cannot write `running` after us) and ended from here: its workers stopped, its
-    record cancelled with the reason and its unfinished items cancelled."""
+    one that has not ended within `wait` seconds (a restarting kernel is sent SIGTERM after 2.5 s: half of
+    jupyter_client's shutdown_wait_time) is frozen (its lock taken, so it cannot write `running` after us) and
+    ended from here: its workers stopped, its record cancelled with the reason and its unfinished items
+    cancelled."""
     reason = "the kernel that launched the job exited"
     drivers = list(_LIVE)
     for driver in drivers:
@@ -50,7 +51,7 @@ def _stop_live_jobs(wait: float = 3.0) -> None:
         driver.join(max(0.0, deadline - time.monotonic()))
     for driver in (d for d in drivers if d.is_alive()):
         try:
-            driver.lock.acquire(timeout=1.0)  # (never released: the process is ending)
+            driver.lock.acquire(timeout=0.5)  # (never released: the process is ending)
             driver.files.request_cancel(reason)
             alive = driver.workforce.alive()
             driver.backend.stop(alive, grace=1.0)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "OWNER_GONE_NOTE",
     "OWNER_SILENT_SECONDS",
     "Cost",
     "Failure",
@@ -50,6 +51,7 @@ __all__ = [
 
 OWNER_SILENT_SECONDS = 60.0  # a live driver rewrites its record every few seconds at most
 STOPPED_WITHOUT_OWNER = "stopped: job cancelled (launching kernel gone)"
+OWNER_GONE_NOTE = "kernel gone: attach or cancel"  # after the state of an active job nobody follows
 
 
 def cost_is_estimate(backend: str) -> bool:
@@ -361,17 +363,42 @@ class JobRecord:
             return True
         return True
 
-    def cancelled_without_owner(self, reason: str, stopped: int, now: float) -> JobRecord:
-        """This record once a job whose launching kernel is gone was cancelled from elsewhere: workers without
-        an exit were stopped, items running or pending are cancelled. A terminal record is returned unchanged."""
+    def owner_gone(self, now: float | None = None) -> bool:
+        """An active job that no kernel follows any more (it was SIGKILLed, or its host went away): the record
+        says `running` but nothing will move it on. Every face shows it as such, with the way out (attach or
+        cancel), rather than as a phantom running job."""
+        return self.is_active and not self.owner_alive(now)
+
+    def state_label(self, now: float | None = None) -> str:
+        """The state as faces show it: `running (kernel gone: attach or cancel)` for a job nobody follows,
+        `... (damaged record)` for a record that could not be read as it is."""
+        if self.damaged:
+            return f"{self.state.value} (damaged record)"
+        if self.owner_gone(now):
+            return f"{self.state.value} ({OWNER_GONE_NOTE})"
+        return self.state.value
+
+    def owner_gone_hint(self) -> str:
+        """What to do about a job whose kernel is gone (one line, naming the job)."""
+        owner = f"pid {self.owner.pid} on {self.owner.host}" if self.owner.pid else "its kernel"
+        return (
+            f"the kernel that launched job {self.id} ({owner}) no longer follows it; its workers may still run. "
+            f"%burst_attach {self.id} collects its results, %burst_cancel {self.id} (or `starburst cancel "
+            f"{self.id}`) ends it."
+        )
+
+    def cancelled_without_owner(
+        self, reason: str, stopped: int, now: float, note: str = "launching kernel gone"
+    ) -> JobRecord:
+        """This record once a job whose launching kernel is gone was cancelled from elsewhere (or by that kernel
+        on its way out: `note` says which): workers without an exit were stopped, items running or pending are
+        cancelled. A terminal record is returned unchanged."""
         if self.is_terminal:
             return self
         workers = {
             index: w
             if w.exit_code is not None
-            else dataclasses.replace(
-                w, exit_code=-1, ended=now, reason="stopped: job cancelled (launching kernel gone)"
-            )
+            else dataclasses.replace(w, exit_code=-1, ended=now, reason=f"stopped: job cancelled ({note})")
             for index, w in self.workers.items()
         }
         stop: dict[str, str | int | None] = {
@@ -382,7 +409,7 @@ class JobRecord:
         return dataclasses.replace(
             self,
             state=JobState.CANCELLED,
-            message=f"{reason} ({stopped} workers stopped; launching kernel gone)",
+            message=f"{reason} ({stopped} workers stopped; {note})",
             finished=now,
             updated=now,
             workers=workers,

@@ -36,7 +36,7 @@ def job_row(record: RecordLike, now: float | None = None) -> dict[str, str]:
         "id": job.id,
         "name": job.name or "-",
         "backend": job.backend or "-",
-        "state": f"{job.state.value} (damaged record)" if job.damaged else job.state.value,
+        "state": job.state_label(now),  # e.g. "running (kernel gone: attach or cancel)"
         "done/failed/total": f"{job.done}/{job.failed}/{job.total}",
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start)) if start else "-",
         "duration": _duration(job.elapsed(now)),
@@ -75,6 +75,8 @@ def format_job(record: RecordLike) -> str:
         lines.append(f"damaged record: {job.damaged}")
     if job.message:
         lines.append(f"message: {job.message}")
+    if job.owner_gone():
+        lines.append(f"kernel gone: {job.owner_gone_hint()}")
     waves = job.waves
     lines.append(
         f"waves: {waves.started} started, {waves.finished} finished of "
