@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
+from ipywidgets.widgets.widget_int import ProgressStyle  # (not exported at the top level)
+from ipywidgets.widgets.widget_string import HTMLStyle
 
 from starburst_jupyter.core.record import JobRecord, as_record
 from starburst_jupyter.display.progress import JobView, Throttled, WorkerView
@@ -108,6 +110,30 @@ def _tail(text: str, lines: int) -> str:
     return "\n".join(kept) if kept else "(empty)"
 
 
+_SHARED: dict[str, Any] = {}
+
+
+def _shared() -> dict[str, Any]:
+    """Layouts and styles every row uses, made once: each is a widget of its own (a comm message to the
+    front end), and a row made of fresh ones cost ~33 widgets, which made %burst_status take seconds."""
+    if not _SHARED or any(w.comm is None for w in _SHARED.values()):  # none yet, or closed (Widget.close_all)
+        _SHARED.update(
+            label=widgets.Layout(width="30%"),
+            backend=widgets.Layout(width="70px"),
+            state=widgets.Layout(width="110px"),
+            progress=widgets.Layout(width="22%"),
+            elapsed=widgets.Layout(width="70px"),
+            cost=widgets.Layout(width="150px"),
+            button=widgets.Layout(width="110px"),
+            line=widgets.Layout(align_items="center"),
+            box=widgets.Layout(),
+            html=HTMLStyle(),
+            button_style=widgets.ButtonStyle(),
+            progress_style=ProgressStyle(description_width="initial"),
+        )
+    return _SHARED
+
+
 class _Row:
     """The widgets of one job's row; `StatusWidget` fills them from the job's record."""
 
@@ -120,37 +146,54 @@ class _Row:
         self.live: tuple[JobWidget, Callable[[], None]] | None = None  # (widget, unsubscribe) while live
         self.detail_of: dict[str, Any] | None = None  # the record the text detail shows
         self.detail_at = 0.0  # when it was read (monotonic)
-        self.label = widgets.HTML(layout=widgets.Layout(width="30%"))
-        self.backend = widgets.HTML(layout=widgets.Layout(width="70px"))
-        self.state = widgets.HTML(layout=widgets.Layout(width="110px"))
+        shared = _shared()
+        self.label = widgets.HTML(layout=shared["label"], style=shared["html"])
+        self.backend = widgets.HTML(layout=shared["backend"], style=shared["html"])
+        self.state = widgets.HTML(layout=shared["state"], style=shared["html"])
         self.progress = widgets.IntProgress(
-            min=0, max=1, value=0, style={"description_width": "initial"}, layout=widgets.Layout(width="22%")
+            min=0, max=1, value=0, style=shared["progress_style"], layout=shared["progress"]
         )
-        self.elapsed = widgets.HTML(layout=widgets.Layout(width="70px"))
-        self.cost = widgets.HTML(layout=widgets.Layout(width="150px"))
+        self.elapsed = widgets.HTML(layout=shared["elapsed"], style=shared["html"])
+        self.cost = widgets.HTML(layout=shared["cost"], style=shared["html"])
         self.cancel = widgets.Button(
             description="Cancel",
             button_style="danger",
             icon="stop",
             tooltip=f"Cancel job {job_id}: every worker is ended",
-            layout=widgets.Layout(width="110px"),
+            layout=shared["button"],
+            style=shared["button_style"],
         )
         self.cancel.on_click(lambda _: on_cancel(self))
         self.details = widgets.Button(
             description="Details",
             icon="chevron-down",
             tooltip=f"Show job {job_id} in full",
-            layout=widgets.Layout(width="110px"),
+            layout=shared["button"],
+            style=shared["button_style"],
         )
         self.details.on_click(lambda _: on_details(self))
-        self.detail_text = widgets.HTML()
-        self.detail = widgets.VBox(layout=widgets.Layout(display="none", margin="0 0 6px 24px"))
+        self._detail: widgets.VBox | None = None  # made on first use: most rows are never expanded
+        self._detail_text: widgets.HTML | None = None
         line = widgets.HBox(
             [self.label, self.backend, self.state, self.progress, self.elapsed, self.cost, self.cancel, self.details],
-            layout=widgets.Layout(align_items="center"),
+            layout=shared["line"],
         )
-        self.root = widgets.VBox([line, self.detail])
+        self.root = widgets.VBox([line], layout=shared["box"])
         self.root.add_class("starburst-status-row")
+
+    @property
+    def detail(self) -> widgets.VBox:
+        """The expanded part (details text, log tails or the live widget), under the row's line."""
+        if self._detail is None:
+            self._detail = widgets.VBox(layout=widgets.Layout(display="none", margin="0 0 6px 24px"))
+            self.root.children = (*self.root.children, self._detail)
+        return self._detail
+
+    @property
+    def detail_text(self) -> widgets.HTML:
+        if self._detail_text is None:
+            self._detail_text = widgets.HTML(layout=_shared()["box"])
+        return self._detail_text
 
     @property
     def active(self) -> bool:
@@ -167,6 +210,8 @@ class _Row:
         self.label.value = f"{name}<code>{_esc(job.id)}</code>"
         self.backend.value = _esc(job.backend)
         message = f"damaged record: {job.damaged}" if job.damaged else job.message
+        if not job.damaged and job.owner_gone(now):  # the row says "kernel gone"; the tooltip says what to do
+            message = job.owner_gone_hint()
         title = f" title='{_esc(message)}'" if message else ""
         note = f"<br><small>{_esc(self.note)}</small>" if self.note else ""
         self.state.value = (
