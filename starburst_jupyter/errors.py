@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -50,6 +51,18 @@ class BurstBackendUnavailable(BurstValidationError):
 
 class WorkerLost(BurstError):
     """The worker running an item died (killed, segfault, os._exit) and the retries ran out."""
+
+
+class StorageFull(BurstError):
+    """The job's store refused a write: disk full, quota, or a file-size limit."""
+
+
+#: The errnos that mean "no room to write": disk full, quota, file-size limit (RLIMIT_FSIZE).
+NO_ROOM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def no_room(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in NO_ROOM_ERRNOS
 
 
 class ResultTooLarge(BurstError):

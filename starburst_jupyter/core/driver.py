@@ -25,7 +25,7 @@ from starburst_jupyter.core.job import JobHandle, JobResult
 from starburst_jupyter.core.ledger import ItemLedger
 from starburst_jupyter.core.plan import Plan
 from starburst_jupyter.core.workforce import Stop, Workforce
-from starburst_jupyter.errors import BurstError, TaskCancelled
+from starburst_jupyter.errors import BurstError, StorageFull, TaskCancelled, no_room
 from starburst_jupyter.protocol.workerspec import OPEN_JOB_IDLE_SECONDS, PlanShare, Timing, WorkerSpec
 from starburst_jupyter.stores.records import TERMINAL_STATES, JobStore
 
@@ -195,7 +195,10 @@ class JobDriver(threading.Thread):
                 self.wake.wait(pause if due is None else max(quickest, min(pause, due - time.time())))
                 self.wake.clear()
         except BaseException as exc:  # the job must end recorded, never hang a wait()
-            logger.exception("launcher of job %s failed", self.job_id)
+            if no_room(exc):  # the user's problem, said in the job's outcome; no traceback needed
+                logger.warning("job %s: no room to write its files: %s", self.job_id, exc)
+            else:
+                logger.exception("launcher of job %s failed", self.job_id)
             with self.lock:
                 self._crash(exc)
         finally:
@@ -229,6 +232,8 @@ class JobDriver(threading.Thread):
             if end.startup_failure:
                 early.append(ref)
         self._stop(self.workforce.ended_early(early))
+        if not self.workforce.alive() and not self.workforce.pending:
+            self.ledger.requeue_unknown()  # blocks whose claim was unreadable: nobody can be running them now
         charged, stop = self.workforce.launch(self.ledger.unclaimed(), self.cost, self.cost_rule)
         self.cost += charged
         self._stop(stop)
@@ -311,16 +316,35 @@ class JobDriver(threading.Thread):
         self._end("cancelled", reason)
 
     def _crash(self, exc: BaseException) -> None:
-        message = (
-            f"the launcher of job {self.job_id} failed: {type(exc).__name__}: {exc}. This is a bug in "
-            f"starburst-jupyter; the job's files are kept in {self.files.store.url}/{self.files.prefix}"
-        )
+        where = f"{self.files.store.url}/{self.files.prefix}"
+        if no_room(exc):
+            message = (
+                f"job {self.job_id} stopped: there is no room left to write its files in {where} "
+                f"({getattr(exc, 'strerror', None) or exc}: disk full, quota or file-size limit). Free space there; "
+                f"the items that had finished are kept"
+            )
+        else:
+            message = (
+                f"the launcher of job {self.job_id} failed: {type(exc).__name__}: {exc}. This is a bug in "
+                f"starburst-jupyter; the job's files are kept in {where}"
+            )
         try:
             self.files.request_cancel(message)
+        except OSError as marker_exc:  # (no room for the marker either: the workers are stopped below all the same)
+            logger.warning("could not write the cancel marker of job %s: %s", self.job_id, marker_exc)
+        try:
             self.workforce.stop_all(message)
+            self.ledger.scan_claims(full=True)  # what finished before the failure is kept, not dropped
+            self.ledger.collect_results(full=True)
         except Exception:  # best effort: the job is ending either way
             logger.exception("could not stop the workers of job %s", self.job_id)
-        self.ledger.end_unfinished(lambda i: BurstError(message, job_id=self.job_id))
+        error = StorageFull if no_room(exc) else BurstError
+        self.ledger.end_unfinished(lambda i: error(f"Item {i} did not finish: {message}.", job_id=self.job_id))
+        if no_room(exc):  # what was collected is in memory: its files go, so the record fits again
+            try:
+                self.files.delete_payloads()
+            except OSError:
+                logger.exception("could not delete the payloads of job %s", self.job_id)
         self._publish_end("failed", message)
 
     def _end(self, state: str, message: str) -> None:
@@ -407,4 +431,10 @@ class JobDriver(threading.Thread):
             api_calls=calls.for_job(self.job_id) if calls is not None else None,
             polls=self.polls if calls is not None else None,
         )
-        self.records.write(record)
+        try:
+            self.records.write(record)
+        except OSError as exc:
+            if not no_room(exc):
+                raise
+            # the job goes on (results still arrive); its record is rewritten once there is room again
+            logger.warning("no room to write the record of job %s: %s", self.job_id, exc)

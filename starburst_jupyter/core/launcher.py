@@ -27,6 +27,8 @@ from starburst_jupyter.errors import (
     BurstCaptureError,
     BurstError,
     BurstValidationError,
+    StorageFull,
+    no_room,
 )
 from starburst_jupyter.protocol import serialize
 from starburst_jupyter.stores.records import JobStore, new_job_id
@@ -112,6 +114,13 @@ class Launcher:
             monitor.files.store.delete_prefix(monitor.files.prefix)
             if isinstance(exc, BurstError):
                 raise
+            if no_room(exc):
+                raise StorageFull(
+                    f"Job {job_id}'s program and items could not be written to {monitor.files.store.url}: "
+                    f"{getattr(exc, 'strerror', None) or exc} (disk full, quota or file-size limit). Free space "
+                    f"there or send smaller items; nothing was launched.",
+                    job_id=job_id,
+                ) from exc
             culprit = _unpicklable_item(items)
             if culprit is None:
                 raise

@@ -21,6 +21,7 @@ from starburst_jupyter.protocol import serialize
 from starburst_jupyter.protocol.jobfiles import ItemResult, JobFiles
 
 MAX_RECORDED_FAILURES = 50
+UNKNOWN_WORKER = -2  # a claim whose object cannot be read: someone has the block, we cannot tell who
 logger = logging.getLogger(__name__)
 
 
@@ -114,7 +115,11 @@ class ItemLedger:
             self.claim_floor += 1
         fresh = self.files.list_claimed(after=-1 if full else self.claim_floor - 1) - self.claims.keys()
         for block in sorted(fresh):
-            worker = self.files.read_claim(block).worker
+            try:
+                worker = self.files.read_claim(block).worker
+            except Exception as exc:  # one damaged object must not end the job: say so, go on
+                self._unreadable(f"claim of block {block}", exc)
+                worker = UNKNOWN_WORKER
             self.claims[block] = worker
             if worker >= 0:
                 self.bus.publish(ev.TaskStarted(self.job_id, worker=worker, indices=tuple(self.blocks.get(block, ()))))
@@ -128,11 +133,33 @@ class ItemLedger:
         keys = [k for k in self.files.list_result_keys(since) if k not in self.seen_results]
         for key in sorted(keys):
             self.seen_results.add(key)
-            self.newest_result = max(self.newest_result, self.files.result_time(key))
-            for result in self.files.read_results(key):
+            try:
+                self.newest_result = max(self.newest_result, self.files.result_time(key))
+                results = self.files.read_results(key)
+            except Exception as exc:  # its items stay unfinished and are retried when their worker ends
+                self._unreadable(f"result object {key}", exc)
+                continue
+            for result in results:
                 if result.index < len(self.items) and not self.items[result.index].final:
                     self._take(result)
         return bool(keys)
+
+    def _unreadable(self, what: str, exc: Exception) -> None:
+        message = f"job {self.job_id}: the {what} could not be read ({type(exc).__name__}: {exc}); its work is redone"
+        logger.warning(message)
+        self.bus.publish(ev.LogLine(self.job_id, worker=-1, line=f"[starburst] {message}"))
+
+    def requeue_unknown(self) -> None:
+        """Blocks whose claim could not be read, once no worker is left that could be running them: their
+        unfinished items go back in the queue (each alone, like a dead worker's)."""
+        for block, worker in sorted(self.claims.items()):
+            if worker != UNKNOWN_WORKER:
+                continue
+            self.claims[block] = -1  # handled
+            missing = [i for i in self.blocks.get(block, []) if not self.items[i].final]
+            inputs = dict(self.files.read_block(block)) if missing else {}
+            for index in missing:
+                self.items[index].block = self.add_block([(index, inputs[index])])
 
     def _take(self, result: ItemResult) -> None:
         try:

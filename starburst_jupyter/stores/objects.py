@@ -75,12 +75,16 @@ class LocalFolderStore:
         target = self.path(key)
         make_private_dirs(target.parent)
         tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
-        with open(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as handle:
-            if isinstance(chunks, (bytes, bytearray, memoryview)):
-                chunks = [chunks]
-            for chunk in chunks:
-                handle.write(chunk)
-        os.replace(tmp, target)
+        try:
+            with open(open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as handle:
+                if isinstance(chunks, (bytes, bytearray, memoryview)):
+                    chunks = [chunks]
+                for chunk in chunks:
+                    handle.write(chunk)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a half-written object must not fill a disk that is already full
+            raise
 
     def get(self, key: str) -> bytearray:
         with open(self.path(key), "rb") as handle:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -20,7 +21,7 @@ import time
 import traceback
 from typing import Any
 
-from starburst_jupyter.errors import RemoteTraceback, ResultTooLarge
+from starburst_jupyter.errors import RemoteTraceback, ResultTooLarge, StorageFull, no_room
 from starburst_jupyter.protocol import keys, serialize, sourcemap
 from starburst_jupyter.protocol.exits import EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM, EXIT_OK
 from starburst_jupyter.protocol.jobfiles import ItemResult, JobFiles
@@ -314,10 +315,31 @@ class Worker:
             self.done += 1
             control.status["done"] = self.done
             if time.monotonic() - last_flush >= self.flush_seconds:
-                self.files.write_results(block, part, pending)
+                self.write_results(block, part, pending)
                 pending, part, last_flush = [], part + 1, time.monotonic()
         if pending or part == 0:
-            self.files.write_results(block, part, pending)
+            self.write_results(block, part, pending)
+
+    def write_results(self, block: int, part: int, results: list[ItemResult]) -> None:
+        """Flush results; when the store has no room for them (disk full, quota, file-size limit) each item
+        fails with a short error saying so, which is small enough to fit where the values did not."""
+        try:
+            self.files.write_results(block, part, results)
+        except OSError as exc:
+            if not no_room(exc):
+                raise
+            log(f"worker {self.index}: no room to store results of block {block}: {exc}")
+            self.files.write_results(block, part, [self._no_room(r, exc) for r in results])
+
+    def _no_room(self, result: ItemResult, exc: OSError) -> ItemResult:
+        size = result.value.size if isinstance(result.value, serialize.Encoded) else 0
+        error = StorageFull(
+            f"Item {result.index}'s result ({size:,} bytes) could not be stored in {self.files.store.url}: "
+            f"{exc.strerror or exc} (disk full, quota or file-size limit). Free space where the job's files live, "
+            f"or return a smaller value (e.g. save large outputs yourself and return their path).",
+            job_id=self.files.job_id,
+        )
+        return dataclasses.replace(result, ok=False, value=serialize.encode(error), traceback="")
 
 
 def wait_warm(files: JobFiles, worker: int, spec: WorkerSpec) -> tuple[JobFiles, int] | None:
