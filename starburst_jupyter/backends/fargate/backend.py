@@ -9,8 +9,6 @@ its credentials come from the task role, never from us.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import threading
 import time
 import uuid
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from starburst_jupyter.backends.base import LaunchFailure, WorkerRef, WorkerStart
 from starburst_jupyter.backends.fargate.clients import ApiCalls, client, error_code, error_message
+from starburst_jupyter.backends.fargate.logs import CloudWatchLogs
 from starburst_jupyter.backends.fargate.quota import Quota, read_quota, running_vcpus
 from starburst_jupyter.backends.fargate.taskdef import (
     CONTAINER,
@@ -29,19 +28,17 @@ from starburst_jupyter.backends.fargate.taskdef import (
     ensure_task_definition,
     log_stream,
 )
+from starburst_jupyter.backends.fargate.warm import WarmPool
 from starburst_jupyter.core.config import Config, load_config, starburst_home
 from starburst_jupyter.errors import BurstBackendUnavailable
 from starburst_jupyter.protocol import exits, keys
 from starburst_jupyter.protocol.jobfiles import JobFiles
-from starburst_jupyter.stores.records import JobStore
 
 if TYPE_CHECKING:
     from starburst_jupyter.core.spec import JobSpec
     from starburst_jupyter.stores.s3 import S3ObjectStore
 
 DESCRIBE_BATCH = 100  # DescribeTasks takes up to 100 tasks
-LOG_STREAMS_BATCH = 100  # FilterLogEvents takes up to 100 stream names
-LOG_LAG_MS = 10_000  # how late CloudWatch may deliver a line: each read looks back this far
 #: RunTask failure reasons worth another try later (capacity comes and goes; quotas free up).
 RETRYABLE = ("RESOURCE", "CAPACITY", "CAPACITY IS UNAVAILABLE", "THROTTL", "AGENT", "LIMIT", "QUOTA")
 
@@ -119,9 +116,10 @@ class FargateBackend:
         self._store: S3ObjectStore | None = None
         self._taskdefs: dict[str, str] = {}
         self._images: dict[str, str] = {}  # environment tag -> image URI in ECR
-        self._pools: dict[str, str | None] = {}  # job id -> its warm pool (None: keeps none warm)
         self._image_ref: str | None = None
         self.quota: Quota | None = None
+        self.logs = CloudWatchLogs(self._client, self.config.log_group, self.home)
+        self.warm = WarmPool(lambda: self.store, self.home)
 
     # ----- AWS access -----------------------------------------------------------------------
     def _client(self, service: str) -> Any:
@@ -193,11 +191,8 @@ class FargateBackend:
             running = running_vcpus(self._client("ecs"), self.config.cluster)
             # warm workers of this shape run, but they are there to be taken by this very job
             now = time.time()
-            for key in self.store.list(self._warm_pool(spec)) if self.config.image or self._image_ref else ():
-                if keys.is_warm_entry(key):
-                    with contextlib.suppress(FileNotFoundError, ValueError):
-                        if json.loads(self.store.get(key)).get("until", 0) > now + 5:
-                            running -= vcpus_per_worker
+            if self.config.image or self._image_ref:
+                running -= self.warm.waiting(self._warm_pool(spec), now) * vcpus_per_worker
         except Exception as exc:  # the cluster missing is a set-up problem, said plainly
             raise BurstBackendUnavailable(
                 f"Could not list the tasks of ECS cluster {self.config.cluster!r} in {self.region}: "
@@ -234,60 +229,8 @@ class FargateBackend:
         return {"warm_pool": self._warm_pool(spec), "keep_warm_seconds": spec.keep_warm * 60}
 
     def warm_workers(self, files: JobFiles, refs: list[WorkerRef]) -> list[WorkerRef]:
-        """Of these workers, those that registered in the warm pool (they finished and wait for a job)."""
-        if files.job_id not in self._pools:  # (asked on every poll while a job ends: read its spec once)
-            self._pools[files.job_id] = files.read_spec().warm_pool
-        pool = self._pools[files.job_id]
-        if not pool:
-            return []
-        names = {keys.leaf(key) for key in self.store.list(pool)}
-        # waiting in the pool, or already taken by another job: either way not ours to stop
-        return [r for r in refs if keys.warm_names(files.job_id, r.index) & names]
-
-    def _take_warm(self, files: JobFiles, spec: JobSpec, starts: list[WorkerStart]) -> list[WorkerRef]:
-        """Assign waiting warm workers of this shape to some of the starts (no RunTask, no cold start)."""
-        pool = self._warm_pool(spec)
-        entries = [k for k in self.store.list(pool) if keys.is_warm_entry(k)]
-        taken: list[WorkerRef] = []
-        for key in entries:
-            if len(taken) == len(starts):
-                break
-            try:
-                entry = json.loads(self.store.get(key))
-            except FileNotFoundError:
-                continue
-            if entry.get("until", 0) < time.time() + 5:
-                continue  # about to leave
-            arn = entry.get("task_arn") or self._recorded_task(entry["job"], int(entry["worker"]))
-            if not arn:
-                continue
-            index, wave = starts[len(taken)].index, starts[len(taken)].wave
-            assignment = {"store": files.store.url, "job": files.job_id, "prefix": files.prefix, "worker": index}
-            if not self.store.create_exclusive(keys.warm_assignment(key), json.dumps(assignment).encode()):
-                continue  # another launcher took it, or it expired
-            taken.append(
-                WorkerRef(
-                    index,
-                    wave,
-                    time.time(),
-                    handle=arn,
-                    info={
-                        "task_arn": arn,
-                        "task_id": arn.rsplit("/", 1)[-1],
-                        "job": files.job_id,
-                        "log_stream": log_stream(arn),
-                        "warm_from": entry["job"],
-                    },
-                )
-            )
-        return taken
-
-    def _recorded_task(self, job_id: str, worker: int) -> str | None:
-        try:
-            arn: str | None = JobStore(self.home).read(job_id)["workers"][str(worker)]["task_arn"]
-            return arn
-        except (KeyError, TypeError):
-            return None
+        """(KeepsWarm) Of these workers, those that registered in the warm pool."""
+        return self.warm.registered(files, refs)
 
     def _task_definition(self, spec: JobSpec) -> str:
         shape = self._shape(spec)
@@ -309,7 +252,7 @@ class FargateBackend:
             if spec.spot
             else {"launchType": "FARGATE"}
         )
-        refs = self._take_warm(files, spec, starts)
+        refs = self.warm.take(files, self._warm_pool(spec), starts)
         failures: list[LaunchFailure] = []
         for start in starts[len(refs) :]:
             index, wave = start.index, start.wave
@@ -484,89 +427,15 @@ class FargateBackend:
             found.update((task["taskArn"], task) for task in reply.get("tasks", ()))
         return found
 
+    # ----- logs (CloudWatch: backends/fargate/logs.py) ------------------------------------------
     def tail_logs(self, files: JobFiles, refs: list[WorkerRef], cursor: Any) -> tuple[list[tuple[int, str]], Any]:
-        """One FilterLogEvents per 100 workers per poll, from where the last read ended."""
-        # from the job's first worker on: a stream of a worker taken warm also holds its earlier job's lines;
-        # each read goes back LOG_LAG_MS (CloudWatch delivers late, in batches) and skips events already seen
-        cursor = cursor or {"since": int(min((r.started for r in refs), default=0) * 1000), "seen": {}}
-        logs = self._client("logs")
-        by_stream = {r.info["log_stream"]: r.index for r in refs if "log_stream" in r.info}
-        streams = sorted(by_stream)
-        lines: list[tuple[int, str]] = []
-        newest, seen = cursor["since"], dict(cursor["seen"])
-        for start in range(0, len(streams), LOG_STREAMS_BATCH):
-            kwargs = {
-                "logGroupName": self.config.log_group,
-                "logStreamNames": streams[start : start + LOG_STREAMS_BATCH],
-                "startTime": max(0, cursor["since"] - LOG_LAG_MS),
-            }
-            try:
-                for page in logs.get_paginator("filter_log_events").paginate(**kwargs):
-                    for event in page.get("events", ()):
-                        if event["eventId"] in seen:
-                            continue
-                        seen[event["eventId"]] = event["timestamp"]
-                        lines.append((by_stream[event["logStreamName"]], event["message"].rstrip("\n")))
-                        newest = max(newest, event["timestamp"])
-            except Exception as exc:  # no stream yet (task still starting) is normal
-                if error_code(exc) != "ResourceNotFoundException":
-                    raise
-        horizon = newest - LOG_LAG_MS
-        return lines, {"since": newest, "seen": {k: t for k, t in seen.items() if t >= horizon}}
-
-    def _stream_of(self, files: JobFiles, worker: int) -> str | None:
-        try:
-            stream: str | None = (
-                JobStore(self.home).read(files.job_id).get("workers", {}).get(str(worker), {}).get("log_stream")
-            )
-            return stream
-        except KeyError:
-            return None
+        return self.logs.tail_logs(files, refs, cursor)
 
     def read_log_tail(self, files: JobFiles, worker: int, lines: int) -> str:
-        """The last lines of a worker's log in one GetLogEvents call (a status view's preview)."""
-        stream = self._stream_of(files, worker)
-        if not stream:
-            return ""
-        try:
-            reply = self._client("logs").get_log_events(
-                logGroupName=self.config.log_group,
-                logStreamName=stream,
-                startFromHead=False,
-                limit=max(1, min(lines, 10_000)),
-            )
-        except Exception as exc:
-            if error_code(exc) == "ResourceNotFoundException":
-                return ""
-            raise
-        return "".join(event["message"].rstrip("\n") + "\n" for event in reply.get("events", ()))
+        return self.logs.read_log_tail(files, worker, lines)
 
     def read_log_bytes(self, files: JobFiles, worker: int, offset: int, limit: int) -> tuple[bytes, int, int]:
-        """(TailsLogsCheaply) CloudWatch has no byte offsets: the stream is read and only the range is returned
-        (a tail without a cursor is one GetLogEvents call through read_log_tail)."""
-        data = self.read_log(files, worker).encode()
-        start = max(0, len(data) + offset) if offset < 0 else min(offset, len(data))
-        return data[start : start + max(0, limit)], start, len(data)
+        return self.logs.read_log_bytes(files, worker, offset, limit)
 
     def read_log(self, files: JobFiles, worker: int) -> str:
-        stream = self._stream_of(files, worker)
-        if not stream:
-            return ""
-        logs = self._client("logs")
-        lines: list[str] = []
-        token = None
-        while True:
-            kwargs = {"logGroupName": self.config.log_group, "logStreamName": stream, "startFromHead": True}
-            if token:
-                kwargs["nextToken"] = token
-            try:
-                reply = logs.get_log_events(**kwargs)
-            except Exception as exc:
-                if error_code(exc) == "ResourceNotFoundException":
-                    return ""
-                raise
-            lines.extend(event["message"].rstrip("\n") for event in reply.get("events", ()))
-            if not reply.get("events") or reply.get("nextForwardToken") == token:
-                break
-            token = reply.get("nextForwardToken")
-        return "\n".join(lines) + ("\n" if lines else "")
+        return self.logs.read_log(files, worker)
