@@ -26,9 +26,10 @@ from starburst_jupyter.core.capture import (
     select_namespace,
 )
 from starburst_jupyter.core.config import load_config
+from starburst_jupyter.core.debuglog import trace, trace_kernel_comms
 from starburst_jupyter.core.launcher import JobResult, Launcher
 from starburst_jupyter.core.spec import build_spec
-from starburst_jupyter.display.progress import PROGRESS_EVENTS, JobView, TextProgress, Throttled
+from starburst_jupyter.display.progress import PROGRESS_EVENTS, ImageProgressLines, JobView, TextProgress, Throttled
 from starburst_jupyter.errors import BurstCancelled, BurstError, BurstTimeout, BurstValidationError
 from starburst_jupyter.protocol import serialize, sourcemap
 from starburst_jupyter.protocol.programs import CellProgram
@@ -138,9 +139,7 @@ def _image_display(shell: Any) -> Callable[[Any], None]:
             widget = ImageProgressWidget()
             display(widget.root)
             return widget.update
-    from starburst_jupyter.envimage import TextProgress
-
-    return TextProgress(lambda text: print(text, flush=True))
+    return ImageProgressLines(lambda text: print(text, flush=True))
 
 
 def _plural(count: int, noun: str) -> str:
@@ -212,9 +211,12 @@ class BurstMagics(Magics):
         if launched is None:
             return None
         handle, args, single = launched
+        trace_kernel_comms(getattr(self.shell, "kernel", None))
+        trace("cell: awaiting", job=handle.id)
         try:
             while not handle.done():
                 await asyncio.sleep(0.1)
+            trace("cell: saw the job end", job=handle.id, state=handle.outcome.state if handle.outcome else None)
         except (KeyboardInterrupt, asyncio.CancelledError):  # the stop button, in an async cell
             handle.cancel("interrupted (stop button / Ctrl-C)")
             await asyncio.to_thread(handle.wait)
@@ -320,6 +322,7 @@ class BurstMagics(Magics):
             return
 
         def render(current: JobView) -> None:
+            trace("widget: render", job=current.job_id, state=current.state, done=current.done)
             (widget.settle if current.ended else widget.render)(current)
 
         handle.events.subscribe(Throttled(view, render, interval=0.3))

@@ -101,7 +101,8 @@ class JobDriver(threading.Thread):
         self.polls = 0  # poll cycles so far: API calls per cycle is what a cloud backend must keep flat
         self.wake = threading.Event()
         self.lock = threading.RLock()
-        self.cancel_reason: str | None = None
+        self.cancel_reason: str | None = None  # written by the loop's thread only
+        self.cancel_request: str | None = None  # written by request_cancel only (any thread)
         self.cancelled_by = "user"  # or "timeout", "max-cost", "startup"
         self.created = self.started = time.time()
         self.deadline = self.created + self.spec.timeout
@@ -167,9 +168,10 @@ class JobDriver(threading.Thread):
             self.files.close()
 
     def request_cancel(self, reason: str) -> None:
-        """Lock-free, so a stop button is never stuck behind a step doing slow I/O."""
-        if self.cancel_reason is None:
-            self.cancel_reason = reason
+        """Lock-free, so a stop button is never stuck behind a step doing slow I/O. It writes its own field:
+        writing cancel_reason raced the loop reading the cancel file, which overwrote a click with None."""
+        if self.cancel_request is None:
+            self.cancel_request = reason
         self.wake.set()
 
     # ----- the loop -------------------------------------------------------------------------
@@ -181,8 +183,8 @@ class JobDriver(threading.Thread):
             self._set_state("launching")
             while True:
                 with self.lock:
-                    if self.cancel_reason is None:
-                        self.cancel_reason = self.files.cancel_reason()  # written by another face
+                    if self.cancel_reason is None:  # this face's request, else one another face wrote
+                        self.cancel_reason = self.cancel_request or self.files.cancel_reason()
                     if self.cancel_reason is not None:
                         self._cancel()
                         break

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starburst_jupyter.core import events as ev
+from starburst_jupyter.core.debuglog import trace
 from starburst_jupyter.core.plan import Plan
 from starburst_jupyter.core.spec import JobSpec
 from starburst_jupyter.errors import (
@@ -70,6 +71,7 @@ class JobHandle:
         """The driver's last word: the result (when it has one); no wait() blocks after this."""
         if result is not None:
             self._result = result
+        trace("handle: settled", job=self.id, state=result.state if result else None)
         self._finished.set()
 
     @property
@@ -95,6 +97,7 @@ class JobHandle:
         return self._finished.is_set()
 
     def cancel(self, reason: str = "cancelled by user") -> None:
+        trace("handle: cancel", job=self.id, reason=reason, has_driver=self._monitor is not None)
         if self._monitor is not None:
             self._monitor.request_cancel(reason)
 

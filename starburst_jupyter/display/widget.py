@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import ipywidgets as widgets
 
+from starburst_jupyter.core.debuglog import trace
 from starburst_jupyter.display.progress import JobView
 
 MAX_LOG_LINES_SHOWN = 200
@@ -52,6 +53,8 @@ class JobWidget:
             disabled=not cancellable,
         )
         self.cancel_button.on_click(lambda _: self._on_cancel())
+        self.cancel_button.on_msg(lambda _w, content, _b: trace("widget: Cancel button got a message", content=content))
+        trace("widget: Cancel button made", job=view.job_id, comm=str(self.cancel_button.model_id)[:8])
         self.failures = widgets.HTML()
         self._worker_buttons: dict[int, widgets.Button] = {}
         self.root = widgets.VBox(
@@ -70,9 +73,11 @@ class JobWidget:
         self.root.add_class("starburst-job")
 
     def _on_cancel(self) -> None:
+        trace("widget: Cancel handler runs", job=self.view.job_id)
         self.cancel_button.disabled = True
         self.cancel_button.description = "Cancelling..."
         self._cancel()
+        trace("widget: Cancel handler done", job=self.view.job_id)
 
     def _stop(self, index: int) -> None:
         button = self._worker_buttons.get(index)
