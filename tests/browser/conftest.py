@@ -74,6 +74,10 @@ class Lab:
     starburst_home: Path  # STARBURST_HOME of the server and its kernels
     pid: int
     log_path: Path
+    trace_path: Path  # STARBURST_DEBUG_LOG of the server's kernels: what starburst code in them traced
+
+    def trace_tail(self, lines: int = 80) -> str:
+        return file_tail(self.trace_path, lines) if self.trace_path.exists() else "(no kernel trace written)"
 
     def api(self, path: str, timeout: float = 5.0) -> dict:
         request = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"token {self.token}"})
@@ -126,6 +130,9 @@ def jupyter_lab(tmp_path_factory: pytest.TempPathFactory):
         "JUPYTERLAB_WORKSPACES_DIR": str(config_dir / "lab" / "workspaces"),
         "IPYTHONDIR": str(ipython_dir),
         "PYTHONUNBUFFERED": "1",
+        # the kernels import this checkout, whatever is installed in the virtualenv
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "STARBURST_DEBUG_LOG": os.environ.get("STARBURST_DEBUG_LOG") or str(base / "kernel-trace.log"),
     }
     log_path = base / "jupyterlab.log"
     cmd = [
@@ -153,7 +160,7 @@ def jupyter_lab(tmp_path_factory: pytest.TempPathFactory):
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    lab = Lab(f"http://127.0.0.1:{port}", token, root_dir, home, proc.pid, log_path)
+    lab = Lab(f"http://127.0.0.1:{port}", token, root_dir, home, proc.pid, log_path, Path(env["STARBURST_DEBUG_LOG"]))
     try:
         deadline = time.monotonic() + LAB_START_TIMEOUT
         while True:
@@ -203,6 +210,9 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def lab_page(jupyter_lab: Lab, browser_context):
     page = browser_context.new_page()
+    throttle = os.environ.get("STARBURST_BROWSER_CPU_THROTTLE")  # e.g. 6: the page runs as on a loaded CI machine
+    if throttle:
+        browser_context.new_cdp_session(page).send("Emulation.setCPUThrottlingRate", {"rate": float(throttle)})
     page.goto(f"{jupyter_lab.url}/lab?token={jupyter_lab.token}", wait_until="domcontentloaded")
     _wait_for_shell(page)
     try:
