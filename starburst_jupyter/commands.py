@@ -20,6 +20,7 @@ else:  # Python 3.10: the same parser, as a package
     import tomli as tomllib
 
 from starburst_jupyter.core.config import KEYS, Config, config_path, load_config, parse_assignments, save_values
+from starburst_jupyter.display.progress import ImageProgressLines
 from starburst_jupyter.errors import BurstConfigError
 
 LIST_LIMIT = 50
@@ -217,4 +218,4 @@ def image_build(
     returns the image's reference."""
     from starburst_jupyter import envimage
 
-    return envimage.rebuild(config or load_config(), push=push, on_progress=on_progress or envimage.TextProgress())
+    return envimage.rebuild(config or load_config(), push=push, on_progress=on_progress or ImageProgressLines())

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 from starburst_jupyter.core import events as ev
 
@@ -194,3 +194,29 @@ class TextProgress:
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
+
+
+class ImageProgressLines:
+    # (the job's TextProgress above shows a job; this shows the worker image being made before it)
+    """Build progress as lines for a terminal or a notebook cell's output: every build step, pushes at most
+    every 2 s, pip's chatter only as a count (a first build must not look frozen, nor flood the output)."""
+
+    def __init__(self, write: Callable[[str], None] = print, push_every: float = 2.0):
+        self.write, self.push_every = write, push_every
+        self._last_push = 0.0
+        self._context_lines = 0
+
+    def __call__(self, event: Any) -> None:
+        if event.phase == "context" and not event.message.startswith(("building ", "gathering ")):
+            self._context_lines += 1
+            return
+        if event.phase == "build" and event.current is None and not event.message.startswith("building "):
+            return  # the Dockerfile steps' own output; the step lines carry the progress
+        if event.phase == "push" and event.total:
+            now = time.monotonic()
+            if now - self._last_push < self.push_every:
+                return
+            self._last_push = now
+            self.write(f"[image] pushing {event.current / 1024**2:.0f}/{event.total / 1024**2:.0f} MB")
+            return
+        self.write(f"[image] {event.message}")

@@ -47,7 +47,6 @@ __all__ = [
     "missing_image_message",
     "platform_for",
     "rebuild",
-    "TextProgress",
 ]
 
 #: What the last ensure_* call did (for measurements and `starburst image`): built, reused, pushed, seconds.
@@ -220,28 +219,3 @@ def rebuild(config: Any, *, push: bool | None = None, on_progress: Progress | No
     if push:
         return ensure_worker_image(config, on_progress=on_progress, force=True)
     return ensure_local_image(config, on_progress=on_progress, force=True)
-
-
-class TextProgress:
-    """Build progress as lines for a terminal or a notebook cell's output: every build step, pushes at most
-    every 2 s, pip's chatter only as a count (a first build must not look frozen, nor flood the output)."""
-
-    def __init__(self, write: Any = print, push_every: float = 2.0):
-        self.write, self.push_every = write, push_every
-        self._last_push = 0.0
-        self._context_lines = 0
-
-    def __call__(self, event: Any) -> None:
-        if event.phase == "context" and not event.message.startswith(("building ", "gathering ")):
-            self._context_lines += 1
-            return
-        if event.phase == "build" and event.current is None and not event.message.startswith("building "):
-            return  # the Dockerfile steps' own output; the step lines carry the progress
-        if event.phase == "push" and event.total:
-            now = time.monotonic()
-            if now - self._last_push < self.push_every:
-                return
-            self._last_push = now
-            self.write(f"[image] pushing {event.current / 1024**2:.0f}/{event.total / 1024**2:.0f} MB")
-            return
-        self.write(f"[image] {event.message}")

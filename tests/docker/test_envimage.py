@@ -10,6 +10,7 @@ from dockerkit import make_mylib
 
 from starburst_jupyter import envimage
 from starburst_jupyter.core.config import Config
+from starburst_jupyter.display.progress import ImageProgressLines
 from starburst_jupyter.envimage import BurstImageError, capture_kernel, capture_requirements, check_skew
 from starburst_jupyter.envimage.build import check_disk
 
@@ -132,7 +133,7 @@ def test_text_progress_shows_steps_and_pushes_but_not_pip_chatter():
     from starburst_jupyter.core.events import ImageBuildProgress as P
 
     lines: list[str] = []
-    show = envimage.TextProgress(lines.append)
+    show = ImageProgressLines(lines.append)
     for event in [
         P("", phase="check", message="checking free disk space"),
         P("", phase="context", message="gathering packages: pip wheel ..."),
