@@ -28,7 +28,7 @@ from ipywidgets.widgets.widget_string import HTMLStyle
 from starburst_jupyter.core.record import JobRecord, as_record
 from starburst_jupyter.display.progress import JobView, Throttled, WorkerView
 from starburst_jupyter.display.status import format_job, format_jobs, job_row
-from starburst_jupyter.display.widget import _STATE_COLOURS, JobWidget, _esc
+from starburst_jupyter.display.widget import STATE_COLOURS, JobWidget, esc
 from starburst_jupyter.stores.records import TERMINAL_STATES, JobStore
 
 try:  # the cached index of the job store (shared with the server extension)
@@ -205,17 +205,17 @@ class _Row:
         row = job_row(job, now)
         state = job.state.value
         shown = "cancelling..." if self.cancelling and job.is_active else row["state"]
-        colour = _STATE_COLOURS.get(state, "#555")
-        name = f"<b>{_esc(job.name)}</b> " if job.name else ""
-        self.label.value = f"{name}<code>{_esc(job.id)}</code>"
-        self.backend.value = _esc(job.backend)
+        colour = STATE_COLOURS.get(state, "#555")
+        name = f"<b>{esc(job.name)}</b> " if job.name else ""
+        self.label.value = f"{name}<code>{esc(job.id)}</code>"
+        self.backend.value = esc(job.backend)
         message = f"damaged record: {job.damaged}" if job.damaged else job.message
         if not job.damaged and job.owner_gone(now):  # the row says "kernel gone"; the tooltip says what to do
             message = job.owner_gone_hint()
-        title = f" title='{_esc(message)}'" if message else ""
-        note = f"<br><small>{_esc(self.note)}</small>" if self.note else ""
+        title = f" title='{esc(message)}'" if message else ""
+        note = f"<br><small>{esc(self.note)}</small>" if self.note else ""
         self.state.value = (
-            f"<span class='starburst-state' style='color:{colour}'{title}><b>{_esc(shown)}</b></span>{note}"
+            f"<span class='starburst-state' style='color:{colour}'{title}><b>{esc(shown)}</b></span>{note}"
         )
         total, done, failed = job.total, job.done, job.failed
         self.progress.max = max(total, 1)
@@ -326,7 +326,7 @@ class StatusWidget:
     def _header(self, records: list[dict[str, Any]], running: int, now: float) -> None:
         if not records:
             self.header.value = (
-                f"No job {_esc(self.job)} in the job store."
+                f"No job {esc(self.job)} in the job store."
                 if self.job
                 else "No burst jobs yet. Run a cell with %%burst to start one."
             )
@@ -472,21 +472,21 @@ class StatusWidget:
             _close_tree(widget.root)
 
     def _detail_html(self, record: dict[str, Any]) -> str:
-        parts = [f"<pre class='starburst-detail' style='margin:0'>{_esc(format_job(record))}</pre>"]
+        parts = [f"<pre class='starburst-detail' style='margin:0'>{esc(format_job(record))}</pre>"]
         if record.get("workers"):
             try:
                 logs = self.launcher().job_logs(record["id"], tail_lines=LOG_TAIL_LINES, first=MAX_WORKER_LOGS + 1)
             except Exception as exc:  # e.g. a cloud backend without credentials here
-                parts.append(f"<div>worker logs unavailable: {_esc(type(exc).__name__)}: {_esc(exc)}</div>")
+                parts.append(f"<div>worker logs unavailable: {esc(type(exc).__name__)}: {esc(exc)}</div>")
             else:
                 for index in sorted(logs)[:MAX_WORKER_LOGS]:
                     parts.append(
                         f"<div><b>worker {index}</b> (last {LOG_TAIL_LINES} lines)</div>"
-                        f"<pre class='starburst-logs' style='margin:0'>{_esc(_tail(logs[index], LOG_TAIL_LINES))}</pre>"
+                        f"<pre class='starburst-logs' style='margin:0'>{esc(_tail(logs[index], LOG_TAIL_LINES))}</pre>"
                     )
                 if len(record["workers"]) > MAX_WORKER_LOGS:
                     parts.append(f"<div>... {len(record['workers']) - MAX_WORKER_LOGS} more workers</div>")
-            parts.append(f"<small>full logs: <code>%burst_logs {_esc(record['id'])} [--worker N]</code></small>")
+            parts.append(f"<small>full logs: <code>%burst_logs {esc(record['id'])} [--worker N]</code></small>")
         return "".join(parts)
 
 

@@ -16,10 +16,10 @@ from starburst_jupyter.core.debuglog import trace
 from starburst_jupyter.display.progress import JobView
 
 MAX_LOG_LINES_SHOWN = 200
-_STATE_COLOURS = {"done": "#2e7d32", "failed": "#c62828", "cancelled": "#8d6e63", "running": "#1565c0"}
+STATE_COLOURS = {"done": "#2e7d32", "failed": "#c62828", "cancelled": "#8d6e63", "running": "#1565c0"}
 
 
-def _esc(text: object) -> str:
+def esc(text: object) -> str:
     return html.escape(str(text))
 
 
@@ -87,12 +87,12 @@ class JobWidget:
 
     def render(self, view: JobView) -> None:
         now = time.time()
-        colour = _STATE_COLOURS.get(view.state, "#555")
-        name = f"{_esc(view.name)} " if view.name else ""
+        colour = STATE_COLOURS.get(view.state, "#555")
+        name = f"{esc(view.name)} " if view.name else ""
         self.header.value = (
-            f"<b>{name}{_esc(view.job_id)}</b> &middot; {_esc(view.backend)}"
-            f"{' ' + _esc(view.region) if view.region else ''}{' &middot; ' + _esc(self.size) if self.size else ''}"
-            f" &middot; <span class='starburst-state' style='color:{colour}'><b>{_esc(view.state)}</b></span>"
+            f"<b>{name}{esc(view.job_id)}</b> &middot; {esc(view.backend)}"
+            f"{' ' + esc(view.region) if view.region else ''}{' &middot; ' + esc(self.size) if self.size else ''}"
+            f" &middot; <span class='starburst-state' style='color:{colour}'><b>{esc(view.state)}</b></span>"
             f" &middot; {view.elapsed(now):.1f}s"
         )
         up = view.workers_up(view.wave)
@@ -121,7 +121,7 @@ class JobWidget:
         stop_note = " (the job is cancelled before the cap would be passed)" if view.cap else ""
         self.cost.value = (
             f"cost ${view.accrued:.4f} so far, ${view.projected:.4f} projected{cap}{stop_note}"
-            f"<br><small>{_esc(view.cost_label)}</small>"
+            f"<br><small>{esc(view.cost_label)}</small>"
         )
         self._render_workers(view, now)
         self._render_failures(view)
@@ -148,7 +148,7 @@ class JobWidget:
                 self._worker_buttons[index] = button
             button.disabled = worker.state in ("exited", "failed") or bool(view.ended)
             current = ",".join(map(str, worker.current[:3])) + ("..." if len(worker.current) > 3 else "")
-            detail = _esc(worker.error or worker.last_line)[:160]
+            detail = esc(worker.error or worker.last_line)[:160]
             text = (
                 f"<code>{index:>3}</code> {worker.state:<8} items {worker.done:>4} "
                 f"&middot; now {current or '-'} &middot; {worker.runtime(now):.0f}s &middot; {detail}"
@@ -161,7 +161,7 @@ class JobWidget:
             self.failures.value = ""
             return
         items = "".join(
-            f"<details><summary>item {i}: {_esc(line)}</summary><pre>{_esc(tb)}</pre></details>"
+            f"<details><summary>item {i}: {esc(line)}</summary><pre>{esc(tb)}</pre></details>"
             for i, line, tb in view.failures[:20]
         )
         more = f"<div>... and {len(view.failures) - 20} more</div>" if len(view.failures) > 20 else ""
@@ -175,19 +175,19 @@ class JobWidget:
         else:
             lines = list(workers[choice].logs) if choice in workers else []
         text = "\n".join(lines[-MAX_LOG_LINES_SHOWN:])
-        self.logs.value = f"<pre class='starburst-logs' style='margin:0'>{_esc(text)}</pre>"
+        self.logs.value = f"<pre class='starburst-logs' style='margin:0'>{esc(text)}</pre>"
 
     def settle(self, view: JobView) -> None:
         """The compact summary a finished cell keeps."""
         self.render(view)
-        colour = _STATE_COLOURS.get(view.state, "#555")
+        colour = STATE_COLOURS.get(view.state, "#555")
         self.root.children = [
             widgets.HTML(
-                f"<div class='starburst-summary'><b>{_esc(view.job_id)}</b> "
-                f"<span style='color:{colour}'><b>{_esc(view.state)}</b></span>: {view.done}/{view.total} ok, "
+                f"<div class='starburst-summary'><b>{esc(view.job_id)}</b> "
+                f"<span style='color:{colour}'><b>{esc(view.state)}</b></span>: {view.done}/{view.total} ok, "
                 f"{view.failed} failed, {view.elapsed():.1f}s, ${view.accrued:.4f}"
                 f"{' (Fargate estimate)' if view.backend == 'local' else ''}"
-                f"{' &middot; ' + _esc(view.message) if view.message else ''}</div>"
+                f"{' &middot; ' + esc(view.message) if view.message else ''}</div>"
             ),
             self.failures,
         ]
@@ -227,4 +227,4 @@ class ImageProgressWidget:
             if event.phase in ("check", "reuse", "done", "push") or event.current is not None
             else f"{event.phase}: {self.lines} lines of output"
         )
-        self.line.value = f"<b>worker image</b> ({_esc(event.phase)}): {_esc(message)}"
+        self.line.value = f"<b>worker image</b> ({esc(event.phase)}): {esc(message)}"
