@@ -8,7 +8,7 @@ source "$(dirname "$0")/common.sh"
 stage_begin newest "full suite, newest dependencies (.venv)"
 
 python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[test,browser]'
+.venv/bin/pip install -q --disable-pip-version-check --upgrade --upgrade-strategy eager -e '.[test,browser,lint]'
 .venv/bin/pip freeze --disable-pip-version-check > artifacts/freeze-newest.txt
 echo "resolved versions: artifacts/freeze-newest.txt"
 
