@@ -237,3 +237,50 @@ class RunTaskFailures:
         from moto.ecs.responses import EC2ContainerServiceResponse
 
         EC2ContainerServiceResponse.run_task = self._original
+
+
+class DescribeMissing:
+    """Make moto's DescribeTasks answer a task with failure reason MISSING for its first `polls` reads, as
+    ECS may right after RunTask (eventual consistency), while the agent runs it all along. `tasks` limits
+    the fault to the first so many task ARNs it sees (None: every task). Use as a context manager."""
+
+    def __init__(self, polls: int, tasks: int | None = None):
+        self.polls, self.tasks = polls, tasks
+        self.reads: dict[str, int] = {}  # task arn -> DescribeTasks reads of it so far
+        self.hits = 0  # MISSING answers given
+        self.lock = threading.Lock()
+
+    def _missing(self, arn: str) -> bool:
+        with self.lock:
+            if arn not in self.reads and self.tasks is not None and len(self.reads) >= self.tasks:
+                return False
+            self.reads[arn] = self.reads.get(arn, 0) + 1
+            if self.reads[arn] <= self.polls:
+                self.hits += 1
+                return True
+            return False
+
+    def __enter__(self) -> DescribeMissing:
+        from moto.core.responses import ActionResult
+        from moto.ecs.responses import EC2ContainerServiceResponse
+
+        self._original = original = EC2ContainerServiceResponse.describe_tasks
+        outer = self
+
+        def describe_tasks(response_self):
+            reply = original(response_self).result
+            tasks, failures = [], list(reply["failures"])
+            for task in reply["tasks"]:
+                if outer._missing(task.task_arn):
+                    failures.append({"arn": task.task_arn, "reason": "MISSING"})
+                else:
+                    tasks.append(task)
+            return ActionResult({"tasks": tasks, "failures": failures})
+
+        EC2ContainerServiceResponse.describe_tasks = describe_tasks
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from moto.ecs.responses import EC2ContainerServiceResponse
+
+        EC2ContainerServiceResponse.describe_tasks = self._original

@@ -159,3 +159,18 @@ def item_is_lost(attempts: int, retries: int, ran_alone: bool) -> bool:
     """An item is reported lost once it ran alone on a worker that died, more times than --retries allows
     (in a block with others we cannot tell which item the worker was running)."""
     return ran_alone and attempts > retries
+
+
+# ----- a task the cloud does not know (yet) -------------------------------------------------------
+@dataclass(frozen=True)
+class UnknownTaskRule:
+    """ECS's DescribeTasks is eventually consistent: right after RunTask it may answer a task it just
+    started with failure reason MISSING (AWS: retry with back-off). Such a task is unknown, not dead:
+    it is given up only once it is older than `grace` seconds AND `confirmations` polls in a row (the
+    driver's polls, spaced by its growing pace) did not find it."""
+
+    grace: float = 60.0
+    confirmations: int = 3
+
+    def gone(self, age: float, missing_polls: int) -> bool:
+        return age >= self.grace and missing_polls >= self.confirmations

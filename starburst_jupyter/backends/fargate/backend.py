@@ -30,6 +30,7 @@ from starburst_jupyter.backends.fargate.taskdef import (
 )
 from starburst_jupyter.backends.fargate.warm import WarmPool
 from starburst_jupyter.core.config import Config, load_config, starburst_home
+from starburst_jupyter.core.decisions import UnknownTaskRule
 from starburst_jupyter.errors import BurstBackendUnavailable
 from starburst_jupyter.protocol import exits, keys
 from starburst_jupyter.protocol.jobfiles import JobFiles
@@ -105,6 +106,7 @@ class FargateBackend:
     timing = {"flush_seconds": 2.0, "control_poll_seconds": 1.0, "heartbeat_seconds": 10.0}
     poll_seconds = (0.5, 5.0)
     log_poll_seconds = 3.0
+    unknown_task = UnknownTaskRule()  # when a task DescribeTasks answers MISSING for is given up
 
     def __init__(self, config: Config | None = None, home: Path | None = None):
         self.home = Path(home) if home else starburst_home()
@@ -118,6 +120,8 @@ class FargateBackend:
         self._images: dict[str, str] = {}  # environment tag -> image URI in ECR
         self._image_ref: str | None = None
         self.quota: Quota | None = None
+        self._missing: dict[str, tuple[float, int]] = {}  # task arn -> (first MISSING answer, answers in a row)
+        self._seen: set[str] = set()  # task arns DescribeTasks has described at least once
         self.logs = CloudWatchLogs(self._client, self.config.log_group, self.home)
         self.warm = WarmPool(lambda: self.store, self.home)
 
@@ -342,6 +346,25 @@ class FargateBackend:
                 found.setdefault(failure.get("arn", ""), {"lastStatus": "MISSING", "reason": failure.get("reason")})
         return found
 
+    def _unknown(self, ref: WorkerRef, reason: str, now: float) -> bool:
+        """A task DescribeTasks did not find: unknown (ECS is eventually consistent after RunTask) until
+        the rule says it is gone; then the worker ends with what is known, never "could not start"."""
+        first, polls = self._missing.get(ref.handle, (now, 0))
+        self._missing[ref.handle] = (first, polls + 1)
+        age = now - ref.started  # from RunTask's reply, for a task ECS never described
+        if not self.unknown_task.gone(age, polls + 1):
+            return False
+        del self._missing[ref.handle]
+        task_id = ref.info.get("task_id", ref.handle)
+        answers = f"DescribeTasks answered {reason} {polls + 1} times in {now - first:.0f} s"
+        ref.exit_code, ref.ended = -1, now
+        ref.reason = (
+            f"ECS no longer knows task {task_id}, which it described before ({answers})"
+            if ref.handle in self._seen
+            else f"ECS has not known task {task_id} for {age:.0f} s since RunTask returned it ({answers})"
+        ) + f"; check it with `aws ecs describe-tasks --cluster {self.config.cluster} --tasks {task_id}`"
+        return True
+
     def poll_workers(self, refs: list[WorkerRef]) -> list[WorkerRef]:
         tasks = self._describe([r.handle for r in refs])
         ended = []
@@ -349,12 +372,11 @@ class FargateBackend:
         for ref in refs:
             task = tasks.get(ref.handle)
             if task is None or task.get("lastStatus") == "MISSING":
-                ref.exit_code, ref.ended = -1, now
-                ref.reason = (
-                    f"ECS has no record of task {ref.info['task_id']} ({(task or {}).get('reason', 'missing')})"
-                )
-                ended.append(ref)
+                if self._unknown(ref, (task or {}).get("reason") or "MISSING", now):
+                    ended.append(ref)
                 continue
+            self._missing.pop(ref.handle, None)
+            self._seen.add(ref.handle)
             started = task.get("pullStartedAt") or task.get("startedAt")
             if started is not None and "warm_from" not in ref.info:  # billing starts when the image pull does
                 ref.started = started.timestamp() if hasattr(started, "timestamp") else float(started)
