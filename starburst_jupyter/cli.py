@@ -73,7 +73,13 @@ def _run(args: argparse.Namespace) -> int:
         if not args.yes and input("Delete the resources marked 'delete'? [y/N] ").strip().lower() != "y":
             print("nothing deleted")
             return 1
-        print(commands.teardown())
+        from starburst_jupyter.backends.fargate.setup import TasksStillRunning
+
+        try:
+            print(commands.teardown())
+        except TasksStillRunning as exc:  # refused before anything was deleted: one line, what to do next
+            print(f"starburst teardown: {exc}", file=sys.stderr)
+            return 1
     elif args.command == "quota":
         print(commands.quota(spot=args.spot, request=args.request))
     elif args.command == "image":

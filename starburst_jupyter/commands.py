@@ -165,11 +165,20 @@ def teardown_plan(config: Config | None = None) -> tuple[str, bool]:
 
 
 def teardown(config: Config | None = None) -> str:
-    """Delete the AWS resources tagged starburst:managed=true and clear them from the config."""
+    """Delete the AWS resources tagged starburst:managed=true and clear them from the config; what was done, a
+    line per resource (deleted, deregistered, kept because not ours). Raises TasksStillRunning, before deleting
+    anything, while our cluster runs tasks."""
+    from dataclasses import replace
+
     from starburst_jupyter.backends.fargate.setup import tear_down
 
-    tear_down(config or load_config())
-    return "deleted"
+    steps = tear_down(config or load_config())
+    done = [replace(step, action="deleted") if step.action == "delete" else step for step in steps]
+    lines = [step.line() for step in done if step.action != "absent"]
+    count = sum(step.action == "deleted" for step in done)
+    taskdefs = sum(step.action == "deleted" and step.kind == "task definition" for step in done)
+    lines.append(f"deleted {count} resource(s), {taskdefs} of them task definitions")
+    return "\n".join(lines)
 
 
 def quota(spot: bool = False, request: float | None = None, config: Config | None = None) -> str:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starburst_jupyter.backends.fargate.clients import client, error_code
+from starburst_jupyter.backends.fargate.taskdef import FAMILY_PREFIX
+from starburst_jupyter.errors import BurstError
 from starburst_jupyter.protocol import keys
 
 TAG_KEY, TAG_VALUE = "starburst:managed", "true"
@@ -39,6 +41,21 @@ _MISSING = (
     "ClusterNotFoundException",
     "InvalidGroup.NotFound",
 )
+
+
+class TasksStillRunning(BurstError):
+    """Teardown refused before deleting anything: our cluster still runs tasks (ECS refuses to delete a cluster
+    with tasks, and their jobs would lose their bucket mid-run)."""
+
+    def __init__(self, cluster: str, region: str, tasks: list[dict[str, Any]]):
+        jobs = sorted({t["startedBy"] for t in tasks if t.get("startedBy")})
+        of_jobs = f" (started by job {', '.join(jobs[:5])}{', ...' if len(jobs) > 5 else ''})" if jobs else ""
+        super().__init__(
+            f"ECS cluster {cluster} in {region} still runs {len(tasks)} task(s){of_jobs}; nothing was deleted. "
+            f"Cancel their jobs (`starburst status` lists them, `starburst cancel JOB` cancels one) or wait for "
+            f"them to end (a worker kept warm ends by itself), then run `starburst teardown` again."
+        )
+        self.cluster, self.region, self.count = cluster, region, len(tasks)
 
 
 @dataclass
@@ -387,27 +404,16 @@ class Setup:
         ecs = self.c("ecs")
         if self._cluster_active():
             cluster = ecs.describe_clusters(clusters=[self.cluster], include=["TAGS"])["clusters"][0]
-            running = ecs.list_tasks(cluster=self.cluster, desiredStatus="RUNNING").get("taskArns", [])
+            ours = _has_tag(cluster.get("tags"), "key", "value")
+            running = self._running_tasks() if ours else []
             if running and not dry_run:
-                raise RuntimeError(
-                    f"ECS cluster {self.cluster} in {self.region} still runs {len(running)} task(s); cancel "
-                    f"their jobs (%burst_status, %burst_cancel) and run teardown again."
-                )
-            act(
-                "ecs cluster",
-                self.cluster,
-                True,
-                _has_tag(cluster.get("tags"), "key", "value"),
-                lambda: ecs.delete_cluster(cluster=self.cluster),
-            )
+                raise TasksStillRunning(self.cluster, self.region, running)
+            act("ecs cluster", self.cluster, True, ours, lambda: ecs.delete_cluster(cluster=self.cluster))
+            if running:
+                steps[-1].detail = f"still runs {len(running)} task(s): teardown refuses until they end"
         else:
             act("ecs cluster", self.cluster, False, False, lambda: None)
-        for arn in ecs.list_task_definitions(familyPrefix="starburst-worker-", status="ACTIVE").get(
-            "taskDefinitionArns", []
-        ):
-            steps.append(Step("task definition", arn.rsplit("/", 1)[-1], "delete"))
-            if not dry_run:
-                ecs.deregister_task_definition(taskDefinition=arn)
+        steps.extend(self._teardown_task_definitions(dry_run))
 
         s3, bucket = self.c("s3"), self.bucket_name()
         present = self._bucket_exists()
@@ -471,6 +477,65 @@ class Setup:
         vpc = self._our_vpc()
         if vpc:
             act("vpc", vpc, True, True, lambda: _delete_vpc(ec2, vpc))
+        return steps
+
+    def _running_tasks(self) -> list[dict[str, Any]]:
+        """The cluster's tasks not yet stopped, described (for their startedBy: the job that started them)."""
+        ecs = self.c("ecs")
+        arns = [
+            arn
+            for page in ecs.get_paginator("list_tasks").paginate(cluster=self.cluster, desiredStatus="RUNNING")
+            for arn in page.get("taskArns", [])
+        ]
+        tasks: list[dict[str, Any]] = []
+        for start in range(0, len(arns), 100):  # DescribeTasks takes up to 100
+            batch = arns[start : start + 100]
+            reply = ecs.describe_tasks(cluster=self.cluster, tasks=batch)
+            found = {t["taskArn"]: t for t in reply.get("tasks", [])}
+            tasks.extend(found.get(arn, {"taskArn": arn}) for arn in batch)
+        return tasks
+
+    def _teardown_task_definitions(self, dry_run: bool) -> list[Step]:
+        """Deregister and delete every revision of our families that carries our tag (ACTIVE ones, and INACTIVE
+        ones an earlier deregistration left). ListTaskDefinitions' familyPrefix is a WHOLE family name (on AWS
+        as on moto): the families come from ListTaskDefinitionFamilies, which matches a prefix."""
+        ecs, steps, doomed = self.c("ecs"), [], []
+        families = [
+            family
+            for page in ecs.get_paginator("list_task_definition_families").paginate(
+                familyPrefix=FAMILY_PREFIX, status="ALL"
+            )
+            for family in page.get("families", [])
+            if family.startswith(FAMILY_PREFIX)
+        ]
+        for family in sorted(set(families)):
+            for status in ("ACTIVE", "INACTIVE"):
+                arns = [
+                    arn
+                    for page in ecs.get_paginator("list_task_definitions").paginate(familyPrefix=family, status=status)
+                    for arn in page.get("taskDefinitionArns", [])
+                ]
+                for arn in arns:
+                    name = arn.rsplit("/", 1)[-1]
+                    tags = ecs.describe_task_definition(taskDefinition=arn, include=["TAGS"]).get("tags")
+                    if not _has_tag(tags, "key", "value"):
+                        steps.append(Step("task definition", name, "keep (not ours)", f"no {TAG_KEY}={TAG_VALUE} tag"))
+                        continue
+                    detail = "was ACTIVE" if status == "ACTIVE" else "was INACTIVE: deregistered earlier"
+                    steps.append(Step("task definition", name, "delete", detail))
+                    doomed.append((arn, status, steps[-1]))
+        if dry_run:
+            return steps
+        for arn, status, _ in doomed:
+            if status == "ACTIVE":
+                ecs.deregister_task_definition(taskDefinition=arn)
+        by_arn = {arn: step for arn, _, step in doomed}
+        for start in range(0, len(doomed), 10):  # DeleteTaskDefinitions takes up to 10
+            reply = ecs.delete_task_definitions(taskDefinitions=[arn for arn, _, _ in doomed[start : start + 10]])
+            for failure in reply.get("failures", []):
+                step = by_arn.get(failure.get("arn", ""))
+                if step is not None:  # deregistered (no task can start from it) but still listed as INACTIVE
+                    step.action, step.detail = "deregistered", f"DeleteTaskDefinitions: {failure.get('reason')}"
         return steps
 
 

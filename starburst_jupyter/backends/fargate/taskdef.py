@@ -12,6 +12,8 @@ from starburst_jupyter.backends.fargate.clients import error_code
 CONTAINER = "worker"
 STREAM_PREFIX = "starburst"
 MANAGED_TAG = {"key": "starburst:managed", "value": "true"}
+#: Every family we register starts so; teardown lists the families by it (ListTaskDefinitionFamilies).
+FAMILY_PREFIX = "starburst-worker-"
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class TaskShape:
 
     @property
     def family(self) -> str:
-        return f"starburst-worker-{self.fingerprint()}"
+        return f"{FAMILY_PREFIX}{self.fingerprint()}"
 
 
 def log_stream(task_arn: str) -> str:
