@@ -21,6 +21,7 @@ from starburst_jupyter.backends.base import LaunchFailure, WorkerRef, WorkerStar
 from starburst_jupyter.backends.fargate.clients import ApiCalls, client, error_code, error_message
 from starburst_jupyter.backends.fargate.logs import CloudWatchLogs
 from starburst_jupyter.backends.fargate.quota import Quota, read_quota, running_vcpus
+from starburst_jupyter.backends.fargate.stops import describe_stop
 from starburst_jupyter.backends.fargate.taskdef import (
     CONTAINER,
     MANAGED_TAG,
@@ -32,7 +33,7 @@ from starburst_jupyter.backends.fargate.warm import WarmPool
 from starburst_jupyter.core.config import Config, load_config, starburst_home
 from starburst_jupyter.core.decisions import UnknownTaskRule
 from starburst_jupyter.errors import BurstBackendUnavailable
-from starburst_jupyter.protocol import exits, keys
+from starburst_jupyter.protocol import keys
 from starburst_jupyter.protocol.jobfiles import JobFiles
 
 if TYPE_CHECKING:
@@ -79,26 +80,6 @@ def _task_of_job(task: dict[str, Any] | None, job_id: str) -> bool:
         return False
     tags = {tag.get("key"): tag.get("value") for tag in task.get("tags") or ()}
     return task.get("startedBy") == job_id[:128] or tags.get("starburst:job") == job_id
-
-
-def describe_stop(task: dict[str, Any]) -> tuple[int, str]:
-    """(exit code, why) of a stopped task, in words a user can act on."""
-    container = next(
-        (c for c in task.get("containers", ()) if c.get("name") == CONTAINER), (task.get("containers") or [{}])[0]
-    )
-    code = container.get("exitCode")
-    stop_code, why = task.get("stopCode", ""), task.get("stoppedReason", "")
-    detail = container.get("reason", "")
-    if stop_code == "SpotInterruption" or "spot" in why.lower() and "interrupt" in why.lower():
-        return (code if code is not None else -1), "Fargate Spot interruption (AWS reclaimed the capacity)"
-    if code is None:
-        return -1, f"the task stopped before the worker ran: {why or stop_code or 'no reason given'}"
-    if code == 137 or "OutOfMemory" in detail:
-        return code, f"out of memory (exit {code}{': ' + detail if detail else ''}); try a larger --memory"
-    reason = exits.describe(code)
-    if code in (exits.EXIT_OK, exits.EXIT_CANCELLED, exits.EXIT_DEADLINE, exits.EXIT_NO_PROGRAM):
-        return code, reason
-    return code, f"{reason} ({why or detail or 'essential container exited'})"
 
 
 class FargateBackend:
