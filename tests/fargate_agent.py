@@ -5,8 +5,10 @@ image's `python` is this interpreter) with the task's environment overrides, aga
 endpoint (as the task role would give it access), ships its output to CloudWatch Logs the way the
 awslogs driver does (stream <prefix>/<container>/<task id>), and when the process ends marks the
 task STOPPED in moto with the real exit code and timestamps. A StopTask makes it SIGTERM the
-process, as ECS does. Faults: kill a worker as the OOM killer would, or interrupt it as Spot does,
-and make RunTask answer with capacity failures.
+process, then SIGKILL it `stop_timeout` seconds later if it still runs, as ECS does. Faults: kill a
+worker as the OOM killer would, interrupt it as Spot does (at once, or with the notice: SIGTERM, then
+SIGKILL after the stop timeout), make RunTask answer with capacity failures and DescribeTasks with
+MISSING.
 """
 
 from __future__ import annotations
@@ -71,9 +73,12 @@ class FargateAgent(threading.Thread):
         self.procs: dict[str, subprocess.Popen] = {}
         self.shippers: dict[str, _LogShipper] = {}
         self.finished: set[str] = set()
-        self.faults: dict[str, tuple[str, int]] = {}  # task arn -> (stop code, exit code) to report
+        self.faults: dict[str, tuple[str, int | None]] = {}  # task arn -> (stop code, exit code) to report
         self.launched_env: list[dict[str, str]] = []  # every environment a worker was given
         self.stop_event = threading.Event()
+        self.stop_timeout = 30.0  # ECS's default stopTimeout: SIGKILL this long after SIGTERM
+        self.terminated: dict[str, float] = {}  # task arn -> when SIGTERM was sent
+        self.sigkilled: set[str] = set()  # tasks that outlived their stop timeout
         self.errors: list[BaseException] = []
         self.finished.update(self._tasks())  # tasks of an earlier agent are not this one's to run
 
@@ -120,8 +125,12 @@ class FargateAgent(threading.Thread):
                 if task.desired_status == "RUNNING":
                     self._start(arn, task)
                 continue
-            if task.desired_status == "STOPPED" and proc.poll() is None and arn not in self.faults:
-                proc.send_signal(signal.SIGTERM)  # StopTask: SIGTERM, then SIGKILL after stopTimeout
+            if task.desired_status == "STOPPED" and arn not in self.faults and arn not in self.terminated:
+                self._terminate(arn)  # StopTask: SIGTERM, then SIGKILL after stopTimeout
+            if proc.poll() is None and time.monotonic() - self.terminated.get(arn, float("inf")) >= self.stop_timeout:
+                self.sigkilled.add(arn)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
             code = proc.poll()
             if code is not None:
                 self._stopped(arn, task, code)
@@ -157,12 +166,18 @@ class FargateAgent(threading.Thread):
         task.containers[0].exitCode = None
         task.last_status = "RUNNING"
 
+    def _terminate(self, arn: str) -> None:
+        self.terminated[arn] = time.monotonic()
+        if self.procs[arn].poll() is None:
+            self.procs[arn].send_signal(signal.SIGTERM)  # to the container's main process, as ECS does
+
     def _stopped(self, arn: str, task, code: int) -> None:
         self.shippers[arn].join(timeout=5)
         stop_code, exit_code = self.faults.get(arn, ("", code))
+        exit_code = code if exit_code is None else exit_code  # a fault with the worker's own exit code
         container = task.containers[0]
-        if code < 0 and not stop_code:
-            exit_code = 128 - code  # a signal, as a container runtime reports it
+        if exit_code < 0:
+            exit_code = 128 - exit_code  # a signal, as a container runtime reports it
         container.exitCode = exit_code
         if exit_code == 137 and stop_code == "EssentialContainerExited":
             container.reason = EXIT_137
@@ -184,6 +199,14 @@ class FargateAgent(threading.Thread):
         arn = self.running()[worker]
         self.faults[arn] = ("SpotInterruption", 143) if how == "spot" else ("EssentialContainerExited", 137)
         os.killpg(self.procs[arn].pid, signal.SIGKILL)
+
+    def interrupt(self, worker: int) -> str:
+        """A Spot interruption with its notice: SIGTERM to the worker now, SIGKILL after the stop timeout
+        if it still runs; the task is reported stopped by SpotInterruption with the worker's exit code."""
+        arn = self.running()[worker]
+        self.faults[arn] = ("SpotInterruption", None)
+        self._terminate(arn)
+        return arn
 
     def stop(self) -> None:
         """The agent goes, and its tasks with it (recorded STOPPED, as a lost host's tasks are)."""

@@ -6,6 +6,7 @@ no worker and reads no clock but the one it is given."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from starburst_jupyter.core import events as ev
 from starburst_jupyter.core import record as rec
 from starburst_jupyter.core.decisions import item_is_lost
 from starburst_jupyter.errors import BurstError, RemoteTraceback, TaskCancelled, WorkerLost
-from starburst_jupyter.protocol import serialize
+from starburst_jupyter.protocol import keys, serialize
 from starburst_jupyter.protocol.jobfiles import ItemResult, JobFiles
 
 MAX_RECORDED_FAILURES = 50
@@ -203,8 +204,20 @@ class ItemLedger:
             if not item.final:
                 self.finalize(index, False, error(index), None)
 
+    def released(self, worker: int) -> dict[str, Any] | None:
+        """What a worker told to stop (SIGTERM) handed back before it exited (keys.release_key), or None."""
+        try:
+            release: dict[str, Any] = json.loads(self.files.store.get(keys.release_key(self.files.prefix, worker)))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # then its work is redone as a crashed worker's
+            self._unreadable(f"release of worker {worker}", exc)
+            return None
+        return release
+
     def requeue(self, ref: WorkerRef, retries: int, stopped_by_user: bool) -> None:
         """Items a worker held but never reported go to another worker, up to the retry limit."""
+        release: dict[str, Any] | None = None
         for block, worker in sorted(self.claims.items()):
             if worker != ref.index:
                 continue
@@ -213,8 +226,15 @@ class ItemLedger:
             missing = [i for i in self.blocks[block] if not self.items[i].final]
             inputs = dict(self.files.read_block(block)) if missing else {}
             alone = len(self.blocks[block]) == 1  # only then is the item surely what the worker was running
+            if missing and release is None:
+                release = self.released(ref.index) or {}
             for index in missing:
                 item = self.items[index]
+                # A worker that left on SIGTERM flushed what it finished, so what is missing never started
+                # (but the item it was running): redone with no attempt counted, as after a stop by the user.
+                if release and index != release.get("abandoned"):
+                    item.block = self.add_block([(index, inputs[index])])
+                    continue
                 if item_is_lost(item.attempts, retries, alone):
                     self.finalize(index, False, self._lost(index, ref, item.attempts), None)
                     continue

@@ -9,6 +9,8 @@ jobs/<id>/claims/<block>       created exclusively by the worker that takes the 
 jobs/<id>/results/<ms>-<block>-<part>.pkl   [ItemResult], flushed as the block progresses; <ms> (the
                                writer's clock) orders keys by time, so a reader lists only recent ones
 jobs/<id>/heartbeat/<worker>   JSON liveness, rewritten every few seconds
+jobs/<id>/released/<worker>    JSON: a worker told to stop (SIGTERM) hands back the items it claimed and
+                               did not finish, so they are redone without counting against --retries
 jobs/<id>/logs/<worker>.log    the worker's stdout and stderr
 jobs/<id>/cancel               any face writes it; workers exit when they see it
 jobs/<id>/closed               an open job (BurstExecutor) gets no more tasks
@@ -28,6 +30,7 @@ WARM = "warm/"  # the warm pools (short-lived: leftovers expire after a day)
 TOP_PREFIXES = (JOBS, WARM)  # all a worker may read and write in a bucket (its IAM policy names these)
 
 _TASKS, _CLAIMS, _RESULTS, _HEARTBEATS, _LOGS = "tasks/", "claims/", "results/", "heartbeat/", "logs/"
+_RELEASED = "released/"
 _PICKLE = ".pkl"
 _ENTRY, _ASSIGN = ".json", ".assign"
 
@@ -117,6 +120,10 @@ def heartbeat_key(prefix: str, worker: int) -> str:
     return prefix + _HEARTBEATS + worker_name(worker)
 
 
+def release_key(prefix: str, worker: int) -> str:
+    return prefix + _RELEASED + worker_name(worker)
+
+
 def log_key(prefix: str, worker: int) -> str:
     return f"{prefix}{_LOGS}{worker_name(worker)}.log"
 
@@ -131,7 +138,13 @@ def closed_key(prefix: str) -> str:
 
 def payload_prefixes(prefix: str) -> tuple[str, ...]:
     """The bulky or transient folders dropped once results are collected (spec, logs and program are not here)."""
-    return (tasks_prefix(prefix), claims_prefix(prefix), results_prefix(prefix), heartbeats_prefix(prefix))
+    return (
+        tasks_prefix(prefix),
+        claims_prefix(prefix),
+        results_prefix(prefix),
+        heartbeats_prefix(prefix),
+        prefix + _RELEASED,
+    )
 
 
 def object_kind(key: str) -> str:

@@ -2,7 +2,9 @@
 
 Every backend starts exactly this. A worker claims blocks of items from the job's store until
 none are left (or its budget is spent), writes results as it goes, heartbeats, and exits as
-soon as it sees the job's cancel marker or passes the job's deadline, even mid-item.
+soon as it sees the job's cancel marker or passes the job's deadline, even mid-item. On SIGTERM (ECS
+StopTask, a Spot interruption's notice, docker stop) it flushes what it finished, hands back what it
+claimed and did not finish (keys.release_key) and exits well inside the stop timeout.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import dataclasses
 import io
 import json
 import os
+import select
+import signal
 import socket
 import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 from starburst_jupyter.errors import RemoteTraceback, ResultTooLarge, StorageFull, no_room
 from starburst_jupyter.protocol import keys, serialize, sourcemap
@@ -45,6 +49,55 @@ ITEM_LOG_HEAD = 1024 * 1024
 #: backend (a file, the engine's log, CloudWatch), so the worker bounds it: rotation would need the backend to
 #: reopen a stream only local workers have as a file. Each item's first and last ITEM_KEEP still come back.
 WORKER_LOG_CAP = 64 * 1024 * 1024
+
+
+#: Seconds the item running when SIGTERM comes may take to finish before the worker leaves without it (it
+#: is redone elsewhere). ECS kills 30 s (the default stopTimeout) after SIGTERM; the flush must fit too.
+STOP_GRACE_MAX = 10.0
+#: What a process ended by SIGTERM reports in a container (128 + 15); exits.describe() names it so.
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class StopSignal:
+    """SIGTERM, noted twice: by a Python handler (it runs in the main thread between bytecodes, so the item
+    loop sees it between items) and through a wakeup pipe that the C-level handler writes even while the
+    main thread is stuck in a long C call, which the control thread watches."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+        self._pipe = -1
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # a worker run inside a test thread: no handler (only the main thread may set one)
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)
+        signal.signal(signal.SIGTERM, self._note)
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+        self._pipe = read
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.at = self.at or time.time()  # no I/O here: it may interrupt a write of the main thread
+
+    @property
+    def seen(self) -> bool:
+        return self.at is not None
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, waking early when a signal comes; whether SIGTERM has come."""
+        if self._pipe < 0:
+            time.sleep(seconds)
+            return self.seen
+        ready, _, _ = select.select([self._pipe], [], [], seconds)
+        if ready:
+            with contextlib.suppress(BlockingIOError):
+                if signal.SIGTERM in os.read(self._pipe, 512):
+                    self.at = self.at or time.time()
+        return self.seen
+
+
+_STOP = StopSignal()
 
 
 def _size(chars: int) -> str:
@@ -154,6 +207,9 @@ class Control(threading.Thread):
         self.beat_every = spec.timing.heartbeat_seconds
         self.status: dict[str, Any] = {"block": None, "done": 0}
         self.active = True  # False once the worker has left this job (to wait warm for the next one)
+        self.on_stop: Any = None  # the worker's leave(): called when the running item outlasts the grace
+        # within the backend's own stop grace (local: 2 s; ECS: 30 s), with room to flush and hand back
+        self.stop_grace = min(STOP_GRACE_MAX, 3 * spec.timing.flush_seconds)
 
     def check(self) -> None:
         if self.files.cancel_requested():
@@ -176,7 +232,8 @@ class Control(threading.Thread):
                 with contextlib.suppress(OSError):
                     self.files.write_heartbeat(self.worker, {**info, **self.status})
                 last_beat = now
-            time.sleep(self.poll)
+            if _STOP.wait(self.poll) and self.on_stop is not None and time.time() - (_STOP.at or 0) >= self.stop_grace:
+                self.on_stop()
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # starburst_jupyter/
@@ -259,6 +316,14 @@ class Worker:
         self.cursor = 0
         self.done = 0
         self.drained = False  # True once no work was left (not merely this worker's budget spent)
+        # What SIGTERM's leave() flushes and hands back; the lock keeps it whole between the two threads.
+        self.lock = threading.Lock()
+        self.block: int | None = None  # the claimed block being run
+        self.block_items: list[int] = []
+        self.finished: set[int] = set()  # items of the block with a result (flushed or pending)
+        self.pending: list[ItemResult] = []
+        self.part = 0
+        self.running: int | None = None  # the item running now
 
     def next_block(self) -> int | None:
         waited, pause = 0.0, 0.005
@@ -266,8 +331,12 @@ class Worker:
             while self.cursor < len(self.known):
                 block = self.known[self.cursor]
                 self.cursor += 1
-                if self.files.claim(block, self.index):
-                    return block
+                if _STOP.seen:
+                    return None
+                with self.lock:  # a claim is never made while leave() hands back what this worker holds
+                    if self.files.claim(block, self.index):
+                        self.block, self.block_items, self.finished = block, [], set()
+                        return block
             fresh = self.files.list_blocks(after=self.newest)
             if fresh:
                 # One listing of claims spares a late worker (a later wave) one losing claim per taken block.
@@ -275,7 +344,7 @@ class Worker:
                 self.known.extend(b for b in fresh if b not in claimed)
                 self.newest = fresh[-1]
                 continue
-            if not self.spec.open or self.files.is_closed() or waited >= self.idle_seconds:
+            if _STOP.seen or not self.spec.open or self.files.is_closed() or waited >= self.idle_seconds:
                 return None
             time.sleep(pause)  # open job: wait for more work, up to the idle time
             waited += pause
@@ -291,9 +360,12 @@ class Worker:
                 f"{traceback.format_exc()}"
             )
             return EXIT_NO_PROGRAM
+        control.on_stop = self.leave
         while not (self.budget and self.done >= self.budget):
             control.check()
             block = self.next_block()
+            if _STOP.seen:
+                self.leave()
             if block is None:
                 self.drained = True
                 break
@@ -304,21 +376,68 @@ class Worker:
 
     def run_block(self, program: Any, block: int, control: Control) -> None:
         items = self.files.read_block(block)
-        pending: list[ItemResult] = []
-        part, last_flush = 0, time.monotonic()
+        with self.lock:
+            self.block_items, self.finished, self.pending, self.part = [i for i, _ in items], set(), [], 0
+        last_flush = time.monotonic()
         for index, item in items:
+            if _STOP.seen:
+                self.leave()
+            self.running = index
             result = run_item(program, index, item, self.index, self.max_result_bytes, self.files.job_id)
             if not result.ok:
                 first = result.traceback.strip().splitlines()[-1:] or ["failed"]
                 log(f"worker {self.index}: item {index} failed: {first[0]}")
-            pending.append(result)
-            self.done += 1
-            control.status["done"] = self.done
-            if time.monotonic() - last_flush >= self.flush_seconds:
-                self.write_results(block, part, pending)
-                pending, part, last_flush = [], part + 1, time.monotonic()
-        if pending or part == 0:
-            self.write_results(block, part, pending)
+            with self.lock:
+                self.running = None
+                self.pending.append(result)
+                self.finished.add(index)
+                self.done += 1
+                control.status["done"] = self.done
+                if time.monotonic() - last_flush >= self.flush_seconds:
+                    self._flush(block)
+                    last_flush = time.monotonic()
+        with self.lock:
+            if self.pending or self.part == 0:
+                self._flush(block)
+            self.block = None
+
+    def _flush(self, block: int) -> None:
+        """Write the pending results as the block's next part (called with the lock held)."""
+        self.write_results(block, self.part, self.pending)
+        self.pending, self.part = [], self.part + 1
+
+    def leave(self) -> NoReturn:
+        """SIGTERM: flush what finished, hand back what was claimed and not finished (the item running now
+        is abandoned: redone elsewhere) and exit, within the stop timeout. Holds the lock to the end, so the
+        other thread can neither claim nor flush meanwhile."""
+        self.lock.acquire()
+        block, running = self.block, self.running
+        unfinished = [i for i in self.block_items if i not in self.finished and i != running]
+        try:
+            if block is None:
+                log(f"worker {self.index}: SIGTERM: holding no work, exiting")
+            else:
+                if self.pending:
+                    self._flush(block)
+                release = {
+                    "worker": self.index,
+                    "at": time.time(),
+                    "block": block,
+                    "abandoned": running,
+                    "not_started": unfinished if self.block_items else None,  # None: the block was not read yet
+                }
+                self.files.store.put(keys.release_key(self.files.prefix, self.index), [json.dumps(release).encode()])
+                log(
+                    f"worker {self.index}: SIGTERM: flushed what finished, handed back block {block}'s unfinished "
+                    f"items{f' (item {running} was running: it is redone)' if running is not None else ''}, exiting"
+                )
+        except Exception as exc:  # the store is unreachable: the driver redoes what this worker held, as after a crash
+            log(f"worker {self.index}: SIGTERM: could not flush or hand back its work ({exc}); exiting")
+        for stream in (sys.__stdout__, sys.__stderr__):
+            with contextlib.suppress(Exception):
+                if stream is not None:
+                    stream.flush()
+        os._exit(EXIT_TERMINATED)
 
     def write_results(self, block: int, part: int, results: list[ItemResult]) -> None:
         """Flush results; when the store has no room for them (disk full, quota, file-size limit) each item
@@ -358,9 +477,9 @@ def wait_warm(files: JobFiles, worker: int, spec: WorkerSpec) -> tuple[JobFiles,
     )
     log(f"worker {worker}: job {files.job_id} done; kept warm for the next job for {seconds:g} s")
     try:
-        while True:
-            if time.time() >= until and store.create_exclusive(assign, b'{"expired": true}'):
-                log(f"worker {worker}: no new job within {seconds:g} s, exiting")
+        while True:  # on SIGTERM (nothing is held) it goes at once, unless a launcher has just taken it
+            if (time.time() >= until or _STOP.seen) and store.create_exclusive(assign, b'{"expired": true}'):
+                log(f"worker {worker}: {'SIGTERM' if _STOP.seen else f'no new job within {seconds:g} s'}, exiting")
                 return None
             try:
                 assignment = json.loads(store.get(assign))
@@ -422,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [name for name in ("store", "job", "worker") if getattr(args, name) in (None, "")]
     if missing:
         parser.error(f"give --{' --'.join(missing)} (or STARBURST_STORE, STARBURST_JOB, STARBURST_WORKER)")
+    _STOP.install()
     return run_job(JobFiles(open_store(args.store), args.job, args.prefix), args.worker, args.budget)
 
 
