@@ -25,14 +25,19 @@ from starburst_jupyter.protocol.programs import CallProgram
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers do not have the tests' modules
 
 
-def counted(x, log: str, seconds: float, slow_once: int | None = None):
-    """Runs item x, noting '<pid> <x>' in `log` first; item `slow_once` takes a minute the first time."""
+def counted(x, log: str, seconds: float, slow_once: int | None = None, in_c: bool = False):
+    """Runs item x, noting '<pid> <x>' in `log` first; item `slow_once` takes a minute the first time (in a
+    sleep, where Python's signal handler runs at once, or `in_c`: one long C call, where it cannot)."""
     import os as o
     import time as t
 
     with open(log, "a") as out:
         out.write(f"{o.getpid()} {x}\n")
     if x == slow_once and sum(line.split()[1] == str(x) for line in open(log)) == 1:
+        if in_c:  # minutes inside one C call that releases the GIL (as numpy's do) and ignores signals
+            import hashlib
+
+            hashlib.pbkdf2_hmac("sha256", b"x", b"salt", 10**9)
         t.sleep(60)
     t.sleep(seconds)
     return x * x
@@ -43,10 +48,12 @@ def runs(log: Path) -> list[tuple[int, int]]:
     return [(int(p), int(x)) for p, x in (line.split() for line in text.splitlines())]
 
 
-def _submit(log: Path, items: int, seconds: float, slow_once: int | None = None, config: Config | None = None):
+def _submit(
+    log: Path, items: int, seconds: float, slow_once: int | None = None, config: Config | None = None, in_c=False
+):
     config = config or Config(local_concurrency=2)
     spec = build_spec(config, mode="map", workers=2, retries=0)
-    program = CallProgram(lambda x: counted(x, str(log), seconds, slow_once))
+    program = CallProgram(lambda x: counted(x, str(log), seconds, slow_once, in_c))
     handle = Launcher(config).submit(spec, program, list(range(items)), start=False)
     retried: list[ev.TaskRetried] = []
     handle.events.subscribe(retried.append, ev.TaskRetried)
@@ -71,9 +78,10 @@ def test_sigterm_between_items_recomputes_nothing_and_the_job_completes(tmp_path
     assert terminated and "SIGTERM" in terminated[0]["reason"], record["workers"]
 
 
-def test_sigterm_during_a_long_item_leaves_it_within_the_grace_and_hands_back_the_rest(tmp_path):
+@pytest.mark.parametrize("in_c", [False, True], ids=["sleep", "c-call"])
+def test_sigterm_during_a_long_item_leaves_it_within_the_grace_and_hands_back_the_rest(tmp_path, in_c):
     log = tmp_path / "runs.txt"
-    handle, retried = _submit(log, 24, 0.1, slow_once=0)  # item 0 (first of block 0) takes a minute once
+    handle, retried = _submit(log, 24, 0.1, slow_once=0, in_c=in_c)  # item 0 (first of block 0) is long once
     pid = wait_for(lambda: next((p for p, x in runs(log) if x == 0), None), timeout=30)
     time.sleep(0.3)
     sent = time.monotonic()
