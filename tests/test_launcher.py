@@ -128,6 +128,14 @@ def test_segfault_is_reported_not_hung():
     assert info.value.results[0] == 0 and info.value.results[2:] == [2, 3]
 
 
+def test_a_finished_jobs_driver_thread_can_be_joined():
+    """The driver is a Thread: none of its methods may shadow Thread's own (a `_stop` did, and join raised)."""
+    handle = Launcher(Config()).submit(build_spec(Config(), mode="map"), CallProgram(abs), [-1, -2])
+    assert handle.wait(timeout=60).values == [1, 2]
+    handle._driver.join(timeout=10)
+    assert not handle._driver.is_alive()
+
+
 def test_failures_name_every_item_with_remote_traceback():
     def picky(x):
         if x in (2, 5):

@@ -211,7 +211,7 @@ class JobDriver(threading.Thread):
         now = time.time()
         self.polls += 1
         if now > self.deadline:
-            self._stop(Stop(f"it passed its --timeout of {self.spec.timeout:g} s", "timeout"))
+            self._must_stop(Stop(f"it passed its --timeout of {self.spec.timeout:g} s", "timeout"))
             return True
         self.workforce.honour_stop_requests()
         exited = self.workforce.poll()
@@ -233,12 +233,12 @@ class JobDriver(threading.Thread):
                 self.ledger.requeue(ref, self.spec.retries, ref.index in self.workforce.stopped_by_user)
             if end.startup_failure:
                 early.append(ref)
-        self._stop(self.workforce.ended_early(early))
+        self._must_stop(self.workforce.ended_early(early))
         if not self.workforce.alive() and not self.workforce.pending:
             self.ledger.requeue_unknown()  # blocks whose claim was unreadable: nobody can be running them now
         charged, stop = self.workforce.launch(self.ledger.unclaimed(), self.cost, self.cost_rule)
         self.cost += charged
-        self._stop(stop)
+        self._must_stop(stop)
         if now - self.last_log_poll >= self.backend.log_poll_seconds:
             self._tail_logs(now)
         if now - self.last_cost_tick >= self.timings.cost_every:
@@ -249,7 +249,7 @@ class JobDriver(threading.Thread):
             self._write_record()
         return changed or bool(exited)
 
-    def _stop(self, stop: Stop | None) -> None:
+    def _must_stop(self, stop: Stop | None) -> None:
         """The job must stop (the first reason given is the one the user reads)."""
         if stop is not None and self.cancel_reason is None:
             self.cancel_reason, self.cancelled_by = stop.reason, stop.by
@@ -284,7 +284,7 @@ class JobDriver(threading.Thread):
         self.projected = projected_cost(self.cost, alive, self.per_second, elapsed, done, len(self.ledger.items) - done)
         self._publish_cost(self.projected)
         if self.cost_rule.must_stop(self.cost, alive):
-            self._stop(Stop(self.cost_rule.stop_reason(self.cost), "max-cost"))
+            self._must_stop(Stop(self.cost_rule.stop_reason(self.cost), "max-cost"))
 
     def _publish_cost(self, projected: float) -> None:
         cap, label = self.spec.max_cost, self._cost_label()
