@@ -63,6 +63,14 @@ class LaunchFailure:
     retryable: bool = True
 
 
+def worker_argv(python: str, store_url: str, files: JobFiles, start: WorkerStart) -> list[str]:
+    """The command that starts one worker of a job (a local process, a container)."""
+    return [
+        python, "-m", "starburst_jupyter.worker", "--store", store_url, "--job", files.job_id,
+        "--prefix", files.prefix, "--worker", str(start.index), "--budget", str(start.budget),
+    ]  # fmt: skip
+
+
 #: How often a worker flushes results, checks for cancel and heartbeats (written into the job's spec).
 LOCAL_TIMING = {"flush_seconds": 0.5, "control_poll_seconds": 0.2, "heartbeat_seconds": 1.0}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from starburst_jupyter.backends import logfiles
-from starburst_jupyter.backends.base import OneByOneBackend, WorkerRef, WorkerStart
+from starburst_jupyter.backends.base import OneByOneBackend, WorkerRef, WorkerStart, worker_argv
 from starburst_jupyter.core.config import Config, starburst_home
 from starburst_jupyter.core.spec import JobSpec
 from starburst_jupyter.protocol.exits import describe as describe_exit
@@ -100,21 +100,7 @@ class DockerBackend(OneByOneBackend):
         image = self.prepare(spec)
         job_dir = self.store.path(files.prefix).resolve()
         make_private_dirs(job_dir)
-        command = [
-            "python",
-            "-m",
-            "starburst_jupyter.worker",
-            "--store",
-            self.store.url,
-            "--job",
-            files.job_id,
-            "--prefix",
-            files.prefix,
-            "--worker",
-            str(index),
-            "--budget",
-            str(start.budget),
-        ]
+        command = worker_argv("python", self.store.url, files, start)
         container = self.client.containers.run(
             image,
             command,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from starburst_jupyter.backends import logfiles
-from starburst_jupyter.backends.base import OneByOneBackend, WorkerRef, WorkerStart
+from starburst_jupyter.backends.base import OneByOneBackend, WorkerRef, WorkerStart, worker_argv
 from starburst_jupyter.core.config import Config, starburst_home
 from starburst_jupyter.core.spec import JobSpec
 from starburst_jupyter.protocol import exits
@@ -50,21 +50,7 @@ class LocalBackend(OneByOneBackend):
         index = start.index
         log_path = self.store.path(files.log_key(index))
         make_private_dirs(log_path.parent)
-        argv = [
-            sys.executable,
-            "-m",
-            "starburst_jupyter.worker",
-            "--store",
-            self.store.url,
-            "--job",
-            files.job_id,
-            "--prefix",
-            files.prefix,
-            "--worker",
-            str(index),
-            "--budget",
-            str(start.budget),
-        ]
+        argv = worker_argv(sys.executable, self.store.url, files, start)
         with open(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log:
             # A new session: a terminal's Ctrl-C reaches the kernel, which cancels the job in order.
             proc = subprocess.Popen(

@@ -27,7 +27,7 @@ from starburst_jupyter.backends.fargate.taskdef import (
     MANAGED_TAG,
     TaskShape,
     ensure_task_definition,
-    log_stream,
+    task_ref,
 )
 from starburst_jupyter.backends.fargate.warm import WarmPool
 from starburst_jupyter.core.config import Config, load_config, starburst_home
@@ -279,20 +279,7 @@ class FargateBackend:
             tasks, failed = reply.get("tasks", []), reply.get("failures", [])
             if tasks:
                 arn = tasks[0]["taskArn"]
-                refs.append(
-                    WorkerRef(
-                        index,
-                        wave,
-                        time.time(),
-                        handle=arn,
-                        info={
-                            "task_arn": arn,
-                            "task_id": arn.rsplit("/", 1)[-1],
-                            "job": files.job_id,
-                            "log_stream": log_stream(arn),
-                        },
-                    )
-                )
+                refs.append(task_ref(arn, index, wave, files.job_id))
             else:
                 detail = (
                     "; ".join(f"{f.get('reason', '?')}{': ' + f['detail'] if f.get('detail') else ''}" for f in failed)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from starburst_jupyter.backends.base import WorkerRef
 from starburst_jupyter.backends.fargate.clients import error_code
 
 CONTAINER = "worker"
@@ -33,6 +35,14 @@ class TaskShape:
     @property
     def family(self) -> str:
         return f"{FAMILY_PREFIX}{self.fingerprint()}"
+
+
+def task_ref(arn: str, index: int, wave: int, job_id: str, **info: Any) -> WorkerRef:
+    """The WorkerRef of a worker running as ECS task `arn` (started now, or taken warm with warm_from=...)."""
+    return WorkerRef(
+        index, wave, time.time(), handle=arn,
+        info={"task_arn": arn, "task_id": arn.rsplit("/", 1)[-1], "job": job_id, "log_stream": log_stream(arn), **info},
+    )  # fmt: skip
 
 
 def log_stream(task_arn: str) -> str:

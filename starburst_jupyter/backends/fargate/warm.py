@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from starburst_jupyter.backends.base import WorkerRef, WorkerStart
-from starburst_jupyter.backends.fargate.taskdef import log_stream
+from starburst_jupyter.backends.fargate.taskdef import task_ref
 from starburst_jupyter.protocol import keys
 from starburst_jupyter.protocol.jobfiles import JobFiles
 from starburst_jupyter.stores.records import JobStore
@@ -67,21 +67,7 @@ class WarmPool:
             assignment = {"store": files.store.url, "job": files.job_id, "prefix": files.prefix, "worker": index}
             if not self.store().create_exclusive(keys.warm_assignment(key), json.dumps(assignment).encode()):
                 continue  # another launcher took it, or it expired
-            taken.append(
-                WorkerRef(
-                    index,
-                    wave,
-                    time.time(),
-                    handle=arn,
-                    info={
-                        "task_arn": arn,
-                        "task_id": arn.rsplit("/", 1)[-1],
-                        "job": files.job_id,
-                        "log_stream": log_stream(arn),
-                        "warm_from": entry["job"],
-                    },
-                )
-            )
+            taken.append(task_ref(arn, index, wave, files.job_id, warm_from=entry["job"]))
         return taken
 
     def _recorded_task(self, job_id: str, worker: int) -> str | None:
