@@ -14,7 +14,7 @@ from starburst_jupyter.core.decisions import (
     projected_cost,
     relaunch_delay,
 )
-from starburst_jupyter.core.plan import make_plan
+from starburst_jupyter.core.plan import Plan, make_plan
 
 FREE = CostRule(cap=None, per_second=0.001)
 
@@ -115,3 +115,27 @@ def test_projection_and_lost_items():
     assert item_is_lost(attempts=2, retries=1, ran_alone=True)
     assert not item_is_lost(attempts=2, retries=1, ran_alone=False)
     assert not item_is_lost(attempts=1, retries=1, ran_alone=True)
+
+
+def test_a_worker_stopped_from_outside_before_taking_work_did_not_fail_to_start():
+    args = dict(cancel_requested=False, near_deadline=False, claimed_any=False, stopped_by_user=False,
+                launch_failed=False)  # fmt: skip
+    assert judge_worker_end(1, **args).startup_failure
+    end = judge_worker_end(143, **args, interrupted=True)  # a Spot notice or StopTask before its first claim
+    assert end.requeue and not end.startup_failure
+
+
+def test_an_executor_job_gets_workers_back_when_new_work_comes_after_its_idle_workers_left():
+    plan = Plan([], workers=4, concurrency=4, budget=0)  # as the launcher plans an open job
+    after_idle = state(plan, unclaimed=10, next_worker=4, alive=0, lost=0)
+    assert len(decide_launches(after_idle, FREE).starts) == 1  # a closed job: one, so it cannot stall
+    reopened = decide_launches(LaunchState(**{**after_idle.__dict__, "open_job": True}), FREE)
+    assert [s.index for s in reopened.starts] == [4, 5, 6, 7]
+
+
+def test_relaunches_are_starts_the_cost_cap_applies_to():
+    plan = make_plan(100, workers=4, concurrency=4)
+    pending = {i: PendingLaunch(wave=1, budget=25, attempts=1, due=50.0, reason="capacity") for i in range(3)}
+    rule = CostRule(cap=0.025, per_second=0.01 / 60)  # two workers' minimum charge fit, not three
+    decision = decide_launches(state(plan, pending=pending, next_worker=4), rule)
+    assert [s.index for s in decision.starts] == [0, 1] and decision.dropped == [2]

@@ -332,4 +332,5 @@ def test_stopping_one_worker_moves_its_items_to_another():
     assert result.values == [0.3] * 8 and not result.failures
     workers = latest_record()["workers"]
     assert workers["0"]["reason"] == "stopped by user"
-    assert len(workers) == 3  # a replacement took worker 0's place
+    # worker 0 hands its block back on SIGTERM: worker 1 or a replacement (when work is left to start one) runs it
+    assert len(workers) in (2, 3)

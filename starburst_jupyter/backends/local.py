@@ -88,12 +88,13 @@ class LocalBackend(OneByOneBackend):
     def stop_job(self, job_id: str, refs: list[WorkerRef], reason: str, keep: frozenset[str] = frozenset()) -> int:
         """End the job's running workers, then whatever their tasks started: each worker leads its own process
         group, which outlives the worker while a child of a task is in it (a PID is not reused while its group
-        exists, so this reaches only those leftovers)."""
+        exists). A group whose members are all gone frees its number, which a later process (another job's
+        worker) may lead: a group is ended only if no member of it is some other job's worker."""
         alive = [r for r in refs if r.exit_code is None]
         if alive:
             self.stop(alive)
         for ref in refs:
-            if isinstance(ref.handle, (subprocess.Popen, AdoptedWorker)):
+            if isinstance(ref.handle, (subprocess.Popen, AdoptedWorker)) and _group_is_ours(ref.handle.pid, job_id):
                 _signal_group(ref.handle.pid, signal.SIGKILL)
         return len(alive)
 
@@ -148,6 +149,30 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _group_is_ours(pgid: int, job_id: str) -> bool:
+    """Every live member of process group `pgid` is this user's, and none is a worker of another job."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:  # field 5, after the command name in parentheses
+                members.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    for pid in members:
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+                return False
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"starburst_jupyter.worker" in argv and not _is_worker_of(pid, job_id):
+            return False
+    return bool(members)
 
 
 def _is_worker_of(pid: int, job_id: str) -> bool:

@@ -84,6 +84,7 @@ class LaunchState:
     lost: int  # workers that died or that the user stopped (each may be replaced once)
     latest_wave: int  # the newest wave started (replacements join it)
     accrued: float  # cost so far
+    open_job: bool = False  # a BurstExecutor job: idle workers leave, new work brings new ones
 
 
 @dataclass(frozen=True)
@@ -98,13 +99,19 @@ def decide_launches(state: LaunchState, cost: CostRule) -> LaunchDecision:
     unclaimed work is left; beyond the plan only to replace workers that were lost, or when none is left."""
     due = [(i, p) for i, p in state.pending.items() if p.due <= state.now]
     dropped = [i for i, _ in due[state.unclaimed :]]
-    starts = [WorkerStart(i, p.wave, p.budget) for i, p in due[: state.unclaimed]]
+    starts: list[WorkerStart] = []
+    for i, p in due[: state.unclaimed]:  # a relaunch is a start like any other: the cost cap applies
+        if not cost.may_start(state.accrued, len(starts) + 1):
+            dropped.append(i)
+            continue
+        starts.append(WorkerStart(i, p.wave, p.budget))
     waiting = len(state.pending) - len(dropped) - len(starts)  # slots kept for workers retried later
     alive = state.alive + waiting
     plan, index = state.plan, state.next_worker
     while alive + len(starts) < plan.concurrency and state.unclaimed > len(starts):
         planned = index < plan.workers
-        if not planned and alive + len(starts) > 0 and index - plan.workers >= state.lost:
+        refill = state.open_job and alive + len(starts) < plan.workers  # idle executor workers left: new work
+        if not planned and not refill and alive + len(starts) > 0 and index - plan.workers >= state.lost:
             break
         if not cost.may_start(state.accrued, len(starts) + 1):
             refusal = cost.start_refusal(state.accrued) if alive + len(starts) == 0 else None
@@ -141,18 +148,17 @@ def judge_worker_end(
     claimed_any: bool,
     stopped_by_user: bool,
     launch_failed: bool,
+    interrupted: bool = False,
 ) -> WorkerEnd:
     """The job's state says why a worker ended, not its exit code: user code can exit with any code
     (`os._exit(3)`), so a worker that ends while the job is neither cancelled nor at its deadline is a
-    worker that ended early, whatever its code, and its unfinished work is retried."""
+    worker that ended early, whatever its code, and its unfinished work is retried. A worker stopped from
+    outside (SIGTERM: a Spot interruption, a StopTask) before it took work did not fail to start."""
     if cancel_requested or near_deadline:
         return WorkerEnd(requeue=False, sweep=False, startup_failure=False)
     clean = exit_code == 0
-    return WorkerEnd(
-        requeue=True,
-        sweep=not clean,
-        startup_failure=not clean and not claimed_any and not stopped_by_user and not launch_failed,
-    )
+    blameless = stopped_by_user or launch_failed or interrupted
+    return WorkerEnd(requeue=True, sweep=not clean, startup_failure=not clean and not claimed_any and not blameless)
 
 
 def item_is_lost(attempts: int, retries: int, ran_alone: bool) -> bool:

@@ -63,6 +63,17 @@ def _stop_live_jobs(wait: float = 1.5) -> None:
             logger.debug("could not record the end of job %s", driver.job_id, exc_info=True)
 
 
+def _cloud_refusal(exc: BaseException) -> str:
+    """A cloud API's refusal (botocore's ClientError: an operation, an error code, a message), in one line; ""
+    for anything else. Duck-typed: the core imports no cloud SDK."""
+    response = getattr(exc, "response", None)
+    error = response.get("Error", {}) if isinstance(response, dict) else {}
+    if not error:
+        return ""
+    operation = getattr(exc, "operation_name", "") or "a call"
+    return f"{operation}: {error.get('Code', '?')}: {error.get('Message', '')}".rstrip(": ")
+
+
 def live_drivers() -> list[JobDriver]:
     """Drivers of the jobs this process runs now (a face finds a job's live handle here)."""
     return list(_LIVE)
@@ -325,6 +336,12 @@ class JobDriver(threading.Thread):
                 f"({getattr(exc, 'strerror', None) or exc}: disk full, quota or file-size limit). Free space there; "
                 f"the items that had finished are kept"
             )
+        elif _cloud_refusal(exc):
+            message = (
+                f"job {self.job_id} stopped: {self.backend.name} refused a call the job needs: {_cloud_refusal(exc)}. "
+                f"Check the account's set-up and permissions (`starburst setup` makes what is missing); the items "
+                f"that had finished are kept"
+            )
         else:
             message = (
                 f"the launcher of job {self.job_id} failed: {type(exc).__name__}: {exc}. This is a bug in "
@@ -374,7 +391,11 @@ class JobDriver(threading.Thread):
             message,
             self.cancelled_by if state == "cancelled" else "",
         )
-        self._set_state(state, message)
+        try:
+            self._set_state(state, message)  # the record first: a face that wakes on the result reads it
+        except Exception:  # ... but a record that cannot be written must not cost the caller the results
+            logger.exception("could not write the final record of job %s", self.job_id)
+            self.state = self.handle.state = state
         self._publish_cost(self.cost)
         self.bus.publish(
             ev.JobFinished(

@@ -16,6 +16,7 @@ from starburst_jupyter.core.plan import Plan
 from starburst_jupyter.core.spec import JobSpec
 from starburst_jupyter.errors import (
     BurstCancelled,
+    BurstError,
     BurstTimeout,
     RemoteTraceback,
 )
@@ -132,7 +133,12 @@ class JobHandle:
             self.cancel("interrupted (stop button / Ctrl-C)")
             self._finished.wait()  # the workers are being ended; a second interrupt stops waiting
             raise
-        assert self._result is not None  # set before _finished
+        if self._result is None:  # the driver itself failed before it could say how the job ended
+            raise BurstError(
+                f"Job {self.id} ended without a result: its driver failed (the log above says why). "
+                f"%burst_status {self.id} shows what its record holds.",
+                job_id=self.id,
+            )
         return self._result
 
     def result(self) -> JobResult:

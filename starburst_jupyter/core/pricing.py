@@ -44,7 +44,3 @@ def rate_for(region: str, arch: str = "x86_64", spot: bool = False) -> Rate:
 def per_second(rate: Rate, cpu_units: int, memory_mib: int) -> float:
     """Cost of one worker of this size for one second."""
     return (rate.vcpu_hour * cpu_units / 1024 + rate.gb_hour * memory_mib / 1024) / 3600.0
-
-
-def worker_cost(seconds: float, rate: Rate, cpu_units: int, memory_mib: int) -> float:
-    return max(seconds, MINIMUM_BILLED_SECONDS) * per_second(rate, cpu_units, memory_mib)

@@ -100,10 +100,6 @@ class Outcome(str, enum.Enum):
     def label(self) -> str:
         return self.name.lower()
 
-    @property
-    def is_final(self) -> bool:
-        return self in (Outcome.DONE, Outcome.FAILED, Outcome.CANCELLED)
-
 
 _OUTCOME_LETTERS = frozenset(o.value for o in Outcome)
 

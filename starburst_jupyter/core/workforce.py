@@ -4,6 +4,7 @@ says when the job must stop (no worker can start, the cost cap, workers dying be
 
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from starburst_jupyter.core.decisions import (
 )
 from starburst_jupyter.core.plan import Plan
 from starburst_jupyter.core.spec import JobSpec
+from starburst_jupyter.protocol.exits import EXIT_TERMINATED
 from starburst_jupyter.protocol.jobfiles import JobFiles
 
 
@@ -73,6 +75,7 @@ class Workforce:
             claimed_any=claimed_any,
             stopped_by_user=ref.index in self.stopped_by_user,
             launch_failed=bool(ref.info.get("launch_failed")),
+            interrupted=_interrupted(ref),
         )
 
     # ----- starting ---------------------------------------------------------------------------
@@ -94,7 +97,7 @@ class Workforce:
         state = LaunchState(
             now=now, plan=self.plan, unclaimed=unclaimed, alive=len(self.alive()), pending=self.pending,
             next_worker=self.next_worker, lost=self.lost(), latest_wave=max(self.waves_started or {1}),
-            accrued=accrued,
+            accrued=accrued, open_job=self.spec.mode == "executor",
         )  # fmt: skip
         decision = decide_launches(state, cost)
         for index in decision.dropped:
@@ -245,6 +248,12 @@ class Workforce:
             )  # fmt: skip
             for r in self.workers.values()
         }
+
+
+def _interrupted(ref: WorkerRef) -> bool:
+    """Stopped from outside: it left on SIGTERM, or the cloud says it reclaimed the task (Spot, host retired)."""
+    reason = ref.reason.lower()
+    return ref.exit_code in (EXIT_TERMINATED, -signal.SIGTERM) or "interruption" in reason or "retired" in reason
 
 
 def _extra_info(info: dict[str, Any]) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import signal
 
 EXIT_OK = 0  # no more work (or budget spent), or the worker left for another job from the warm pool
-EXIT_CRASH = 1  # what Python exits with on an uncaught error: also what many programs use, so ambiguous
 EXIT_CANCELLED = 91  # the worker saw the job's cancel marker and ended itself
 EXIT_DEADLINE = 92  # the worker passed the job's deadline and ended itself
 EXIT_NO_PROGRAM = 93  # the job's program could not be loaded (usually a module missing on the worker)
+EXIT_TERMINATED = 143  # 128 + SIGTERM: the worker was told to stop (StopTask, a Spot notice) and left in order
 
 _WORKER_REASONS = {
     EXIT_OK: "finished",
@@ -37,6 +37,5 @@ def describe(code: int | None) -> str:
     if code in _WORKER_REASONS:
         return _WORKER_REASONS[code]
     if 128 < code < 128 + 65 and code - 128 in _SIGNAL_NAMES:  # a container's shell convention: 128 + signal
-        hint = " (often out of memory)" if code - 128 == signal.SIGKILL else ""
-        return f"exited with code {code} (128 + {_SIGNAL_NAMES[code - 128]}{hint})"
+        return f"exited with code {code} (128 + {_SIGNAL_NAMES[code - 128]})"  # the cause is the backend's to say
     return f"exited with code {code}"

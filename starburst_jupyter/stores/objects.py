@@ -98,13 +98,13 @@ class LocalFolderStore:
         target = self.path(key)
         make_private_dirs(target.parent)
         tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
-        write_private(tmp, data)
         try:
+            write_private(tmp, data)
             os.link(tmp, target)
         except FileExistsError:
             return False
         finally:
-            tmp.unlink()
+            tmp.unlink(missing_ok=True)
         return True
 
     def exists(self, key: str) -> bool:

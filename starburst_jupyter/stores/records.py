@@ -70,8 +70,12 @@ class JobStore:
         folder = self.job_dir(record.id)
         make_private_dirs(folder)  # 0700 / 0600 whatever the umask: the record names the job's workers and spec
         tmp = folder / f".record-{uuid.uuid4().hex}.tmp"
-        write_private(tmp, text)
-        os.replace(tmp, folder / "record.json")
+        try:
+            write_private(tmp, text)
+            os.replace(tmp, folder / "record.json")
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # retried every half second while a disk is full: leave nothing behind
+            raise
 
     def read_record(self, job_id: str) -> JobRecord:
         record = _read_file(self.job_dir(job_id) / "record.json", job_id)

@@ -27,7 +27,13 @@ from typing import Any, NoReturn
 
 from starburst_jupyter.errors import RemoteTraceback, ResultTooLarge, StorageFull, no_room
 from starburst_jupyter.protocol import keys, serialize, sourcemap
-from starburst_jupyter.protocol.exits import EXIT_CANCELLED, EXIT_DEADLINE, EXIT_NO_PROGRAM, EXIT_OK
+from starburst_jupyter.protocol.exits import (
+    EXIT_CANCELLED,
+    EXIT_DEADLINE,
+    EXIT_NO_PROGRAM,
+    EXIT_OK,
+    EXIT_TERMINATED,
+)
 from starburst_jupyter.protocol.jobfiles import ItemResult, JobFiles
 from starburst_jupyter.protocol.sourcemap import SourceMap
 from starburst_jupyter.protocol.workerspec import WorkerSpec
@@ -55,7 +61,6 @@ WORKER_LOG_CAP = 64 * 1024 * 1024
 #: is redone elsewhere). ECS kills 30 s (the default stopTimeout) after SIGTERM; the flush must fit too.
 STOP_GRACE_MAX = 10.0
 #: What a process ended by SIGTERM reports in a container (128 + 15); exits.describe() names it so.
-EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class StopSignal:

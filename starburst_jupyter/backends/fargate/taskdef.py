@@ -80,7 +80,7 @@ def ensure_task_definition(ecs: Any, shape: TaskShape) -> str:
                 "memory": shape.memory_mib,
                 "command": ["python", "-m", "starburst_jupyter.worker"],
                 "environment": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
-                "stopTimeout": 10,
+                "stopTimeout": 30,  # SIGTERM, then SIGKILL after this: the worker flushes and hands back well inside it
                 "logConfiguration": {
                     "logDriver": "awslogs",
                     "options": {
