@@ -78,7 +78,7 @@ def test_stop_button_cancels_the_job_and_ends_every_worker(kernel, starburst_hom
     assert "TaskCancelled 6" in "".join(outputs)  # the cell's --out holds the partial results
 
 
-# No reruns: the lost click was the driver's loop overwriting the request (tests/test_cancel_click_race.py).
+# Not re-run on failure: the lost click was the driver's loop overwriting the request (tests/test_cancel_click_race.py).
 @pytest.mark.slow
 def test_widget_cancel_button_works_while_the_cell_runs(kernel, starburst_home: Path):
     """The click reaches the kernel as the front end sends it (a comm message) while the cell awaits."""

@@ -32,7 +32,7 @@ _RECORD_POINTER_EVENTS = """() => {
 }"""
 
 
-# No reruns: a click that reached the kernel was once in about five CI runs not acted on (the driver's loop
+# Not re-run on failure: a click that reached the kernel was once in about five CI runs not acted on (the driver's loop
 # overwrote the request while reading the cancel file; tests/test_cancel_click_race.py). A Cancel must work
 # every time; if it does not, the failure prints where the click went and the kernel's trace.
 def test_widget_progress_logs_and_cancel_while_running(lab_page, jupyter_lab, start_notebook, screenshot):

@@ -164,7 +164,7 @@ def test_palette_commands(lab_page):
     page = lab_page
     page.bring_to_front()  # the modal palette closes at once in a page without focus
     # Opened by its command, not its shortcut: a key press goes wherever focus happens to be, which on a
-    # loaded machine was sometimes not the app (the old cause of reruns here). Keys below go to the
+    # loaded machine was sometimes not the app (why this test was once re-run). Keys below go to the
     # palette's own input through its locator, which focuses it first.
     palette = page.locator(".jp-ModalCommandPalette")
     search = palette.locator("input.lm-CommandPalette-input")
