@@ -26,8 +26,11 @@ __all__ = [
     "BurstExecutor",
     "BurstTimeout",
     "BurstValidationError",
+    "DetachedJob",
+    "PENDING",
     "ResultTooLarge",
     "WorkerLost",
+    "attach",
     "burst_map",
     "load_ipython_extension",
 ]
@@ -35,7 +38,7 @@ __all__ = [
 
 def __getattr__(name: str):
     # Lazy, so `python -m starburst_jupyter.worker` starts without loading the launcher.
-    if name in ("burst_map", "BurstExecutor"):
+    if name in ("burst_map", "BurstExecutor", "attach", "DetachedJob", "PENDING"):
         from starburst_jupyter import api
 
         return getattr(api, name)

@@ -12,11 +12,14 @@ from starburst_jupyter.core import events as ev
 from starburst_jupyter.core import options as job_options
 from starburst_jupyter.core.capture import cell_label, check_picklable
 from starburst_jupyter.core.config import Config, load_config
+from starburst_jupyter.core.detached import PENDING, DetachedJob
 from starburst_jupyter.core.launcher import JobHandle, Launcher
 from starburst_jupyter.core.spec import build_spec
 from starburst_jupyter.errors import BurstError
 from starburst_jupyter.protocol import serialize, sourcemap
 from starburst_jupyter.protocol.programs import CallProgram, SubmitProgram
+
+__all__ = ["PENDING", "BurstExecutor", "DetachedJob", "attach", "burst_map"]
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -33,13 +36,19 @@ def burst_map(
     items: Iterable[Any],
     *,
     config: Config | None = None,
+    wait: bool = True,
     **options: Unpack[JobOptions],
-) -> list[Any]:
+) -> Any:
     """[fn(item) for item in items], run by burst workers. Results come back in item order.
 
     With on_error="raise" (default) one BurstError names every failed item after all items ran
     (its `.results` holds the full list, failed slots holding the exception); with "keep" the
     exceptions sit in the returned list.
+
+    With wait=False the job is detached: its driver runs apart from this process (on Fargate, as a task),
+    so it goes on if this kernel or machine goes away, and a DetachedJob is returned at once
+    (`status()`, `results(partial=True)`, `wait()`, `cancel()`, `extend(minutes)`; `attach(job_id)` gets
+    the same handle later, from anywhere with the same set-up).
     """
     job_options.check_keywords("burst_map", options)
     config = config or load_config()
@@ -50,6 +59,9 @@ def burst_map(
     except Exception:
         check_picklable({"fn": fn})
         raise
+    if not wait:
+        job: DetachedJob = Launcher(config).submit(spec, program, list(items), program_chunks=chunks, detach=True)
+        return job
     result = Launcher(config).submit(spec, program, list(items), program_chunks=chunks).result()
     if result.failures and spec.on_error == "raise":
         error = BurstError(
@@ -60,6 +72,13 @@ def burst_map(
         error.results = result.values
         raise error
     return result.values
+
+
+def attach(job_id: str, *, config: Config | None = None) -> DetachedJob:
+    """A handle on a job launched from this machine or any machine with the same set-up (its id, or the
+    start of it): follow it, collect what finished, wait for the rest, cancel it or extend it. A job whose
+    driver is gone gets a new one, apart from this process."""
+    return Launcher(config or load_config()).follow(job_id)
 
 
 class BurstExecutor(Executor):

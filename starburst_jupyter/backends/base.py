@@ -195,6 +195,14 @@ class TailsLogsCheaply(Protocol):
 
 
 @runtime_checkable
+class HostsDrivers(Protocol):
+    def start_driver(self, job_id: str, argv: list[str], env: dict[str, str]) -> str:
+        """Run a detached job's driver (`python` + argv, with env) on the backend's own infrastructure, so the
+        job goes on with the launching machine switched off; returns what the driver is (e.g. its task ARN).
+        Backends without this run the driver as a process of the launching machine."""
+
+
+@runtime_checkable
 class CountsApiCalls(Protocol):
     api_calls: Any  # .for_job(job_id) -> {call: count}
 
@@ -208,6 +216,7 @@ class Capabilities:
     warm: KeepsWarm | None = None
     log_tail: TailsLogsCheaply | None = None
     api_calls: CountsApiCalls | None = None
+    drivers: HostsDrivers | None = None
 
 
 def capabilities_of(backend: Backend) -> Capabilities:
@@ -222,6 +231,7 @@ def capabilities_of(backend: Backend) -> Capabilities:
         warm=having(KeepsWarm),
         log_tail=having(TailsLogsCheaply),
         api_calls=having(CountsApiCalls),
+        drivers=having(HostsDrivers),
     )
 
 

@@ -151,6 +151,7 @@ class Config:
     assign_public_ip: bool = True
     execution_role_arn: str | None = None
     task_role_arn: str | None = None
+    driver_role_arn: str | None = None  # a detached job's driver task (fargate); None: the task role
     log_group: str = "/starburst/workers"
     ecr_repository: str = "starburst-worker"
     image: str | None = None  # worker image URI; None: the environment image (envimage) for this kernel
@@ -196,6 +197,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "assign_public_ip": _bool,
     "execution_role_arn": _optional(_text),
     "task_role_arn": _optional(_text),
+    "driver_role_arn": _optional(_text),
     "log_group": _text,
     "ecr_repository": _text,
     "image": _optional(_text),

@@ -22,6 +22,7 @@ from starburst_jupyter.core import record as rec
 from starburst_jupyter.core.config import Config
 from starburst_jupyter.core.decisions import CostRule, Timings, projected_cost
 from starburst_jupyter.core.job import JobHandle, JobResult
+from starburst_jupyter.core.journal import EventJournal
 from starburst_jupyter.core.ledger import ItemLedger
 from starburst_jupyter.core.plan import Plan
 from starburst_jupyter.core.workforce import Stop, Workforce
@@ -92,6 +93,8 @@ class JobDriver(threading.Thread):
         open_job: bool,
         rate: pricing.Rate,
         timings: Timings,
+        *,
+        detached: bool = False,
     ):
         super().__init__(daemon=True, name=f"starburst-{handle.id}")
         self.config, self.records, self.timings = config, records, timings
@@ -119,7 +122,12 @@ class JobDriver(threading.Thread):
         self.deadline = self.created + self.spec.timeout
         self.state, self.message = "queued", ""
         self.log_cursor: Any = None
-        self.last_record = self.last_cost_tick = self.last_log_poll = 0.0
+        self.last_record = self.last_cost_tick = self.last_log_poll = self.last_mirror = 0.0
+        # A detached driver (core/drive.py) runs apart from any kernel: it journals its events for the kernels
+        # that follow it, keeps the results in the store until they are pruned, and names itself the owner.
+        self.detached = detached
+        self.journal: EventJournal | None = EventJournal(self.files, self.bus) if detached else None
+        self.mirrored_state = ""
 
     # ----- set-up ---------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -155,7 +163,10 @@ class JobDriver(threading.Thread):
         self.ledger.reload(int(record["total"]))
         self.workforce.adopt(record)
         self.chunks = self.initial_items = None
-        self.message = f"attached from pid {os.getpid()}"
+        if self.detached:
+            self.message = f"driven apart from any kernel (pid {os.getpid()} on {socket.gethostname()})"
+        else:
+            self.message = f"attached from pid {os.getpid()}"
         self._set_state("running")
 
     # ----- what faces ask (from their threads) ----------------------------------------------
@@ -221,6 +232,8 @@ class JobDriver(threading.Thread):
     def _step(self) -> bool:
         now = time.time()
         self.polls += 1
+        if now > self.deadline:
+            self.deadline = self.files.deadline(self.deadline)  # (`starburst extend` may have moved it)
         if now > self.deadline:
             self._must_stop(Stop(f"it passed its --timeout of {self.spec.timeout:g} s", "timeout"))
             return True
@@ -367,7 +380,7 @@ class JobDriver(threading.Thread):
         self._publish_end("failed", message)
 
     def _end(self, state: str, message: str) -> None:
-        if not self.config.keep_payloads:
+        if not self.config.keep_payloads and not self.detached:  # a detached job's results wait to be collected
             try:
                 self.files.delete_payloads()
             except OSError:
@@ -409,6 +422,11 @@ class JobDriver(threading.Thread):
                 message=message,
             )
         )
+        if self.journal is not None:
+            try:
+                self.journal.flush()
+            except OSError:
+                logger.exception("could not journal the end of job %s", self.job_id)
         self.handle.settle(result)
 
     def _set_state(self, state: str, message: str = "") -> None:
@@ -450,12 +468,18 @@ class JobDriver(threading.Thread):
                 prices_as_of=pricing.PRICES_AS_OF,
             ),
             store={"url": self.files.store.url, "prefix": self.files.prefix},
-            owner=rec.Owner(os.getpid(), socket.gethostname()),
+            owner=rec.Owner(os.getpid(), socket.gethostname(), self.detached, os.environ.get("STARBURST_DRIVER_TASK")),
             api_calls=calls.for_job(self.job_id) if calls is not None else None,
             polls=self.polls if calls is not None else None,
         )
         try:
             self.records.write(record)
+            # the store's copy lets any machine with the bucket list, follow and collect the job
+            if state.value != self.mirrored_state or now - self.last_mirror >= self.timings.mirror_every:
+                self.files.write_record(record.dumps().encode())
+                self.mirrored_state, self.last_mirror = state.value, now
+            if self.journal is not None:
+                self.journal.flush()
         except OSError as exc:
             if not no_room(exc):
                 raise

@@ -9,7 +9,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,33 @@ class ImageBuildProgress(Event):
 
 
 Subscriber = Callable[[Event], None]
+
+
+def to_json(event: Event) -> dict[str, Any]:
+    """An event as JSON (a detached driver journals them; a kernel anywhere replays them)."""
+    return {"type": type(event).__name__, **asdict(event)}
+
+
+def from_json(data: dict[str, Any]) -> Event | None:
+    """The event `to_json` wrote; None for a type this version does not know (a newer driver's)."""
+    kind = _KINDS.get(str(data.get("type")))
+    if kind is None:
+        return None
+    known = {f.name for f in fields(kind)}
+    values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known}
+    try:
+        return kind(**values)
+    except TypeError:  # a field missing: a damaged or foreign entry
+        return None
+
+
+_KINDS: dict[str, type[Event]] = {
+    k.__name__: k
+    for k in (
+        JobStateChanged, WaveStarted, WaveFinished, WorkerStarted, WorkerExited, WorkerLaunchFailed, TaskStarted,
+        TaskFinished, TaskFailed, TaskRetried, LogLine, CostTick, JobFinished, ImageBuildProgress,
+    )
+}  # fmt: skip
 
 
 class EventBus:

@@ -18,10 +18,11 @@ from starburst_jupyter.core import events as ev
 from starburst_jupyter.core import pricing
 from starburst_jupyter.core.config import Config, load_config
 from starburst_jupyter.core.decisions import CostRule, Timings
+from starburst_jupyter.core.detached import DetachedJob, spec_of, start_driver
 from starburst_jupyter.core.driver import JobDriver
 from starburst_jupyter.core.job import JobHandle, JobResult
 from starburst_jupyter.core.plan import Plan, make_plan
-from starburst_jupyter.core.record import as_record
+from starburst_jupyter.core.record import JobRecord, as_record
 from starburst_jupyter.core.spec import JobSpec
 from starburst_jupyter.errors import (
     BurstCaptureError,
@@ -30,7 +31,8 @@ from starburst_jupyter.errors import (
     StorageFull,
     no_room,
 )
-from starburst_jupyter.protocol import serialize
+from starburst_jupyter.protocol import keys, serialize
+from starburst_jupyter.protocol.jobfiles import JobFiles
 from starburst_jupyter.stores.records import JobStore, new_job_id
 
 __all__ = ["JobHandle", "JobResult", "Launcher"]
@@ -38,6 +40,8 @@ __all__ = ["JobHandle", "JobResult", "Launcher"]
 
 #: The most of one worker's log `job_logs` returns (%burst_logs prints it into a cell): its last bytes.
 LOG_SHOW_BYTES = 4 * 1024 * 1024
+#: A detached job whose record nobody rewrote for this long has lost its driver: `follow` starts another.
+DETACHED_SILENT_SECONDS = 300.0
 
 
 class Launcher:
@@ -73,10 +77,18 @@ class Launcher:
         program_chunks: list[bytes | memoryview] | None = None,
         subscribers: Iterable[Callable[[ev.Event], None]] = (),
         start: bool = True,
-    ) -> JobHandle:
+        detach: bool = False,
+    ) -> Any:
         """Validate, write the job, start its monitor. `items` None means one task (single mode).
 
-        `subscribers` see every event from the first; with start=False the caller calls handle.start()."""
+        `subscribers` see every event from the first; with start=False the caller calls handle.start().
+        With detach=True the job's driver runs apart from this process (core/detached.py) and the handle
+        returned is a DetachedJob that follows it (started when start=True)."""
+        if detach and open_job:
+            raise BurstValidationError(
+                "An open job (BurstExecutor) cannot be detached yet: use burst_map(..., wait=False) or "
+                "%%burst --no-wait for work that must outlive this kernel."
+            )
         backend = self.backend(spec.backend)
         items = [None] if items is None else list(items)
         job_id = new_job_id()
@@ -84,8 +96,9 @@ class Launcher:
         for subscriber in subscribers:
             handle.events.subscribe(subscriber)
         image = self.capabilities(spec.backend).image
+        image_ref = None
         if image is not None:  # the worker image: made or found (with progress events) before anything else
-            image.prepare(
+            image_ref = image.prepare(
                 spec,
                 on_progress=lambda event: handle.events.publish(dataclasses.replace(event, job_id=job_id)),
                 job_id=job_id,
@@ -106,10 +119,17 @@ class Launcher:
                 f"the cap or lower --workers."
             )
         chunks = program_chunks if program_chunks is not None else serialize.dumps_chunks(program)
-        monitor = JobDriver(self.config, self.store, handle, backend, plan, chunks, items, open_job, rate, self.timings)
+        monitor = JobDriver(
+            self.config, self.store, handle, backend, plan, chunks, items, open_job, rate, self.timings, detached=detach
+        )
         handle.bind(monitor)
         try:
             monitor.prepare()
+            if detach:
+                config = self.config if not image_ref else dataclasses.replace(self.config, image=image_ref)
+                monitor.files.write_driver_config(
+                    {"config": dataclasses.asdict(config), "timings": dataclasses.asdict(self.timings)}
+                )
         except Exception as exc:
             monitor.files.store.delete_prefix(monitor.files.prefix)
             if isinstance(exc, BurstError):
@@ -128,9 +148,114 @@ class Launcher:
                 f"{culprit} cannot be sent to workers: {type(exc).__name__}: {exc}. Every item must be "
                 f"picklable; nothing was launched."
             ) from exc
+        if detach:
+            return self._detach(monitor, start)
         if start:
             monitor.start()
         return handle
+
+    # ----- detached jobs ------------------------------------------------------------------------
+    def _detach(self, monitor: JobDriver, follow: bool) -> DetachedJob:
+        """Hand a prepared job to a driver of its own and follow it from here."""
+        files = monitor.files
+        record = as_record(self.store.read(monitor.job_id))
+        log = self.store.job_dir(monitor.job_id) / "driver.log"
+        try:
+            where = start_driver(files, monitor.caps, log)
+        except BaseException as exc:
+            ended = record.cancelled_without_owner(f"its driver could not start: {exc}", 0, time.time())
+            self.store.write(ended)
+            files.write_record(ended.dumps().encode())
+            raise
+        job = DetachedJob(files, record, poll=monitor.backend.poll_seconds[0], driver=where)
+        return job.start() if follow else job
+
+    def detached_driver(self, files: JobFiles) -> JobDriver:
+        """The driver of a detached job, rebuilt from its store (core/drive.py runs it)."""
+        data = files.read_record()
+        if data is None:
+            where = f"{files.store.url}/{files.prefix}"
+            raise BurstError(f"Job {files.job_id} has no record in {where}.", job_id=files.job_id)
+        record = JobRecord.from_json(data, files.job_id)
+        spec = spec_of(record)
+        handle = JobHandle(record.id, spec, ev.EventBus())
+        backend = self.backend(spec.backend)
+        plan = Plan([], max(1, record.waves.workers), max(1, record.waves.concurrency), 0)
+        rate = pricing.rate_for(spec.region, spec.arch, spot=spec.spot)
+        driver = JobDriver(
+            self.config, self.store, handle, backend, plan, [], [], False, rate, self.timings, detached=True
+        )
+        handle.bind(driver)
+        batches = files.read_events()
+        if batches and driver.journal is not None:
+            driver.journal.resume_after(batches[-1][0])
+        driver.resume(record.to_json())
+        return driver
+
+    def job_record(self, job_id: str) -> tuple[JobRecord, JobFiles]:
+        """A job's record and files, from this machine's job store or, failing that, the bucket's."""
+        try:
+            record = self.store.find_record(job_id)
+        except KeyError as missing:
+            for shared in self.shared_records():
+                if shared.id == job_id or (shared.id.startswith(job_id) and len(job_id) >= 8):
+                    return shared, self.backend(shared.backend).job_files(shared.id)
+            raise missing
+        files = self.backend(record.backend).job_files(record.id)
+        mirrored = files.read_record()
+        if mirrored is not None:  # a detached driver elsewhere (a Fargate task) writes only the store's copy
+            newer = JobRecord.from_json(mirrored, record.id)
+            if (newer.updated or 0) > (record.updated or 0):
+                record = newer
+        return record, files
+
+    def shared_records(self, limit: int = 200) -> list[JobRecord]:
+        """The records of the jobs in the bucket (config `bucket`), newest first: jobs launched from any
+        machine with the same set-up. Empty without a bucket."""
+        if not self.config.bucket:
+            return []
+        store = self.backend("fargate").job_files("").store
+        ids = sorted((keys.job_of_folder(f) for f in store.list_folders(keys.JOBS)), reverse=True)[:limit]
+        records = []
+        for job_id in ids:
+            files = self.backend("fargate").job_files(job_id)
+            try:
+                data = files.read_record()
+            except OSError as exc:
+                records.append(JobRecord.unreadable(job_id, f"cannot read its record in the bucket: {exc}"))
+                continue
+            if data is not None:
+                records.append(JobRecord.from_json(data, job_id))
+        return sorted(records, key=lambda r: (r.created, r.id), reverse=True)
+
+    def follow(self, job_id: str, start: bool = True) -> DetachedJob:
+        """A handle on any job of this machine or the bucket: it follows the job's driver (starting a new
+        one, apart from this process, if the job's driver is gone) and collects its results."""
+        record, files = self.job_record(job_id)
+        if record.damaged:
+            raise BurstError(f"Job {record.id} has a damaged record ({record.damaged}).", job_id=record.id)
+        job = DetachedJob(files, record, poll=self.backend(record.backend).poll_seconds[0])
+        silent = time.time() - (record.updated or record.created)
+        if record.owner.detached:  # (a Fargate driver may take a minute or two to start: give it five)
+            driver_gone = record.is_active and silent > DETACHED_SILENT_SECONDS
+        else:
+            driver_gone = record.is_active and not record.owner_alive()
+        if driver_gone:
+            if self.capabilities(record.backend).attach is None:
+                raise BurstError(
+                    f"Job {record.id} ran on the {record.backend} backend, whose workers cannot be taken over by "
+                    f"another driver; `starburst cancel {record.id}` ends it.",
+                    job_id=record.id,
+                )
+            if files.read_record() is None:  # an older job: its record only on this machine
+                files.write_record(record.dumps().encode())
+            if not record.owner.detached or not _has_driver_config(files):
+                files.write_driver_config(
+                    {"config": dataclasses.asdict(self.config), "timings": dataclasses.asdict(self.timings)}
+                )
+            log = self.store.job_dir(record.id) / "driver.log"
+            job.driver = start_driver(files, self.capabilities(record.backend), log)
+        return job.start() if start else job
 
     def attach(
         self, job_id: str, subscribers: Iterable[Callable[[ev.Event], None]] = (), start: bool = True
@@ -234,6 +359,14 @@ class Launcher:
             record = record.cancelled_without_owner(reason, stopped, time.time())
             self.store.write(record)
         return record.to_json()
+
+
+def _has_driver_config(files: JobFiles) -> bool:
+    try:
+        files.read_driver_config()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _unpicklable_item(items: list[Any]) -> str | None:

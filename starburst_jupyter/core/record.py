@@ -266,10 +266,13 @@ class Failure:
 
 @dataclass
 class Owner:
-    """The kernel (process) that launched and follows the job."""
+    """The process that drives the job: the kernel that launched it, or a detached driver (a process of its
+    own, or an ECS task: `task`) that goes on whether or not any kernel lives."""
 
     pid: int | None = None
     host: str | None = None
+    detached: bool = False
+    task: str | None = None  # a detached driver's ECS task ARN
 
 
 # ----- the record -----------------------------------------------------------------------------------
@@ -438,7 +441,11 @@ class JobRecord:
             "workers": {str(i): w.to_json() for i, w in sorted(self.workers.items())},
             "cost": {**dataclasses.asdict(self.cost), "estimate": self.cost_is_estimate},
             "store": self.store,
-            "owner": {"pid": self.owner.pid, "host": self.owner.host},
+            "owner": {
+                "pid": self.owner.pid,
+                "host": self.owner.host,
+                **({"detached": True, "task": self.owner.task} if self.owner.detached else {}),
+            },
             "updated": self.updated,
         }
         if self.api_calls is not None:
@@ -537,7 +544,10 @@ class JobRecord:
             cost=Cost.read(r.mapping("cost"), problems),
             store=r.mapping("store"),
             owner=Owner(
-                pid=o.integer("pid", None, nullable=True, minimum=None), host=o.text("host", None, nullable=True)
+                pid=o.integer("pid", None, nullable=True, minimum=None),
+                host=o.text("host", None, nullable=True),
+                detached=o.data.get("detached") is True,
+                task=o.text("task", None, nullable=True),
             ),
             api_calls=api_calls,
             polls=r.integer("polls", None, nullable=True),

@@ -118,6 +118,49 @@ class JobFiles:
         except FileNotFoundError:
             return None
 
+    def extend_deadline(self, deadline: float) -> None:
+        """A later deadline for the whole job (workers and driver read it as they near the old one)."""
+        self.store.put(keys.deadline_key(self.prefix), [json.dumps({"deadline": deadline, "at": time.time()}).encode()])
+
+    def deadline(self, written: float) -> float:
+        """The job's deadline: `written` (the spec's), or a later one `extend_deadline` stored."""
+        try:
+            later = float(json.loads(self.store.get(keys.deadline_key(self.prefix)))["deadline"])
+        except (FileNotFoundError, KeyError, ValueError, TypeError):
+            return written
+        return max(written, later)
+
+    # the record and a detached driver's side
+    def write_record(self, data: bytes) -> None:
+        self.store.put(keys.record_key(self.prefix), [data])
+
+    def read_record(self) -> bytes | None:
+        try:
+            return bytes(self.store.get(keys.record_key(self.prefix)))
+        except FileNotFoundError:
+            return None
+
+    def write_driver_config(self, config: dict[str, Any]) -> None:
+        self.store.put(keys.driver_key(self.prefix), [json.dumps(config).encode()])
+
+    def read_driver_config(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.store.get(keys.driver_key(self.prefix)))
+        return data
+
+    def write_events(self, seq: int, events: list[dict[str, Any]]) -> None:
+        self.store.put(keys.events_key(self.prefix, seq), [json.dumps(events).encode()])
+
+    def read_events(self, after: int = -1) -> list[tuple[int, list[dict[str, Any]]]]:
+        """Event batches numbered above `after`, in order."""
+        start = keys.events_key(self.prefix, after) if after >= 0 else None
+        batches = []
+        for key in self.store.list(keys.events_prefix(self.prefix), start):
+            try:
+                batches.append((keys.events_seq(key), json.loads(self.store.get(key))))
+            except FileNotFoundError:  # pruned meanwhile
+                break
+        return batches
+
     def close(self) -> None:
         self.store.put(keys.closed_key(self.prefix), [b"{}"])
 

@@ -13,6 +13,10 @@ jobs/<id>/released/<worker>    JSON: a worker told to stop (SIGTERM) hands back 
                                did not finish, so they are redone without counting against --retries
 jobs/<id>/logs/<worker>.log    the worker's stdout and stderr
 jobs/<id>/cancel               any face writes it; workers exit when they see it
+jobs/<id>/deadline             JSON: a later deadline (`starburst extend`), read by whoever nears the old one
+jobs/<id>/record.json          the job's record (core/record.py), so any machine with the bucket lists the job
+jobs/<id>/driver.json          how a detached driver rebuilds the job's backend (the launching config, no secrets)
+jobs/<id>/events/<seq>.json    a detached driver's events in order, batched: a kernel anywhere replays them
 jobs/<id>/closed               an open job (BurstExecutor) gets no more tasks
 warm/<shape>[-spot]/<job>-<worker>.json    a finished worker waiting for the next job of its shape
 warm/<shape>[-spot]/<job>-<worker>.assign  created exclusively: by a launcher taking it, or by the worker
@@ -30,7 +34,7 @@ WARM = "warm/"  # the warm pools (short-lived: leftovers expire after a day)
 TOP_PREFIXES = (JOBS, WARM)  # all a worker may read and write in a bucket (its IAM policy names these)
 
 _TASKS, _CLAIMS, _RESULTS, _HEARTBEATS, _LOGS = "tasks/", "claims/", "results/", "heartbeat/", "logs/"
-_RELEASED = "released/"
+_RELEASED, _EVENTS = "released/", "events/"
 _PICKLE = ".pkl"
 _ENTRY, _ASSIGN = ".json", ".assign"
 
@@ -136,6 +140,35 @@ def closed_key(prefix: str) -> str:
     return prefix + "closed"
 
 
+def deadline_key(prefix: str) -> str:
+    return prefix + "deadline"
+
+
+def record_key(prefix: str) -> str:
+    return prefix + "record.json"
+
+
+def driver_key(prefix: str) -> str:
+    return prefix + "driver.json"
+
+
+def events_prefix(prefix: str) -> str:
+    return prefix + _EVENTS
+
+
+def events_key(prefix: str, seq: int) -> str:
+    return f"{prefix}{_EVENTS}{seq:010d}.json"
+
+
+def events_seq(key: str) -> int:
+    return int(leaf(key).removesuffix(".json"))
+
+
+def job_of_folder(folder: str) -> str:
+    """The job id of a folder listed under JOBS ('jobs/<id>/')."""
+    return folder.removeprefix(JOBS).strip("/")
+
+
 def payload_prefixes(prefix: str) -> tuple[str, ...]:
     """The bulky or transient folders dropped once results are collected (spec, logs and program are not here)."""
     return (
@@ -144,6 +177,7 @@ def payload_prefixes(prefix: str) -> tuple[str, ...]:
         results_prefix(prefix),
         heartbeats_prefix(prefix),
         prefix + _RELEASED,
+        events_prefix(prefix),
     )
 
 

@@ -231,6 +231,20 @@ class S3ObjectStore:
         except BotoCoreError as exc:
             raise self._error(exc, "checking", key) from None
 
+    def list_folders(self, prefix: str) -> list[str]:
+        """Sub-folders directly under a folder-like prefix (S3's CommonPrefixes), in key order."""
+        folder = self._folder(prefix)
+        folders: list[str] = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=folder, Delimiter="/", PaginationConfig={"PageSize": self.list_page_size}
+            )
+            for page in pages:
+                folders.extend(p["Prefix"][len(self.prefix) :] for p in page.get("CommonPrefixes", ()))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._error(exc, "listing", folder[len(self.prefix) :]) from None
+        return folders
+
     def list(self, prefix: str, start_after: str | None = None) -> list[str]:
         """Keys of the objects directly under a folder-like prefix (not those in its sub-folders), in key
         order; with `start_after`, only the keys after it (S3 skips the rest: one request per 1,000 keys

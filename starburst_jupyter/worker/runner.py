@@ -221,6 +221,8 @@ class Control(threading.Thread):
             log(f"worker {self.worker}: job cancelled, exiting")
             os._exit(EXIT_CANCELLED)
         if time.time() > self.deadline:
+            self.deadline = self.files.deadline(self.deadline)  # (`starburst extend` may have moved it)
+        if time.time() > self.deadline:
             log(f"worker {self.worker}: job deadline passed, exiting")
             os._exit(EXIT_DEADLINE)
 

@@ -1,0 +1,292 @@
+"""Detached jobs, seen from a kernel: a driver that runs apart from it, and a handle that follows the job.
+
+A detached job's driver (core/drive.py) runs as its own process, or as an ECS task on Fargate, so the job
+starts every wave, retries, enforces --timeout and --max-cost and keeps its record whether or not the
+launching kernel (or laptop) lives. A `DetachedJob` follows it from any process that can read the job's
+store: it replays the driver's journal into an EventBus (the widget and the progress line work unchanged),
+reads the record for `status()`, and collects the results from the store, all of them or those finished
+so far (`results(partial=True)`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from starburst_jupyter.core import events as ev
+from starburst_jupyter.core import record as rec
+from starburst_jupyter.core.job import JobResult
+from starburst_jupyter.core.journal import replay
+from starburst_jupyter.core.ledger import Item, ItemLedger
+from starburst_jupyter.core.spec import JobSpec
+from starburst_jupyter.errors import BurstCancelled, BurstError, BurstTimeout, TaskCancelled
+from starburst_jupyter.protocol.jobfiles import JobFiles
+
+if TYPE_CHECKING:
+    from starburst_jupyter.backends import Capabilities
+    from starburst_jupyter.core.plan import Plan
+
+logger = logging.getLogger(__name__)
+
+DRIVER_MODULE = "starburst_jupyter.core.drive"
+
+
+class _Pending:
+    """Stands for an item that has not finished yet in `results(partial=True)`."""
+
+    _instance: _Pending | None = None
+
+    def __new__(cls) -> _Pending:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "PENDING"
+
+    def __reduce__(self) -> str:
+        return "PENDING"
+
+
+PENDING = _Pending()
+
+
+def spec_of(record: rec.JobRecord) -> JobSpec:
+    """The JobSpec a record holds (fields this version does not know are left out)."""
+    known: dict[str, Any] = {
+        k: (tuple(v) if isinstance(v, list) else v) for k, v in record.spec.items() if k in JobSpec.__dataclass_fields__
+    }
+    return JobSpec(**known)
+
+
+# ----- starting a driver ------------------------------------------------------------------------------
+def driver_argv(files: JobFiles) -> list[str]:
+    """What follows `python` to drive the job whose files these are."""
+    return ["-m", DRIVER_MODULE, "--store", files.store.url, "--prefix", files.prefix, "--job", files.job_id]
+
+
+_CHILDREN: list[subprocess.Popen[bytes]] = []  # local drivers this process started (polled, so none is a zombie)
+
+
+def start_driver(files: JobFiles, caps: Capabilities, log_path: os.PathLike[str] | str) -> str:
+    """Start the job's driver where it can outlive this process: the backend's own (a Fargate task), else a
+    process of this machine in a session of its own (a kernel's SIGKILL or restart does not reach it)."""
+    for child in list(_CHILDREN):
+        if child.poll() is not None:
+            _CHILDREN.remove(child)
+    argv = driver_argv(files)
+    if caps.drivers is not None:
+        return caps.drivers.start_driver(files.job_id, argv, {})
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    _CHILDREN.append(child)
+    return f"process {child.pid}"
+
+
+# ----- collecting ---------------------------------------------------------------------------------------
+def collect(files: JobFiles, record: rec.JobRecord, partial: bool = False) -> JobResult:
+    """The job's results from its store: values in item order (the exception of a failed item; PENDING for
+    one not finished when `partial`). Items the driver ended itself (cancelled, lost with their worker) have
+    no result object: the record's outcome says what became of them."""
+    ledger = ItemLedger(files, ev.EventBus(), result_window=0.0)
+    ledger.items = [Item() for _ in range(record.total)]
+    ledger.collect_results(full=True)
+    reasons = {f.index: f.error for f in record.failures}
+    for index, letter in enumerate(record.outcomes):
+        if index >= len(ledger.items) or ledger.items[index].final:
+            continue
+        if letter == rec.Outcome.CANCELLED.value:
+            error: BaseException = TaskCancelled(f"Item {index} did not finish: job {record.id} was cancelled.")
+        elif letter == rec.Outcome.FAILED.value:
+            error = BurstError(
+                reasons.get(index) or f"Item {index} of job {record.id} failed on its workers.", job_id=record.id
+            )
+        else:
+            continue
+        ledger.finalize(index, False, error, None)
+    if not partial and not record.is_terminal:
+        raise BurstError(f"Job {record.id} is still {record.state.value}; wait for it or collect partial results.")
+    if record.is_terminal and not all(item.final for item in ledger.items):
+        missing = [i for i, item in enumerate(ledger.items) if not item.final]
+        if not partial:
+            raise BurstError(
+                f"Job {record.id} ended {record.state.value}, but the results of {len(missing)} items (the first: "
+                f"{missing[0]}) are no longer in {files.store.url}/{files.prefix}: they were delivered to the "
+                f"kernel that ran the job, or pruned. `starburst status {record.id}` shows what the record holds.",
+                job_id=record.id,
+            )
+    values = [item.value if item.final else PENDING for item in ledger.items]
+    failures = [(i, item.value) for i, item in enumerate(ledger.items) if item.final and item.failed]
+    finished = record.finished or time.time()
+    message = record.message if record.is_terminal else ""
+    return JobResult(
+        record.id,
+        record.state.value if record.is_terminal else "running",
+        values,
+        failures,
+        ledger.outputs(),
+        finished - (record.started or record.created),
+        record.cost.accrued,
+        message,
+        _cancelled_by(record) if record.state == rec.JobState.CANCELLED else "",
+    )
+
+
+def _cancelled_by(record: rec.JobRecord) -> str:
+    text = record.message or ""
+    if "--timeout" in text:
+        return "timeout"
+    if "--max-cost" in text:
+        return "max-cost"
+    return "user"
+
+
+# ----- following ----------------------------------------------------------------------------------------
+class DetachedJob:
+    """A job driven apart from this process. Follow it (`events`), ask how it goes (`status()`), take what
+    finished (`results(partial=True)`), wait for the rest, cancel it or give it more time."""
+
+    def __init__(self, files: JobFiles, record: rec.JobRecord, *, poll: float = 0.5, driver: str = ""):
+        self.id, self.files, self.poll = record.id, files, poll
+        self.spec = spec_of(record)
+        self.events = ev.EventBus()
+        self.state = record.state.value
+        self.total = record.total
+        self.driver = driver  # what runs the driver, when this process started it
+        self._record = record
+        self._seq = -1
+        self._result: JobResult | None = None
+        self._error: BaseException | None = None
+        self._finished = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<DetachedJob {self.id} {self.state}: {self.spec.backend}, {self.total} items>"
+
+    # ----- following --------------------------------------------------------------------------
+    def start(self) -> DetachedJob:
+        """Follow the job in a thread: events as they come, the results when it ends."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._follow, daemon=True, name=f"starburst-follow-{self.id}")
+                self._thread.start()
+        return self
+
+    def _follow(self) -> None:
+        last_record = 0.0
+        try:
+            while True:
+                self._seq, ended = replay(self.files, self.events, self._seq)
+                now = time.monotonic()
+                if ended or now - last_record >= max(2.0, 4 * self.poll):
+                    last_record = now
+                    record = self.status()
+                    if record.is_terminal:
+                        self._seq, _ = replay(self.files, self.events, self._seq)  # its last batch
+                        self._settle(collect(self.files, record))
+                        return
+                time.sleep(self.poll)
+        except BaseException as exc:  # wait() raises it: a follower must never hang its caller
+            logger.exception("following job %s failed", self.id)
+            self._error = exc
+            self._finished.set()
+
+    def _settle(self, result: JobResult) -> None:
+        self._result = result
+        self.state = result.state
+        self._finished.set()
+
+    # ----- what a caller asks ---------------------------------------------------------------------
+    def status(self) -> rec.JobRecord:
+        """The job's record as its driver last wrote it to the store."""
+        data = self.files.read_record()
+        if data is not None:
+            self._record = rec.JobRecord.from_json(data, self.id)
+            if not self._finished.is_set():
+                self.state = self._record.state.value
+        return self._record
+
+    @property
+    def outcome(self) -> JobResult | None:
+        return self._result
+
+    @property
+    def plan(self) -> Plan:
+        from starburst_jupyter.core.plan import Plan
+
+        waves = self._record.waves
+        return Plan([], max(1, waves.workers), max(1, waves.concurrency), 0)
+
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    def results(self, partial: bool = False) -> list[Any]:
+        """Every item's value in order (a failed item's exception in its place); with partial=True, now, with
+        PENDING for the items not finished yet."""
+        if partial and not self.done():
+            return collect(self.files, self.status(), partial=True).values
+        return self.wait().values
+
+    def wait(self, timeout: float | None = None) -> JobResult:
+        """Block until the job ends (TimeoutError after `timeout` seconds; the job goes on)."""
+        self.start()
+        if not self._finished.wait(timeout):
+            raise TimeoutError(f"job {self.id} still runs after {timeout} s (it goes on; wait again or collect later)")
+        if self._error is not None:
+            raise BurstError(
+                f"Following job {self.id} failed: {type(self._error).__name__}: {self._error}. The job itself goes "
+                f"on; `starburst status {self.id}` shows it, `starburst collect {self.id}` tries again.",
+                job_id=self.id,
+            ) from self._error
+        assert self._result is not None
+        return self._result
+
+    def result(self) -> JobResult:
+        """Wait, then raise for a cancelled job (as JobHandle.result does)."""
+        result = self.wait()
+        if result.state == "cancelled":
+            kind = BurstTimeout if result.cancelled_by == "timeout" else BurstCancelled
+            error = kind(
+                f"Job {self.id} was cancelled: {result.message}. Results of the items that finished "
+                f"are in this error's .results.",
+                job_id=self.id,
+                failures=result.failures,
+            )
+            error.results = result.values
+            raise error
+        return result
+
+    def cancel(self, reason: str = "cancelled by user") -> None:
+        """Ask the job's driver (wherever it runs) to end the job: its workers stop, the unfinished items are
+        cancelled and the record says why."""
+        self.files.request_cancel(reason)
+
+    def stop_worker(self, worker: int) -> None:
+        raise BurstError(
+            f"Job {self.id} runs detached: its workers are ended by its driver; cancel the job to stop them.",
+            job_id=self.id,
+        )
+
+    def extend(self, minutes: float) -> float:
+        """Give the job `minutes` more before its --timeout ends it; returns the new deadline (epoch seconds)."""
+        if not minutes > 0:
+            raise BurstError(f"extend({minutes!r}): give a positive number of minutes.", job_id=self.id)
+        record = self.status()
+        if record.is_terminal:
+            raise BurstError(f"Job {self.id} already ended ({record.state.value}); nothing to extend.", job_id=self.id)
+        current = self.files.deadline(self.files.read_spec().deadline)
+        deadline = max(current, time.time()) + 60.0 * minutes
+        self.files.extend_deadline(deadline)
+        return deadline
