@@ -14,6 +14,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 from starburst_jupyter import commands
+from starburst_jupyter.core import events as ev
 from starburst_jupyter.core import options as job_options
 from starburst_jupyter.core import pricing
 from starburst_jupyter.core.capture import (
@@ -54,11 +55,12 @@ def parse_map(text: str) -> tuple[str, tuple[str, ...], str]:
     return ", ".join(names), names, match.group("expr").strip()
 
 
-def _check_out(name: str) -> None:
-    """--out names the list that receives results: it must be a name the notebook can lose."""
+def _check_out(name: str, flag: str = "--out") -> None:
+    """--out names the list that receives results (--handle the job's handle): a name the notebook can lose."""
     why = reserved_name_reason(name)
     if why:
-        raise UsageError(f"--out {name!r} {why}; choose another name for the results (the default is burst_results).")
+        what = "the results (the default is burst_results)" if flag == "--out" else "the job's handle"
+        raise UsageError(f"{flag} {name!r} {why}; choose another name for {what}.")
 
 
 def _in_kernel(shell: Any) -> bool:
@@ -180,6 +182,13 @@ class BurstMagics(Magics):
         help="run the cell once per item of EXPR (evaluated here), with NAME bound to the item",
     )
     @argument("--out", default="burst_results", help="name of the list that receives map results (item order)")
+    @argument(
+        "--no-wait",
+        action="store_true",
+        help="return at once and let the job run on its own (detached: it goes on if this kernel goes); "
+        "the results land in --out (or the cell's names) when it ends",
+    )
+    @argument("--handle", metavar="NAME", help="with --no-wait: also bind the job's handle (a DetachedJob) to NAME")
     @job_arguments
     @argument(
         "--requirements",
@@ -198,6 +207,8 @@ class BurstMagics(Magics):
         if launched is None:
             return None
         handle, args, single = launched
+        if args.no_wait:
+            return self._detached(handle, args, single)
         try:
             result = handle.wait()
         except KeyboardInterrupt:
@@ -211,6 +222,8 @@ class BurstMagics(Magics):
         if launched is None:
             return None
         handle, args, single = launched
+        if args.no_wait:
+            return self._detached(handle, args, single)
         trace_kernel_comms(getattr(self.shell, "kernel", None))
         trace("cell: awaiting", job=handle.id)
         try:
@@ -230,12 +243,38 @@ class BurstMagics(Magics):
         assert self.shell is not None
         return self.shell.user_ns
 
+    def _detached(self, handle: Any, args: Any, single: bool) -> Any:
+        """--no-wait: the cell returns the job's handle; the results land in the namespace when the job ends."""
+        if args.handle:
+            self._user_ns[args.handle] = handle
+        handle.on_done(lambda result: self._land(result, args, single, handle))
+        return handle
+
+    def _land(self, result: JobResult, args: Any, single: bool, handle: Any) -> None:
+        """A detached job ended: its values go where the cell said; the live view says where they went."""
+        if single:
+            if result.state == "done" and not result.failures:
+                values = result.values[0]
+                self._user_ns.update(values.names)
+                landed = f"names set: {', '.join(sorted(values.names)) or 'none'}"
+            else:
+                landed = "no names set (the task did not finish)"
+        else:
+            self._user_ns[args.out] = result.values
+            finished = sum(1 for v in result.values if not isinstance(v, BaseException))
+            landed = f"{finished} of {len(result.values)} results in {args.out}"
+        handle.events.publish(ev.JobStateChanged(result.job_id, state=result.state, message=landed))
+
     def _launch(self, line: str, cell: str) -> tuple[Any, Any, bool] | None:
         """Parse, capture, validate and start the job; None when there is nothing to run."""
         args = parse_argstring(self.burst, line)
         if not cell.strip():
             raise UsageError("The %%burst cell is empty: put the code to run below the %%burst line.")
         _check_out(args.out)
+        if args.handle is not None:
+            _check_out(args.handle, "--handle")
+            if not args.no_wait:
+                raise UsageError("--handle names the handle of a --no-wait job; add --no-wait (or drop --handle).")
         user_ns = self._user_ns
         config = _with_image_options(load_config(), args)
         options = {name: getattr(args, name) for name in job_options.NAMES}
@@ -269,7 +308,13 @@ class BurstMagics(Magics):
             return None
         tasks = len(items) if items is not None else 1
         handle = Launcher(config).submit(
-            spec, program, items, program_chunks=chunks, start=False, subscribers=[_image_progress(self.shell)]
+            spec,
+            program,
+            items,
+            program_chunks=chunks,
+            start=False,
+            subscribers=[_image_progress(self.shell)],
+            detach=args.no_wait,
         )
         plan = handle.plan
         waves = f" in {plan.waves} waves" if plan.waves > 1 else ""
@@ -284,15 +329,16 @@ class BurstMagics(Magics):
         print(
             f"burst job {handle.id}: {_plural(tasks, 'task')} on {_plural(plan.workers, 'worker')}{waves} "
             f"({spec.backend}, {spec.describe_size()} each; ${hourly:.2f}/hour while {plan.concurrency} run, "
-            f"{where})",
+            f"{where})" + (" - detached: it goes on without this kernel" if args.no_wait else ""),
             flush=True,
         )
-        self._show_progress(handle, tasks)
+        self._show_progress(handle, tasks, quiet=args.no_wait)
         handle.start()
         return handle, args, items is None
 
-    def _show_progress(self, handle: Any, tasks: int) -> None:
-        """A live widget where a front end can render one, else a text progress line."""
+    def _show_progress(self, handle: Any, tasks: int, quiet: bool = False) -> None:
+        """A live widget where a front end can render one, else a text progress line (none when `quiet`: a
+        detached job in a terminal must not write over the prompt)."""
         spec = handle.spec
         view = JobView(handle.id, total=tasks, name=spec.name, backend=spec.backend, region=spec.region)
         widget = None
@@ -316,6 +362,8 @@ class BurstMagics(Magics):
                 display(bundle, raw=True)
 
         if widget is None:
+            if quiet:
+                return
             handle.events.subscribe(
                 Throttled(view, TextProgress(sys.stdout, in_place=True), interval=0.5), *PROGRESS_EVENTS
             )
@@ -449,32 +497,48 @@ class BurstMagics(Magics):
     @magic_arguments()
     @argument("job", help="job id or unique prefix (see %%burst_status)")
     @argument("--out", default="burst_results", help="name of the list that receives a map's results")
+    @argument("--no-wait", action="store_true", help="return the job's handle at once; results land in --out")
     @line_magic
     def burst_attach(self, line: str) -> Any:
-        """%burst_attach JOB [--out NAME]: follow a job whose kernel died (it kept running) and collect its results."""
+        """%burst_attach JOB [--out NAME] [--no-wait]: follow a job launched elsewhere (a detached job, or one whose
+        kernel died: it kept running) and collect its results, from this machine or any with the same bucket."""
         from types import SimpleNamespace
 
         args = parse_argstring(self.burst_attach, line)
         _check_out(args.out)
+        launcher = Launcher()
         try:
-            record = commands.Jobs().find(args.job)
+            record, _ = launcher.job_record(args.job)
         except KeyError as exc:
             raise UsageError(exc.args[0]) from None
-        handle = Launcher().attach(record["id"], start=False)
+        try:
+            local = launcher.store.find_record(record.id)
+        except KeyError:
+            local = None
+        detached = record.owner.detached or local is None
+        handle = launcher.follow(record.id, start=False) if detached else launcher.attach(record.id, start=False)
         single = handle.spec.mode == "single"
-        print(
-            f"attached to burst job {handle.id} ({record['done']}/{record['total']} items done when its kernel left)",
-            flush=True,
-        )
-        self._show_progress(handle, int(record["total"]))
+        out = SimpleNamespace(out=args.out, no_wait=args.no_wait)
+        how = "its driver runs apart from any kernel" if detached else "its kernel left"
+        print(f"attached to burst job {handle.id} ({record.done}/{record.total} items done; {how})", flush=True)
+        self._show_progress(handle, int(record.total), quiet=args.no_wait)
         handle.start()
+        if args.no_wait:
+            return self._detached(handle, SimpleNamespace(out=args.out, handle=None), single)
         try:
             result = handle.wait()
         except KeyboardInterrupt:
+            if detached:  # the job goes on without us: only the waiting stops
+                print(
+                    f"stopped waiting; job {handle.id} goes on. %burst_attach {handle.id} collects it later, "
+                    f"%burst_cancel {handle.id} ends it.",
+                    file=sys.stderr,
+                )
+                raise
             handle.cancel("interrupted (stop button / Ctrl-C)")
-            self._keep_partial(handle.wait(), SimpleNamespace(out=args.out), single)
+            self._keep_partial(handle.wait(), out, single)
             raise
-        return self._conclude(result, SimpleNamespace(out=args.out), single, handle.spec.on_error)
+        return self._conclude(result, out, single, handle.spec.on_error)
 
     @magic_arguments()
     @argument("--push", action="store_true", default=None, help="also push to ECR (default: when backend is fargate)")

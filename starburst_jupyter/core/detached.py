@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starburst_jupyter.core import events as ev
@@ -81,12 +82,17 @@ def start_driver(files: JobFiles, caps: Capabilities, log_path: os.PathLike[str]
     argv = driver_argv(files)
     if caps.drivers is not None:
         return caps.drivers.start_driver(files.job_id, argv, {})
+    # the driver's workers must import what this kernel imports (modules next to the notebook): they inherit
+    # the driver's sys.path, so the driver gets this process's, and its working directory
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
             [sys.executable, *argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=env,
+            cwd=os.getcwd(),
             start_new_session=True,
             close_fds=True,
         )
@@ -171,6 +177,7 @@ class DetachedJob:
         self._finished = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._on_done: list[Callable[[JobResult], None]] = []
 
     def __repr__(self) -> str:
         return f"<DetachedJob {self.id} {self.state}: {self.spec.backend}, {self.total} items>"
@@ -207,6 +214,15 @@ class DetachedJob:
         self._result = result
         self.state = result.state
         self._finished.set()
+        for callback in self._on_done:
+            try:
+                callback(result)
+            except Exception:  # a face's callback must not break the follower
+                logger.exception("a completion callback of job %s failed", self.id)
+
+    def on_done(self, callback: Callable[[JobResult], None]) -> None:
+        """callback(result) once the job's results are collected (from the follower's thread)."""
+        self._on_done.append(callback)
 
     # ----- what a caller asks ---------------------------------------------------------------------
     def status(self) -> rec.JobRecord:

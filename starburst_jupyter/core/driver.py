@@ -128,6 +128,7 @@ class JobDriver(threading.Thread):
         self.detached = detached
         self.journal: EventJournal | None = EventJournal(self.files, self.bus) if detached else None
         self.mirrored_state = ""
+        self.resumed = False  # rebuilt from the store (attach, or a detached driver) rather than made here
 
     # ----- set-up ---------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -163,6 +164,7 @@ class JobDriver(threading.Thread):
         self.ledger.reload(int(record["total"]))
         self.workforce.adopt(record)
         self.chunks = self.initial_items = None
+        self.resumed = True
         if self.detached:
             self.message = f"driven apart from any kernel (pid {os.getpid()} on {socket.gethostname()})"
         else:
@@ -468,7 +470,13 @@ class JobDriver(threading.Thread):
                 prices_as_of=pricing.PRICES_AS_OF,
             ),
             store={"url": self.files.store.url, "prefix": self.files.prefix},
-            owner=rec.Owner(os.getpid(), socket.gethostname(), self.detached, os.environ.get("STARBURST_DRIVER_TASK")),
+            # a detached job's record names no pid until its driver runs (the launching kernel is not its owner)
+            owner=rec.Owner(
+                os.getpid() if self.resumed or not self.detached else None,
+                socket.gethostname(),
+                self.detached,
+                os.environ.get("STARBURST_DRIVER_TASK"),
+            ),
             api_calls=calls.for_job(self.job_id) if calls is not None else None,
             polls=self.polls if calls is not None else None,
         )

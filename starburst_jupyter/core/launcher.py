@@ -40,8 +40,6 @@ __all__ = ["JobHandle", "JobResult", "Launcher"]
 
 #: The most of one worker's log `job_logs` returns (%burst_logs prints it into a cell): its last bytes.
 LOG_SHOW_BYTES = 4 * 1024 * 1024
-#: A detached job whose record nobody rewrote for this long has lost its driver: `follow` starts another.
-DETACHED_SILENT_SECONDS = 300.0
 
 
 class Launcher:
@@ -236,8 +234,8 @@ class Launcher:
             raise BurstError(f"Job {record.id} has a damaged record ({record.damaged}).", job_id=record.id)
         job = DetachedJob(files, record, poll=self.backend(record.backend).poll_seconds[0])
         silent = time.time() - (record.updated or record.created)
-        if record.owner.detached:  # (a Fargate driver may take a minute or two to start: give it five)
-            driver_gone = record.is_active and silent > DETACHED_SILENT_SECONDS
+        if record.owner.detached:  # (Timings.driver_silent: a Fargate driver may take a minute or two to start)
+            driver_gone = record.is_active and silent > self.timings.driver_silent
         else:
             driver_gone = record.is_active and not record.owner_alive()
         if driver_gone:

@@ -352,6 +352,8 @@ class JobRecord:
             return False
         if self.owner.host != socket.gethostname():
             return True  # cannot tell from here, and it wrote recently
+        if self.owner.detached and not self.owner.pid:
+            return True  # a detached driver starting: the launching kernel wrote this recently
         if not self.owner.pid or self.owner.pid <= 0:
             return False
         try:
