@@ -1,23 +1,27 @@
 """Plays the part of AWS's Fargate agent for moto, whose ECS records tasks but runs nothing.
 
-For each task RunTask created in moto, the agent runs the task definition's command (the worker
-image's `python` is this interpreter) with the task's environment overrides, against the same moto
+For each task RunTask created in moto, the agent runs the task definition's command, or the command of
+the container overrides as ECS does (the worker image's `python` is this interpreter), with the task's
+environment overrides and size overrides (cpu, memory), against the same moto
 endpoint (as the task role would give it access), ships its output to CloudWatch Logs the way the
 awslogs driver does (stream <prefix>/<container>/<task id>), and when the process ends marks the
 task STOPPED in moto with the real exit code and timestamps. A StopTask makes it SIGTERM the
 process, then SIGKILL it `stop_timeout` seconds later if it still runs, as ECS does. Faults: kill a
 worker as the OOM killer would, interrupt it as Spot does (at once, or with the notice: SIGTERM, then
 SIGKILL after the stop timeout), make RunTask answer with capacity failures and DescribeTasks with
-MISSING.
+MISSING. A task whose environment names no STARBURST_WORKER is a detached job's driver: `drivers()` lists
+those, `running()` and `worker_of` only workers.
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -75,6 +79,8 @@ class FargateAgent(threading.Thread):
         self.finished: set[str] = set()
         self.faults: dict[str, tuple[str, int | None]] = {}  # task arn -> (stop code, exit code) to report
         self.launched_env: list[dict[str, str]] = []  # every environment a worker was given
+        self.launched: dict[str, list[str]] = {}  # task arn -> the command the agent ran (python mapped)
+        self.homes: dict[str, str] = {}  # task arn -> the folder standing for its STARBURST_HOME (removed at its end)
         self.stop_event = threading.Event()
         self.stop_timeout = 30.0  # ECS's default stopTimeout: SIGKILL this long after SIGTERM
         self.terminated: dict[str, float] = {}  # task arn -> when SIGTERM was sent
@@ -93,13 +99,19 @@ class FargateAgent(threading.Thread):
 
         return ecs_backends[ACCOUNT][self.region].describe_task_definition(task.task_definition_arn)
 
-    def worker_of(self, task_arn: str) -> int:
+    def worker_of(self, task_arn: str) -> int | None:
+        """The worker index of a task (None: not a worker, e.g. a detached job's driver)."""
         env = self._environment(self._tasks()[task_arn])
-        return int(env["STARBURST_WORKER"])
+        return int(env["STARBURST_WORKER"]) if "STARBURST_WORKER" in env else None
 
     def running(self) -> dict[int, str]:
-        """{worker index: task arn} of workers whose process runs now."""
-        return {self.worker_of(arn): arn for arn, p in list(self.procs.items()) if p.poll() is None}
+        """{worker index: task arn} of workers whose process runs now (drivers are not workers)."""
+        found = {arn: self.worker_of(arn) for arn, p in list(self.procs.items()) if p.poll() is None}
+        return {index: arn for arn, index in found.items() if index is not None}
+
+    def drivers(self) -> dict[str, subprocess.Popen]:
+        """{task arn: process} of the driver tasks the agent started (running or ended)."""
+        return {arn: p for arn, p in list(self.procs.items()) if self.worker_of(arn) is None}
 
     @staticmethod
     def _environment(task) -> dict[str, str]:
@@ -107,6 +119,14 @@ class FargateAgent(threading.Thread):
         for override in task.overrides.get("containerOverrides", ()):
             env.update({e["name"]: e["value"] for e in override.get("environment", ())})
         return env
+
+    @staticmethod
+    def _command(task, container: dict) -> list[str]:
+        """The container's command: the overrides' when they give one (as ECS does), else the definition's."""
+        for override in task.overrides.get("containerOverrides", ()):
+            if override.get("name") == container["name"] and override.get("command"):
+                return list(override["command"])
+        return list(container["command"])
 
     # ----- the agent loop -------------------------------------------------------------------
     def run(self) -> None:
@@ -139,14 +159,18 @@ class FargateAgent(threading.Thread):
         taskdef = self._taskdef(task)
         container = taskdef.container_definitions[0]
         overrides = self._environment(task)
-        self.launched_env.append(overrides)
+        if "STARBURST_WORKER" in overrides:
+            self.launched_env.append(overrides)
         env = {
             **os.environ,
             **self.env,
             **{e["name"]: e["value"] for e in container.get("environment", ())},
             **overrides,
         }
-        command = [sys.executable if part == "python" else part for part in container["command"]]
+        if "STARBURST_HOME" in overrides:  # a path in the container's own filesystem: one per task here too
+            env["STARBURST_HOME"] = self.homes[arn] = tempfile.mkdtemp(prefix="task-home-")
+        command = [sys.executable if part == "python" else part for part in self._command(task, container)]
+        self.launched[arn] = command
         proc = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -161,7 +185,8 @@ class FargateAgent(threading.Thread):
         shipper = _LogShipper(self.logs, self.log_group, log_stream(arn), proc.stdout)
         shipper.start()
         self.procs[arn], self.shippers[arn] = proc, shipper
-        task.cpu, task.memory = taskdef.cpu, taskdef.memory
+        task.cpu = task.overrides.get("cpu") or taskdef.cpu  # task-level size overrides win, as on ECS
+        task.memory = task.overrides.get("memory") or taskdef.memory
         task.pull_started_at = task.started_at = _now()
         task.containers[0].exitCode = None
         task.last_status = "RUNNING"
@@ -173,6 +198,8 @@ class FargateAgent(threading.Thread):
 
     def _stopped(self, arn: str, task, code: int) -> None:
         self.shippers[arn].join(timeout=5)
+        if arn in self.homes:
+            shutil.rmtree(self.homes.pop(arn), ignore_errors=True)
         stop_code, exit_code = self.faults.get(arn, ("", code))
         exit_code = code if exit_code is None else exit_code  # a fault with the worker's own exit code
         container = task.containers[0]

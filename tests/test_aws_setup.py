@@ -37,7 +37,7 @@ def test_setup_twice_changes_nothing_and_teardown_leaves_nothing_tagged(moto_ser
         "security group",
     }
     # nothing of ours is left: a new plan would create everything again, and no service lists a starburst resource
-    assert [s.action for s in set_up(load_config(), dry_run=True)[0]].count("create") == 7
+    assert [s.action for s in set_up(load_config(), dry_run=True)[0]].count("create") == 8
     assert [b["Name"] for b in moto_server.client("s3").list_buckets()["Buckets"]] == ["not-ours"]
     assert not [r for r in moto_server.client("iam").list_roles()["Roles"] if r["RoleName"].startswith("starburst")]
     clusters = ecs.describe_clusters(clusters=["starburst"])["clusters"]

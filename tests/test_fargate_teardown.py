@@ -76,7 +76,7 @@ def test_teardown_deletes_our_task_definitions_and_keeps_others(moto_server, mot
     assert done.returncode == 0, done.stderr
     for arn in ours + [stale]:
         assert f"deleted  task definition  {arn.rsplit('/', 1)[-1]}" in done.stdout
-    assert "deleted 10 resource(s), 3 of them task definitions" in done.stdout, done.stdout
+    assert "deleted 11 resource(s), 3 of them task definitions" in done.stdout, done.stdout
     for arn in ours + [stale]:
         family = arn.rsplit("/", 1)[-1].split(":")[0]
         assert _arns(ecs, family, "ACTIVE") == [] and _arns(ecs, family, "INACTIVE") == []

@@ -19,6 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from starburst_jupyter.backends.base import LaunchFailure, WorkerRef, WorkerStart
 from starburst_jupyter.backends.fargate.clients import ApiCalls, client, error_code, error_message
+from starburst_jupyter.backends.fargate.drivers import (
+    DRIVER_CPU,
+    DRIVER_MEMORY,
+    driver_task_arns,
+    network,
+    run_driver_task,
+)
 from starburst_jupyter.backends.fargate.logs import CloudWatchLogs
 from starburst_jupyter.backends.fargate.quota import Quota, read_quota, running_vcpus
 from starburst_jupyter.backends.fargate.stops import describe_stop
@@ -32,7 +39,7 @@ from starburst_jupyter.backends.fargate.taskdef import (
 from starburst_jupyter.backends.fargate.warm import WarmPool
 from starburst_jupyter.core.config import Config, load_config, starburst_home
 from starburst_jupyter.core.decisions import UnknownTaskRule
-from starburst_jupyter.errors import BurstBackendUnavailable
+from starburst_jupyter.errors import BurstBackendUnavailable, BurstError
 from starburst_jupyter.protocol import keys
 from starburst_jupyter.protocol.jobfiles import JobFiles
 
@@ -190,18 +197,22 @@ class FargateBackend:
         return JobFiles(self.store, job_id)
 
     def _shape(self, spec: JobSpec) -> TaskShape:
+        return self._shape_of(spec.cpu_units, spec.memory_mib, spec.arch)
+
+    def _shape_of(self, cpu_units: int, memory_mib: int, arch: str) -> TaskShape:
+        """A task of this size running the job's image with our roles and log group (workers and drivers)."""
         self._require_setup()
         execution_role, task_role = self.config.execution_role_arn, self.config.task_role_arn
         assert execution_role and task_role  # _require_setup raised otherwise
         return TaskShape(
             self._image(),
-            spec.cpu_units,
-            spec.memory_mib,
+            cpu_units,
+            memory_mib,
             execution_role,
             task_role,
             self.config.log_group,
             self.region,
-            spec.arch,
+            arch,
         )
 
     def _warm_pool(self, spec: JobSpec) -> str:
@@ -255,13 +266,7 @@ class FargateBackend:
                     taskDefinition=taskdef,
                     count=1,
                     startedBy=files.job_id[:128],
-                    networkConfiguration={
-                        "awsvpcConfiguration": {
-                            "subnets": list(self.config.subnets),
-                            "securityGroups": list(self.config.security_groups),
-                            "assignPublicIp": "ENABLED" if self.config.assign_public_ip else "DISABLED",
-                        }
-                    },
+                    networkConfiguration=network(self.config),
                     overrides={"containerOverrides": [{"name": CONTAINER, "environment": environment}]},
                     tags=[MANAGED_TAG, {"key": "starburst:job", "value": files.job_id}],
                     clientToken=uuid.uuid4().hex,  # a RunTask botocore re-sends (timeout, 5xx) starts no second task
@@ -287,6 +292,24 @@ class FargateBackend:
                 )
                 failures.append(LaunchFailure(index, wave, f"RunTask: {detail}", _retryable(detail)))
         return refs, failures
+
+    def start_driver(self, job_id: str, argv: list[str], env: dict[str, str]) -> str:
+        """(HostsDrivers) A detached job's driver as an on-demand ECS task of the smallest size (0.25 vCPU +
+        0.5 GB, ~ $0.0123/hour on-demand in us-east-1), running the workers' image with the driver role
+        (config driver_role_arn, made by `starburst setup`); its task ARN. See fargate/drivers.py."""
+        self._require_setup()
+        shape = self._shape_of(DRIVER_CPU, DRIVER_MEMORY, self.config.arch)  # the arch the image was built for
+        key = shape.fingerprint()
+        try:
+            if key not in self._taskdefs:
+                self._taskdefs[key] = ensure_task_definition(self._client("ecs"), shape)
+        except Exception as exc:  # e.g. AccessDenied on RegisterTaskDefinition
+            raise BurstError(
+                f"Could not register the driver's task definition for job {job_id} in {self.region} (ECS cluster "
+                f"{self.config.cluster}): {error_code(exc)}: {error_message(exc)}. Nothing of the job runs yet; "
+                f"check the AWS identity may register task definitions, or launch the job without detaching."
+            ) from None
+        return run_driver_task(self._client("ecs"), self.config, self.region, self._taskdefs[key], job_id, argv, env)
 
     def adopt(self, index: int, info: dict[str, Any]) -> WorkerRef:
         """A worker of a job another kernel launched, from its record (the task goes on regardless)."""
@@ -406,7 +429,10 @@ class FargateBackend:
         }
         tasks = self._describe_tagged([w["task_arn"] for w in named.values()])
         refs = [self.adopt(i, w) for i, w in named.items() if _task_of_job(tasks.get(w["task_arn"]), job_id)]
-        return self.stop_job(job_id, refs, "job cancelled (launching kernel gone)")
+        stopped = self.stop_job(job_id, refs, "job cancelled (launching kernel gone)")
+        # a detached job's driver task that is no longer heard from (its record went stale) ends too
+        self._stop_tasks(driver_task_arns(self._client("ecs"), self.config.cluster, job_id), "starburst: job cancelled")
+        return stopped
 
     def _describe_tagged(self, arns: list[str]) -> dict[str, dict[str, Any]]:
         ecs = self._client("ecs")

@@ -20,6 +20,8 @@ from starburst_jupyter.protocol import keys
 
 TAG_KEY, TAG_VALUE = "starburst:managed", "true"
 EXECUTION_ROLE, TASK_ROLE = "starburst-execution", "starburst-task"
+DRIVER_ROLE = "starburst-driver"  # a detached job's driver task (fargate/drivers.py)
+ROLES = (EXECUTION_ROLE, TASK_ROLE, DRIVER_ROLE)
 SECURITY_GROUP = "starburst-workers"
 LOG_RETENTION_DAYS = 14
 JOB_EXPIRY_DAYS = 30
@@ -169,6 +171,12 @@ class Setup:
             ),
             Step("iam role", TASK_ROLE, "exists" if self._role(TASK_ROLE) else "create", "the job bucket only"),
             Step(
+                "iam role",
+                DRIVER_ROLE,
+                "exists" if self._role(DRIVER_ROLE) else "create",
+                "a detached job's driver: its cluster tasks, bucket prefixes and logs",
+            ),
+            Step(
                 "vpc",
                 vpc or "starburst",
                 "exists" if vpc else "create",
@@ -205,6 +213,7 @@ class Setup:
             "security_groups": [self._security_group(vpc)],
             "execution_role_arn": iam.get_role(RoleName=EXECUTION_ROLE)["Role"]["Arn"],
             "task_role_arn": iam.get_role(RoleName=TASK_ROLE)["Role"]["Arn"],
+            "driver_role_arn": iam.get_role(RoleName=DRIVER_ROLE)["Role"]["Arn"],
         }
 
     def _create_s3_bucket(self, tags: dict[str, str]) -> None:
@@ -348,6 +357,86 @@ class Setup:
                     }
                 ),
             )
+        if not self._role(DRIVER_ROLE):
+            iam.create_role(
+                RoleName=DRIVER_ROLE,
+                AssumeRolePolicyDocument=_ASSUME_ECS_TASKS,
+                Tags=tag_list,
+                Description="starburst: what a detached job's driver may do (its cluster's tasks, bucket, logs)",
+            )
+            iam.put_role_policy(
+                RoleName=DRIVER_ROLE,
+                PolicyName="starburst-drive-jobs",
+                PolicyDocument=json.dumps(self._driver_policy()),
+            )
+
+    def _driver_policy(self) -> dict[str, Any]:
+        """What a driver does, on our resources only: start, watch and stop its job's tasks (ours, in our
+        cluster), register a worker task definition of a new size, pass our roles to them, read and write the
+        bucket's job and warm-pool prefixes, read the workers' logs, read the Fargate quota."""
+        account, region, bucket = self.account, self.region, self.bucket_name()
+        cluster_arn = f"arn:aws:ecs:{region}:{account}:cluster/{self.cluster}"
+        in_cluster = {"ArnEquals": {"ecs:cluster": cluster_arn}}
+        roles = [f"arn:aws:iam::{account}:role/{name}" for name in ROLES]
+        return {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": "ecs:RunTask",
+                    "Resource": f"arn:aws:ecs:{region}:{account}:task-definition/{FAMILY_PREFIX}*",
+                    "Condition": in_cluster,
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": ["ecs:StopTask", "ecs:DescribeTasks"],
+                    "Resource": f"arn:aws:ecs:{region}:{account}:task/{self.cluster}/*",
+                },
+                {"Effect": "Allow", "Action": "ecs:ListTasks", "Resource": "*", "Condition": in_cluster},
+                {
+                    "Effect": "Allow",
+                    "Action": [
+                        "ecs:DescribeTaskDefinition",
+                        "ecs:RegisterTaskDefinition",
+                        "servicequotas:GetServiceQuota",
+                    ],
+                    "Resource": "*",  # (these take no resource-level scope)
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": "ecs:TagResource",  # the tags RunTask and RegisterTaskDefinition put on what they create
+                    "Resource": "*",
+                    "Condition": {"StringEquals": {"ecs:CreateAction": ["RunTask", "RegisterTaskDefinition"]}},
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": "iam:PassRole",
+                    "Resource": roles,
+                    "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": "s3:ListBucket",
+                    "Resource": f"arn:aws:s3:::{bucket}",
+                    "Condition": {"StringLike": {"s3:prefix": [f"{top}*" for top in keys.TOP_PREFIXES]}},
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                    "Resource": [f"arn:aws:s3:::{bucket}/{top}*" for top in keys.TOP_PREFIXES],
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": ["logs:FilterLogEvents", "logs:GetLogEvents", "logs:DescribeLogStreams"],
+                    "Resource": f"arn:aws:logs:{region}:{account}:log-group:{self.log_group}:*",
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": "ecr:DescribeImages",  # finding the job's image by its tag
+                    "Resource": f"arn:aws:ecr:{region}:{account}:repository/{self.ecr_repository}",
+                },
+            ],
+        }
 
     def _create_vpc(self, tags: dict[str, str]) -> None:
         ec2, tag_spec = self.c("ec2"), [{"Key": k, "Value": v} for k, v in tags.items()]
@@ -457,7 +546,7 @@ class Setup:
         act("log group", self.log_group, present, ours, lambda: logs.delete_log_group(logGroupName=self.log_group))
 
         iam = self.c("iam")
-        for name in (EXECUTION_ROLE, TASK_ROLE):
+        for name in ROLES:
             role = self._role(name)
             ours = bool(role) and _has_tag(iam.list_role_tags(RoleName=name).get("Tags"), "Key", "Value")
             act("iam role", name, bool(role), ours, functools.partial(_delete_role, iam, name))
@@ -619,7 +708,7 @@ def tear_down(config: Any, dry_run: bool = False) -> list[Step]:
     steps = setup.teardown(dry_run=dry_run)
     if not dry_run:
         save_values(
-            {key: "none" for key in ("bucket", "execution_role_arn", "task_role_arn")}
+            {key: "none" for key in ("bucket", "execution_role_arn", "task_role_arn", "driver_role_arn")}
             | {"subnets": "", "security_groups": ""}
         )
     return steps
