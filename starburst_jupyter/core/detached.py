@@ -30,6 +30,7 @@ from starburst_jupyter.protocol.jobfiles import JobFiles
 if TYPE_CHECKING:
     from starburst_jupyter.backends import Capabilities
     from starburst_jupyter.core.plan import Plan
+    from starburst_jupyter.stores.records import JobStore
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +164,15 @@ class DetachedJob:
     """A job driven apart from this process. Follow it (`events`), ask how it goes (`status()`), take what
     finished (`results(partial=True)`), wait for the rest, cancel it or give it more time."""
 
-    def __init__(self, files: JobFiles, record: rec.JobRecord, *, poll: float = 0.5, driver: str = ""):
+    def __init__(
+        self,
+        files: JobFiles,
+        record: rec.JobRecord,
+        *,
+        poll: float = 0.5,
+        driver: str = "",
+        local: JobStore | None = None,
+    ):
         self.id, self.files, self.poll = record.id, files, poll
         self.spec = spec_of(record)
         self.events = ev.EventBus()
@@ -171,6 +180,7 @@ class DetachedJob:
         self.total = record.total
         self.driver = driver  # what runs the driver, when this process started it
         self._record = record
+        self._local = local  # this machine's job store: kept current for its faces (status, sidebar)
         self._seq = -1
         self._result: JobResult | None = None
         self._error: BaseException | None = None
@@ -229,9 +239,17 @@ class DetachedJob:
         """The job's record as its driver last wrote it to the store."""
         data = self.files.read_record()
         if data is not None:
-            self._record = rec.JobRecord.from_json(data, self.id)
+            fresh = rec.JobRecord.from_json(data, self.id)
+            newer = (fresh.updated or 0) > (self._record.updated or 0)
+            self._record = fresh
             if not self._finished.is_set():
-                self.state = self._record.state.value
+                self.state = fresh.state.value
+            if newer and self._local is not None and not fresh.damaged:
+                try:  # (a driver on this machine writes it too; one elsewhere, a Fargate task, does not)
+                    if (self._local.read_record(self.id).updated or 0) < (fresh.updated or 0):
+                        self._local.write(fresh)
+                except (KeyError, OSError):
+                    pass
         return self._record
 
     @property

@@ -165,7 +165,7 @@ class Launcher:
             self.store.write(ended)
             files.write_record(ended.dumps().encode())
             raise
-        job = DetachedJob(files, record, poll=monitor.backend.poll_seconds[0], driver=where)
+        job = DetachedJob(files, record, poll=monitor.backend.poll_seconds[0], driver=where, local=self.store)
         return job.start() if follow else job
 
     def detached_driver(self, files: JobFiles) -> JobDriver:
@@ -232,7 +232,7 @@ class Launcher:
         record, files = self.job_record(job_id)
         if record.damaged:
             raise BurstError(f"Job {record.id} has a damaged record ({record.damaged}).", job_id=record.id)
-        job = DetachedJob(files, record, poll=self.backend(record.backend).poll_seconds[0])
+        job = DetachedJob(files, record, poll=self.backend(record.backend).poll_seconds[0], local=self.store)
         silent = time.time() - (record.updated or record.created)
         if record.owner.detached:  # (Timings.driver_silent: a Fargate driver may take a minute or two to start)
             driver_gone = record.is_active and silent > self.timings.driver_silent
@@ -339,24 +339,35 @@ class Launcher:
         return logs
 
     def cancel_job(self, job_id: str, reason: str = "cancelled") -> dict[str, Any]:
-        """Cancel any job in the store, also when the kernel that launched it is gone. Idempotent."""
-        record = self.store.find_record(job_id)
+        """Cancel any job of this machine or the bucket, also when the kernel that launched it is gone. Idempotent."""
+        record, files = self.job_record(job_id)
         if record.is_terminal:
             return record.to_json()
         backend = self.backend(record.backend)
-        files = backend.job_files(record.id)
         files.request_cancel(reason)
-        if record.owner_alive():  # the owner's launcher stops its workers and records the cancel
-            deadline = time.monotonic() + 10.0
+        if record.owner_alive():  # its driver (a kernel, or a detached one) stops the workers and records the cancel
+            deadline = time.monotonic() + (30.0 if record.owner.detached else 10.0)
             while time.monotonic() < deadline and not record.is_terminal:
-                time.sleep(0.1)
-                record = self.store.read_record(record.id)
+                time.sleep(0.1 if backend.poll_seconds[0] < 1 else 0.5)
+                record, _ = self.job_record(record.id)
+            if record.is_terminal:
+                self._keep_locally(record)
             return record.to_json()
         stopped = backend.stop_recorded(record.to_json())
         if not record.is_terminal:  # the record says what became of the workers and items
             record = record.cancelled_without_owner(reason, stopped, time.time())
             self.store.write(record)
+            files.write_record(record.dumps().encode())
         return record.to_json()
+
+    def _keep_locally(self, record: JobRecord) -> None:
+        """This machine's copy of a record another machine's driver wrote (its faces list local records)."""
+        try:
+            local = self.store.read_record(record.id)
+        except KeyError:
+            return
+        if (record.updated or 0) > (local.updated or 0):
+            self.store.write(record)
 
 
 def _has_driver_config(files: JobFiles) -> bool:
