@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from starburst_jupyter.display.progress import ImageProgressLines
 from starburst_jupyter.errors import BurstConfigError
 
 LIST_LIMIT = 50
+Pairs = list[tuple[Any, Any]]  # (prune.Found, prune.Verdict) pairs
 PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "arm64"}
 
 
@@ -106,10 +107,81 @@ class Jobs:
         return self.store.list(limit=limit)
 
     def status_text(self, job: str | None = None, limit: int | None = LIST_LIMIT) -> str:
-        """One job in detail, or the table of jobs (newest first)."""
+        """One job in detail, or the table of jobs (newest first): this machine's and, when a bucket is
+        configured, the bucket's (jobs launched from any machine with the same set-up)."""
         from starburst_jupyter.display.status import format_job, format_jobs
 
-        return format_job(self.find(job)) if job and job.strip() else format_jobs(self.list(limit))
+        if job and job.strip():
+            return format_job(self.record(job))
+        gathered = self.gathered(limit)
+        text = format_jobs([found.record for found in gathered.jobs])
+        return f"{text}\n({gathered.problem})" if gathered.problem else text
+
+    def gathered(self, limit: int | None = LIST_LIMIT) -> Any:
+        """The jobs of this machine and of the bucket, merged by id (the newer record wins): a prune.Gathered.
+        Without a bucket in the config, no AWS call is made."""
+        from starburst_jupyter.core.prune import gather
+
+        return gather(self.launcher, limit)
+
+    def record(self, job: str) -> Any:
+        """A job's newest record (a JobRecord): this machine's, or the copy its driver keeps in the job's store
+        when that is newer, or the bucket's for a job launched elsewhere. KeyError with a message if none."""
+        try:
+            record = self.store.find_record(job.strip())
+        except KeyError:
+            if not self.launcher.config.bucket:
+                raise
+            return self.launcher.job_record(job.strip())[0]
+        if record.damaged or record.backend not in ("local", "docker", "fargate"):
+            return record
+        try:
+            return self.launcher.job_record(record.id)[0]
+        except Exception:  # the store's copy cannot be read now: this machine's record still says much
+            return record
+
+    def follow(self, job: str) -> Any:
+        """A DetachedJob on the job (not yet following: the caller waits or collects)."""
+        return self.launcher.follow(job.strip(), start=False)
+
+    def collect(self, job: str, partial: bool = False, timeout: float | None = None) -> tuple[Any, str]:
+        """(The job's JobResult from its store, its backend): after it ends (TimeoutError after `timeout`
+        seconds; the job goes on), or now with `partial` (PENDING for the items not finished)."""
+        from starburst_jupyter.core.detached import collect
+
+        handle = self.follow(job)
+        record = handle.status()
+        if partial or record.is_terminal:
+            return collect(handle.files, record, partial=partial), record.backend
+        return handle.wait(timeout), record.backend
+
+    def extend(self, job: str, minutes: float) -> tuple[str, float]:
+        """Give a running job `minutes` more before its --timeout: (its id, the new deadline)."""
+        handle = self.follow(job)
+        return handle.id, handle.extend(minutes)
+
+    def prunable(self, days: float, now: float | None = None) -> tuple[Pairs, Pairs, str]:
+        """([(Found, Verdict)] that would be deleted, [(Found, Verdict)] kept, why the bucket could not be
+        listed). ValueError for a DAYS that is not a number of days."""
+        import time
+
+        from starburst_jupyter.core.prune import check_days, verdict
+
+        days = check_days(days)
+        now = time.time() if now is None else now
+        gathered = self.gathered(None)
+        go: Pairs = []
+        keep: Pairs = []
+        for found in gathered.jobs:
+            judged = verdict(found.record, now, days, found.written)
+            (go if judged.prune else keep).append((found, judged))
+        return go, keep, gathered.problem
+
+    def prune(self, jobs: Sequence[Any]) -> Any:
+        """Delete these jobs (prune.Found) everywhere: a prune.Pruned."""
+        from starburst_jupyter.core.prune import prune
+
+        return prune(self.launcher, jobs)
 
     def logs(self, job: str, worker: int | None = None, *, tail_lines: int | None = None) -> dict[int, str]:
         """{worker index: log text} of a job's workers (one worker's with `worker`; the last lines with tail_lines)."""
@@ -135,6 +207,95 @@ def logs_text(logs: dict[int, str]) -> str:
 
 def cancel_text(record: dict[str, Any]) -> str:
     return f"job {record['id']}: {record['state']}"
+
+
+def collect_text(result: Any, backend: str = "", partial: bool = False) -> str:
+    """What `starburst collect` says of a JobResult: the state, counts, cost, duration, and why it ended."""
+    from starburst_jupyter.core.detached import PENDING
+    from starburst_jupyter.display.status import _duration
+    from starburst_jupyter.errors import TaskCancelled
+
+    pending = sum(value is PENDING for value in result.values)
+    cancelled = sum(isinstance(exc, TaskCancelled) for _, exc in result.failures)
+    failed = len(result.failures) - cancelled
+    done = len(result.values) - pending - len(result.failures)
+    counts = f"{done} done, {failed} failed, {cancelled} cancelled"
+    if partial:
+        counts += f", {pending} pending"
+    estimate = " (estimate: what Fargate would charge)" if backend in ("local", "docker") else ""
+    so_far = " so far" if result.state == "running" else ""
+    lines = [
+        f"job {result.job_id}: {result.state}; {counts} of {len(result.values)} items; "
+        f"cost{so_far} ${result.cost:.4f}{estimate}; {_duration(result.duration)}{so_far}"
+    ]
+    if result.message:
+        lines.append(f"message: {result.message}")
+    for index, exc in [(i, e) for i, e in result.failures if not isinstance(e, TaskCancelled)][:5]:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        lines.append(f"  item {index} failed: {type(exc).__name__}: {first}")
+    return "\n".join(lines)
+
+
+def write_values(path: str | Path, values: list[Any]) -> Path:
+    """Write a results list as one pickle (cloudpickle: exceptions and PENDING load back with pickle.load),
+    atomically: a reader never sees half a file."""
+    import os
+
+    import cloudpickle
+
+    target = Path(path).expanduser()
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            cloudpickle.dump(values, handle)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target.resolve()
+
+
+def deadline_text(job_id: str, deadline: float, now: float | None = None) -> str:
+    import time
+
+    from starburst_jupyter.display.status import _duration
+
+    now = time.time() if now is None else now
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(deadline))
+    return f"job {job_id}: its --timeout now ends it at {when} (local time), in {_duration(deadline - now)}"
+
+
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count} bytes"
+    size = count / 1024
+    for unit in ("KB", "MB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def prune_plan_text(go: list[Any], keep: list[Any], days: float, problem: str = "") -> str:
+    """What prune would delete (a line per job) and what it keeps for now."""
+    lines = [f"jobs older than {days:g} days to delete (their records and results): {len(go)}"]
+    for found, judged in go:
+        where = " and ".join(w for w, yes in (("this machine", found.local), ("bucket", found.shared)) if yes)
+        lines.append(f"  {found.record.id}  {found.record.backend or '-'}  {judged.why}  ({where})")
+    active = sum(found.record.is_active and not found.record.damaged for found, _ in keep)
+    if active:
+        lines.append(f"kept {active} active job(s): `starburst cancel JOB` first to prune one")
+    if problem:
+        lines.append(f"({problem})")
+    return "\n".join(lines)
+
+
+def pruned_text(pruned: Any) -> str:
+    size = f"; {_size(pruned.bytes)} freed on this machine" if pruned.bytes else ""
+    ids = f": {', '.join(pruned.removed)}" if pruned.removed else ""
+    lines = [f"deleted {len(pruned.removed)} job(s){ids}{size}"]
+    lines += [f"not deleted: {error}" for error in pruned.errors]
+    return "\n".join(lines)
 
 
 # ----- AWS (fargate) --------------------------------------------------------------------------------------
