@@ -96,8 +96,12 @@ class BurstExecutor(Executor):
         backend: str | None = None,
         *,
         config: Config | None = None,
+        detach: bool = False,
         **options: Unpack[JobOptions],
     ):
+        """With detach=True the open job's driver runs apart from this process: the job outlives it, takes
+        more submissions after `BurstExecutor.attach(job_id)` from any process with the same set-up, and its
+        idle workers end on their own after 30 s without work. `shutdown()` closes it."""
         job_options.check_keywords("BurstExecutor", options)
         options["name"] = options.get("name") or "executor"
         config = config or load_config()
@@ -108,9 +112,36 @@ class BurstExecutor(Executor):
         self._futures: dict[int, Future] = {}
         self._early: dict[int, tuple[bool, Any]] = {}
         self._shutdown = False
-        self._handle: JobHandle = Launcher(config).submit(spec, SubmitProgram(), [], open_job=True)
+        handle = Launcher(config).submit(spec, SubmitProgram(), [], open_job=True, detach=detach)
+        self._follow(handle)
+
+    def _follow(self, handle: JobHandle | DetachedJob) -> None:
+        self._handle = handle
         self._handle.on_item(self._resolve)
         self._handle.events.subscribe(self._started, ev.TaskStarted)
+
+    @classmethod
+    def attach(cls, job_id: str, *, config: Config | None = None) -> BurstExecutor:
+        """The executor of a detached open job (`BurstExecutor(detach=True)`), from this process or another:
+        it takes more submissions; `.job.results(partial=True)` holds what every earlier submission gave."""
+        job = Launcher(config or load_config()).follow(job_id, start=False)
+        if job.spec.mode != "executor":
+            raise BurstError(
+                f"Job {job.id} is a {job.spec.mode} job, not a BurstExecutor's; starburst_jupyter.attach({job.id!r}) "
+                f"follows it.",
+                job_id=job.id,
+            )
+        executor = cls.__new__(cls)
+        executor._lock = threading.Lock()
+        executor._futures, executor._early, executor._shutdown = {}, {}, False
+        executor._follow(job)
+        job.start()
+        return executor
+
+    @property
+    def job(self) -> JobHandle | DetachedJob:
+        """The open job's handle (a DetachedJob when detached: status(), results(partial=True), extend())."""
+        return self._handle
 
     @property
     def job_id(self) -> str:

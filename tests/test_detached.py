@@ -208,3 +208,60 @@ def test_handle_without_no_wait_is_refused(ip):
 
     with pytest.raises(UsageError, match="--no-wait"):
         ip.run_cell_magic("burst", "--handle job", "x = 1")
+
+
+EXECUTOR = textwrap.dedent(
+    """
+    import time
+    import starburst_jupyter as sj
+
+    def triple(x):
+        return 3 * x
+
+    ex = sj.BurstExecutor(workers=1, detach=True)
+    futures = [ex.submit(triple, i) for i in range(3)]
+    print(ex.job_id, [f.result(timeout=60) for f in futures], flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_a_detached_executor_outlives_its_process_and_takes_more_work_after_attach(starburst_home, tmp_path):
+    script = tmp_path / "executor.py"
+    script.write_text(EXECUTOR)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    try:
+        line = proc.stdout.readline().strip()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    job_id, first = line.split(" ", 1)
+    assert first == "[0, 3, 6]"
+
+    ex = sj.BurstExecutor.attach(job_id)
+    futures = [ex.submit(lambda x: x + 1000, i) for i in range(4)]
+    assert [f.result(timeout=60) for f in futures] == [1000, 1001, 1002, 1003]
+    assert ex.job.results(partial=True)[:3] == [0, 3, 6], "what the first process submitted is still there"
+    ex.shutdown(wait=True)
+    record = ex.job.status()
+    assert record.state.value == "done" and record.total == 7
+    with pytest.raises(BurstError, match="takes no more items"):
+        ex.job.add_items([1])
+
+
+def test_attach_refuses_a_map_job_as_an_executor(starburst_home):
+    job = sj.burst_map(slow_square, range(2), wait=False, workers=1)
+    with pytest.raises(BurstError, match="not a BurstExecutor"):
+        sj.BurstExecutor.attach(job.id)
+    job.wait(timeout=60)
+
+
+def test_a_driver_that_dies_is_reported_by_wait_not_waited_for_forever(starburst_home):
+    job = sj.burst_map(slow_square, range(30), wait=False, workers=1)
+    wait_for(lambda: job.status().owner.pid, timeout=20, interval=0.1)
+    os.kill(job.status().owner.pid, signal.SIGKILL)
+    with pytest.raises(BurstError, match=r"driver of job .* exited with code -9 .*driver\.log"):
+        job.wait(timeout=30)
+    sj.attach(job.id).cancel("test over")

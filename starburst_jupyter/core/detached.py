@@ -71,15 +71,23 @@ def driver_argv(files: JobFiles) -> list[str]:
     return ["-m", DRIVER_MODULE, "--store", files.store.url, "--prefix", files.prefix, "--job", files.job_id]
 
 
-_CHILDREN: list[subprocess.Popen[bytes]] = []  # local drivers this process started (polled, so none is a zombie)
+_CHILDREN: dict[str, tuple[subprocess.Popen[bytes], str]] = {}  # job id -> local driver this process started, log
+
+
+def driver_exit(job_id: str) -> tuple[int, str] | None:
+    """(exit code, log path) of the local driver this process started for the job, once it has exited."""
+    child = _CHILDREN.get(job_id)
+    if child is None or child[0].poll() is None:
+        return None
+    return child[0].returncode, child[1]
 
 
 def start_driver(files: JobFiles, caps: Capabilities, log_path: os.PathLike[str] | str) -> str:
     """Start the job's driver where it can outlive this process: the backend's own (a Fargate task), else a
     process of this machine in a session of its own (a kernel's SIGKILL or restart does not reach it)."""
-    for child in list(_CHILDREN):
-        if child.poll() is not None:
-            _CHILDREN.remove(child)
+    for job_id, (child, _) in list(_CHILDREN.items()):
+        if child.poll() is not None:  # (reaped: no zombie is left)
+            del _CHILDREN[job_id]
     argv = driver_argv(files)
     if caps.drivers is not None:
         return caps.drivers.start_driver(files.job_id, argv, {})
@@ -97,7 +105,7 @@ def start_driver(files: JobFiles, caps: Capabilities, log_path: os.PathLike[str]
             start_new_session=True,
             close_fds=True,
         )
-    _CHILDREN.append(child)
+    _CHILDREN[files.job_id] = (child, str(log_path))
     return f"process {child.pid}"
 
 
@@ -188,6 +196,9 @@ class DetachedJob:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._on_done: list[Callable[[JobResult], None]] = []
+        # an open job (a detached BurstExecutor): this process feeds it and hears of each item as it finishes
+        self._ledger: ItemLedger | None = None
+        self._items_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<DetachedJob {self.id} {self.state}: {self.spec.backend}, {self.total} items>"
@@ -206,17 +217,41 @@ class DetachedJob:
         try:
             while True:
                 self._seq, ended = replay(self.files, self.events, self._seq)
+                if self._ledger is not None:
+                    with self._items_lock:
+                        self._ledger.discover()
+                        self._ledger.collect_results(full=time.time() - self._ledger.last_sweep > 60)
                 now = time.monotonic()
                 if ended or now - last_record >= max(2.0, 4 * self.poll):
                     last_record = now
                     record = self.status()
+                    gone = driver_exit(self.id)
+                    if gone is not None and not record.is_terminal:
+                        record = self.status()  # (it may have written its last record just now)
+                        if not record.is_terminal:
+                            raise BurstError(
+                                f"The driver of job {self.id} exited with code {gone[0]} before the job ended; "
+                                f"its log is {gone[1]}. starburst_jupyter.attach({self.id!r}) starts a new one once "
+                                f"its record has been silent for a while; `starburst cancel {self.id}` ends the job.",
+                                job_id=self.id,
+                            )
                     if record.is_terminal:
                         self._seq, _ = replay(self.files, self.events, self._seq)  # its last batch
+                        if self._ledger is not None:  # every item gets its final word, also those ended unrun
+                            with self._items_lock:
+                                self._ledger.discover()
+                                final = collect(self.files, record, partial=True)
+                                for index, value in enumerate(final.values):
+                                    item = self._ledger.items[index] if index < len(self._ledger.items) else None
+                                    if item is not None and not item.final and value is not PENDING:
+                                        failed = any(i == index for i, _ in final.failures)
+                                        self._ledger.finalize(index, not failed, value, None)
                         self._settle(collect(self.files, record))
                         return
                 time.sleep(self.poll)
         except BaseException as exc:  # wait() raises it: a follower must never hang its caller
-            logger.exception("following job %s failed", self.id)
+            if not isinstance(exc, BurstError):
+                logger.exception("following job %s failed", self.id)
             self._error = exc
             self._finished.set()
 
@@ -278,6 +313,8 @@ class DetachedJob:
         self.start()
         if not self._finished.wait(timeout):
             raise TimeoutError(f"job {self.id} still runs after {timeout} s (it goes on; wait again or collect later)")
+        if isinstance(self._error, BurstError):
+            raise self._error
         if self._error is not None:
             raise BurstError(
                 f"Following job {self.id} failed: {type(self._error).__name__}: {self._error}. The job itself goes "
@@ -306,6 +343,40 @@ class DetachedJob:
         """Ask the job's driver (wherever it runs) to end the job: its workers stop, the unfinished items are
         cancelled and the record says why."""
         self.files.request_cancel(reason)
+
+    # ----- an open job (BurstExecutor) ---------------------------------------------------------------
+    def _open_ledger(self) -> ItemLedger:
+        with self._items_lock:
+            if self._ledger is None:
+                ledger = ItemLedger(self.files, ev.EventBus(), result_window=20.0)
+                ledger.shared = True
+                ledger.discover()
+                ledger.collect_results(full=True)
+                self._ledger = ledger
+            return self._ledger
+
+    def add_items(self, values: list[Any]) -> list[int]:
+        """Queue more items on an open job; returns their indices (one process feeds a job at a time)."""
+        if self.status().is_terminal or self.files.is_closed():
+            raise BurstError(f"Job {self.id} is {self.state} and takes no more items; start a new one.", job_id=self.id)
+        ledger = self._open_ledger()
+        with self._items_lock:
+            ledger.discover()
+            return ledger.append(values)
+
+    def on_item(self, callback: Callable[[int, bool, Any], None]) -> None:
+        """callback(index, ok, value_or_exception) as each item gets its final outcome (from the follower)."""
+        self._open_ledger().callbacks.append(callback)
+
+    def withdraw(self, index: int) -> bool:
+        """Take a not-yet-started item back; False if a worker already has it."""
+        ledger = self._open_ledger()
+        with self._items_lock:
+            return ledger.withdraw(index)
+
+    def close(self) -> None:
+        """The open job takes no more items; its driver ends it once the queued ones are done."""
+        self.files.close()
 
     def stop_worker(self, worker: int) -> None:
         raise BurstError(

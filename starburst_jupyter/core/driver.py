@@ -109,6 +109,7 @@ class JobDriver(threading.Thread):
         self.initial_items: list[Any] | None = items
         self.open_job = open_job
         self.closed = not open_job
+        self.ledger.shared = open_job and detached
         self.per_second = pricing.per_second(rate, self.spec.cpu_units, self.spec.memory_mib)
         self.cost_rule = CostRule(self.spec.max_cost, self.per_second)
         self.cost = self.projected = 0.0
@@ -240,6 +241,11 @@ class JobDriver(threading.Thread):
             self._must_stop(Stop(f"it passed its --timeout of {self.spec.timeout:g} s", "timeout"))
             return True
         self.workforce.honour_stop_requests()
+        fed = False
+        if self.open_job and self.detached:  # the kernel that feeds this open job writes its blocks itself
+            fed = self.ledger.discover()
+            if not self.closed and self.files.is_closed():
+                self.closed = True
         exited = self.workforce.poll()
         # Why a worker ended is read from the job (cancelled? at its deadline?), never from its exit code alone.
         ending = dict(
@@ -273,7 +279,7 @@ class JobDriver(threading.Thread):
             self._set_state("running")
         if now - self.last_record >= self.timings.record_every:
             self._write_record()
-        return changed or bool(exited)
+        return changed or fed or bool(exited)
 
     def _must_stop(self, stop: Stop | None) -> None:
         """The job must stop (the first reason given is the one the user reads)."""

@@ -82,11 +82,7 @@ class Launcher:
         `subscribers` see every event from the first; with start=False the caller calls handle.start().
         With detach=True the job's driver runs apart from this process (core/detached.py) and the handle
         returned is a DetachedJob that follows it (started when start=True)."""
-        if detach and open_job:
-            raise BurstValidationError(
-                "An open job (BurstExecutor) cannot be detached yet: use burst_map(..., wait=False) or "
-                "%%burst --no-wait for work that must outlive this kernel."
-            )
+
         backend = self.backend(spec.backend)
         items = [None] if items is None else list(items)
         job_id = new_job_id()
@@ -180,8 +176,9 @@ class Launcher:
         backend = self.backend(spec.backend)
         plan = Plan([], max(1, record.waves.workers), max(1, record.waves.concurrency), 0)
         rate = pricing.rate_for(spec.region, spec.arch, spot=spec.spot)
+        open_job = files.read_spec().open
         driver = JobDriver(
-            self.config, self.store, handle, backend, plan, [], [], False, rate, self.timings, detached=True
+            self.config, self.store, handle, backend, plan, [], [], open_job, rate, self.timings, detached=True
         )
         handle.bind(driver)
         batches = files.read_events()

@@ -23,6 +23,7 @@ from starburst_jupyter.protocol.jobfiles import ItemResult, JobFiles
 
 MAX_RECORDED_FAILURES = 50
 UNKNOWN_WORKER = -2  # a claim whose object cannot be read: someone has the block, we cannot tell who
+WITHDRAWN = -1  # a block's claim by no worker: its item was taken back before it started
 logger = logging.getLogger(__name__)
 
 
@@ -48,13 +49,34 @@ class ItemLedger:
         self.newest_result = 0.0  # writer's time of the newest result object seen
         self.last_sweep = 0.0
         self.callbacks: list[Callable[[int, bool, Any], None]] = []
+        self.shared = False  # True when another process also writes this job's blocks (see discover)
 
     # ----- what exists ------------------------------------------------------------------------
     def add_block(self, pairs: list[tuple[int, Any]]) -> int:
-        block = len(self.blocks)
-        self.files.write_block(block, pairs)
+        if not self.shared:
+            block = len(self.blocks)
+            self.files.write_block(block, pairs)
+        else:  # another process writes blocks of this job too: a number is taken by an exclusive create
+            block = max(self.blocks, default=-1) + 1
+            while not self.files.create_block(block, pairs):
+                block += 1
         self.blocks[block] = [i for i, _ in pairs]
         return block
+
+    def discover(self) -> bool:
+        """Blocks another process wrote (an open job fed from a kernel while a detached driver runs it, or the
+        reverse): their items join the ledger."""
+        known = max(self.blocks, default=-1)
+        fresh = [b for b in self.files.list_blocks(after=known) if b not in self.blocks]
+        for block in fresh:
+            indices = [index for index, _ in self.files.read_block(block)]
+            self.blocks[block] = indices
+            for index in indices:
+                while len(self.items) <= index:
+                    self.items.append(Item())
+                if not self.items[index].final:
+                    self.items[index].block = block
+        return bool(fresh)
 
     def start(self, blocks: list[list[int]], items: list[Any], open_job: bool) -> None:
         """Write the first blocks (a new job)."""
@@ -67,9 +89,11 @@ class ItemLedger:
     def reload(self, total: int) -> None:
         """Rebuild from the store (attach): which blocks hold which items; claims and results come with the
         first full scan. Later blocks (retries) supersede earlier ones."""
-        self.items = [Item() for _ in range(total)]
         for block in self.files.list_blocks():
             self.blocks[block] = [index for index, _ in self.files.read_block(block)]
+        # (an open job's blocks may hold items its record does not count yet: a kernel feeds it)
+        highest = max((i for indices in self.blocks.values() for i in indices), default=-1)
+        self.items = [Item() for _ in range(max(total, highest + 1))]
         self._index_blocks()
 
     def _index_blocks(self) -> None:
@@ -87,9 +111,9 @@ class ItemLedger:
 
     def withdraw(self, index: int) -> bool:
         item = self.items[index]
-        if item.final or not self.files.claim(item.block, -1):  # a worker got there first
+        if item.final or not self.files.claim(item.block, WITHDRAWN):  # a worker got there first
             return False
-        self.claims[item.block] = -1
+        self.claims[item.block] = WITHDRAWN
         self.finalize(index, False, TaskCancelled(f"Item {index} was withdrawn before it started."), None)
         return True
 
@@ -122,6 +146,11 @@ class ItemLedger:
                 self._unreadable(f"claim of block {block}", exc)
                 worker = UNKNOWN_WORKER
             self.claims[block] = worker
+            if worker == WITHDRAWN:  # withdrawn by another process (a detached executor's kernel)
+                for index in self.blocks.get(block, ()):
+                    if index < len(self.items) and not self.items[index].final:
+                        cancelled = TaskCancelled(f"Item {index} was withdrawn before it started.")
+                        self.finalize(index, False, cancelled, None)
             if worker >= 0:
                 self.bus.publish(ev.TaskStarted(self.job_id, worker=worker, indices=tuple(self.blocks.get(block, ()))))
         return bool(fresh)

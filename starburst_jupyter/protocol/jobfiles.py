@@ -62,6 +62,10 @@ class JobFiles:
     def write_block(self, block: int, items: list[tuple[int, Any]]) -> None:
         self.store.put(self.block_key(block), serialize.dumps_chunks(items))
 
+    def create_block(self, block: int, items: list[tuple[int, Any]]) -> bool:
+        """Write a block only if no other writer took its number (an open job another process also feeds)."""
+        return self.store.create_exclusive(self.block_key(block), serialize.dumps(items))
+
     def read_block(self, block: int) -> list[tuple[int, Any]]:
         items: list[tuple[int, Any]] = serialize.loads(self.store.get(self.block_key(block)))
         return items
