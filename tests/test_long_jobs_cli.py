@@ -323,3 +323,56 @@ def test_a_damaged_local_record_older_than_days_is_listed_for_pruning(tmp_path):
     go, keep, problem = jobs.prunable(7, now=NOW)
     assert [found.record.id for found, _ in go] == ["bj-20261001-100000-dddddd"] and not keep and not problem
     assert isinstance(go[0][0], Found) and "damaged record, 10.0 days old" in go[0][1].why
+
+
+# ----- a real bucket (moto) --------------------------------------------------------------------------------
+def _set_up(bucket: str) -> Config:
+    """A config as `starburst setup` leaves it (only the bucket is used here)."""
+    role = "arn:aws:iam::123456789012:role/starburst-task"
+    return Config(
+        bucket=bucket,
+        region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        subnets=("subnet-1",),
+        security_groups=("sg-1",),
+        execution_role_arn=role,
+        task_role_arn=role,
+    )
+
+
+def test_status_and_prune_with_a_bucket_on_moto(starburst_home, s3_bucket, moto_env):
+    """A job another machine ran (its record only in the bucket) lists in status and is pruned from the bucket;
+    a running one stays; a job of this machine still lists."""
+    from starburst_jupyter.core.launcher import Launcher
+
+    config = _set_up(s3_bucket)
+    launcher = Launcher(config, home=starburst_home)
+    ended = time.time() - 8 * DAY
+    old = JobRecord("bj-20261001-100000-eeeeee", backend="fargate", state=JobState.DONE, created=ended, finished=ended)
+    live = JobRecord("bj-20261129-100000-ffffff", backend="fargate", state=JobState.RUNNING, created=time.time())
+    for record in (old, live):
+        files = launcher.backend("fargate").job_files(record.id)
+        files.write_record(record.dumps().encode())
+        files.write_events(0, [])
+    here = JobRecord("bj-20261129-090000-aaaaaa", backend="local", state=JobState.DONE, created=time.time())
+    launcher.store.write(here)
+    jobs = commands.Jobs(starburst_home, config)
+    text = jobs.status_text()
+    assert all(r.id in text for r in (old, live, here)), text
+
+    go, keep, problem = jobs.prunable(7)
+    assert [found.record.id for found, _ in go] == [old.id] and not problem
+    pruned = jobs.prune([found for found, _ in go])
+    assert pruned.removed == [old.id] and not pruned.errors
+    store = launcher.backend("fargate").job_files("").store
+    assert store.list_folders("jobs/") == [f"jobs/{live.id}/"]
+
+
+def test_a_bucket_moto_refuses_is_one_line_in_status(starburst_home, moto_env):
+    config = _set_up("starburst-no-such-bucket-0000")
+    JobStore(starburst_home).write(JobRecord("bj-20261129-090000-aaaaaa", backend="local", state=JobState.DONE))
+    text = commands.Jobs(starburst_home, config).status_text()
+    assert "bj-20261129-090000-aaaaaa" in text
+    last = text.splitlines()[-1]
+    assert (
+        last.startswith("(the jobs in bucket starburst-no-such-bucket-0000 could not be listed (") and "\n" not in last
+    )
