@@ -457,10 +457,11 @@ class BurstMagics(Magics):
         record = None
         if line.strip():
             try:
-                record = jobs.find(line)
+                record = jobs.record(line).to_json()  # (this machine's, or the bucket's)
             except KeyError as exc:
                 raise UsageError(exc.args[0]) from None
-        if _in_kernel(self.shell):
+        here = record is None or (jobs.store.job_dir(record["id"]) / "record.json").exists()
+        if _in_kernel(self.shell) and here:  # (the live table reads this machine's store; a bucket's job: text)
             try:
                 from starburst_jupyter.display.status_widget import show_status
             except ImportError:  # no ipywidgets: the text table

@@ -40,7 +40,7 @@ def test_every_option_is_a_magic_argument_with_the_tables_help(ip):
         assert option.flag in actions, f"%%burst has no {option.flag}"
         assert actions[option.flag].help.replace("%%", "%") == option.description
         assert actions[option.flag].dest == option.name
-    face_only = {"--map", "--out", "--requirements", "--platform"}
+    face_only = {"--map", "--out", "--requirements", "--platform", "--no-wait", "--handle"}
     assert set(actions) == {o.flag for o in options.OPTIONS} | face_only
     shown = ip.magics_manager.magics["cell"]["burst"].__doc__
     assert "--keep-warm MINUTES" in shown and "about 70% cheaper" in shown and "--retries N" in shown

@@ -22,7 +22,8 @@ class Timings:
     max_launch_attempts: int = 6  # per worker
     record_every: float = 0.5  # rewrite the job's record at most this often
     driver_silent: float = 300.0  # a detached job whose record is this old lost its driver (Fargate: a slow start)
-    mirror_every: float = 2.0  # ... and its copy in the job's store (S3: a PUT each time), and at each new state
+    journal_every: float = 1.0  # a detached driver's event batches (S3: a PUT each, when something happened)
+    mirror_every: float = 5.0  # ... and its copy in the job's store (S3: a PUT each time), and at each new state
     cost_every: float = 1.0  # re-price the job this often
     deadline_slack: float = 5.0  # a worker ending this close to the deadline ended because of it (clock skew)
 

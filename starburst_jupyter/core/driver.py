@@ -123,7 +123,7 @@ class JobDriver(threading.Thread):
         self.deadline = self.created + self.spec.timeout
         self.state, self.message = "queued", ""
         self.log_cursor: Any = None
-        self.last_record = self.last_cost_tick = self.last_log_poll = self.last_mirror = 0.0
+        self.last_record = self.last_cost_tick = self.last_log_poll = self.last_mirror = self.last_journal = 0.0
         # A detached driver (core/drive.py) runs apart from any kernel: it journals its events for the kernels
         # that follow it, keeps the results in the store until they are pruned, and names itself the owner.
         self.detached = detached
@@ -492,8 +492,9 @@ class JobDriver(threading.Thread):
             if state.value != self.mirrored_state or now - self.last_mirror >= self.timings.mirror_every:
                 self.files.write_record(record.dumps().encode())
                 self.mirrored_state, self.last_mirror = state.value, now
-            if self.journal is not None:
+            if self.journal is not None and (state.is_terminal or now - self.last_journal >= self.timings.journal_every):
                 self.journal.flush()
+                self.last_journal = now
         except OSError as exc:
             if not no_room(exc):
                 raise

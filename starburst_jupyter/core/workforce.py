@@ -24,6 +24,7 @@ from starburst_jupyter.core.decisions import (
 )
 from starburst_jupyter.core.plan import Plan
 from starburst_jupyter.core.spec import JobSpec
+from starburst_jupyter.errors import BurstError
 from starburst_jupyter.protocol.exits import EXIT_TERMINATED
 from starburst_jupyter.protocol.jobfiles import JobFiles
 
@@ -80,9 +81,16 @@ class Workforce:
 
     # ----- starting ---------------------------------------------------------------------------
     def adopt(self, record: dict[str, Any]) -> None:
-        """Follow the workers a record names (attach)."""
-        assert self.caps.attach is not None  # the launcher attaches only where the backend can
-        for key, info in record.get("workers", {}).items():
+        """Follow the workers a record names (attach; a detached job's first driver finds none)."""
+        workers = record.get("workers", {})
+        if workers and self.caps.attach is None:
+            raise BurstError(
+                f"Job {self.files.job_id}: the {self.spec.backend} backend cannot follow workers another process "
+                f"started. `starburst cancel {self.files.job_id}` ends them; run the job again.",
+                job_id=self.files.job_id,
+            )
+        for key, info in workers.items():
+            assert self.caps.attach is not None
             ref = self.caps.attach.adopt(int(key), info)
             self.workers[ref.index] = ref
         self.next_worker = max(self.workers, default=-1) + 1
