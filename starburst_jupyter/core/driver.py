@@ -492,7 +492,8 @@ class JobDriver(threading.Thread):
             if state.value != self.mirrored_state or now - self.last_mirror >= self.timings.mirror_every:
                 self.files.write_record(record.dumps().encode())
                 self.mirrored_state, self.last_mirror = state.value, now
-            if self.journal is not None and (state.is_terminal or now - self.last_journal >= self.timings.journal_every):
+            due = state.is_terminal or now - self.last_journal >= self.timings.journal_every
+            if self.journal is not None and due:
                 self.journal.flush()
                 self.last_journal = now
         except OSError as exc:
