@@ -3,7 +3,8 @@ that refuses a bad value. The `%%burst` arguments, the keywords of `burst_map`/`
 `build_spec` accepts are generated from `OPTIONS`; a value left out (None) takes the config's default.
 
 Face-only flags (`--map`, `--out`, `--no-wait`, `--handle`, `--requirements`, `--platform`) are not job
-options: they stay with the faces. This module imports neither IPython nor the config (the config imports rules from here).
+options: they stay with the faces. This module imports neither IPython nor the config (the config imports
+rules from here).
 """
 
 from __future__ import annotations
