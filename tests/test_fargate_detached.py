@@ -110,6 +110,20 @@ def test_a_detached_three_wave_job_ends_done_without_its_launcher_and_is_collect
     assert record.state.value == "done" and record.done == 12
     assert (record.waves.count, record.waves.started, record.waves.finished) == (3, 3, 3)
     assert len(record.workers) == 6 and {w.wave for w in record.workers.values()} == {1, 2, 3}
+    # the bill counts the driver task too (its one-minute minimum of 0.25 vCPU / 0.5 GB on-demand at least),
+    # on top of each worker's own one-minute minimum
+    from starburst_jupyter.core import pricing
+    from starburst_jupyter.core.detached import spec_of
+
+    spec = spec_of(record)
+    on_demand = pricing.rate_for(spec.region, spec.arch, spot=False)
+    driver_minimum = 60 * pricing.per_second(on_demand, 256, 512)
+    workers_minimum = (
+        len(record.workers)
+        * 60
+        * pricing.per_second(pricing.rate_for(spec.region, spec.arch, spot=spec.spot), spec.cpu_units, spec.memory_mib)
+    )
+    assert record.cost.accrued >= workers_minimum + driver_minimum - 1e-9
     later = [w.started for w in record.workers.values() if w.wave > 1]
     assert all(started and started > killed for started in later), "waves 2 and 3 started after the kill"
     # the driver was one ECS task of the agent's, which ended with the job; nothing of the job runs now

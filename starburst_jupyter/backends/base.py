@@ -196,6 +196,8 @@ class TailsLogsCheaply(Protocol):
 
 @runtime_checkable
 class HostsDrivers(Protocol):
+    driver_shape: tuple[int, int]  # (CPU units, memory MiB) a driver is billed for
+
     def start_driver(self, job_id: str, argv: list[str], env: dict[str, str]) -> str:
         """Run a detached job's driver (`python` + argv, with env) on the backend's own infrastructure, so the
         job goes on with the launching machine switched off; returns what the driver is (e.g. its task ARN).

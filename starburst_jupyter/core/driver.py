@@ -130,6 +130,7 @@ class JobDriver(threading.Thread):
         self.journal: EventJournal | None = EventJournal(self.files, self.bus) if detached else None
         self.mirrored_state = ""
         self.resumed = False  # rebuilt from the store (attach, or a detached driver) rather than made here
+        self.driver_since = self.created  # when this process began driving the job
 
     # ----- set-up ---------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -166,6 +167,7 @@ class JobDriver(threading.Thread):
         self.workforce.adopt(record)
         self.chunks = self.initial_items = None
         self.resumed = True
+        self.driver_since = time.time()
         if self.detached:
             self.message = f"driven apart from any kernel (pid {os.getpid()} on {socket.gethostname()})"
         else:
@@ -305,7 +307,17 @@ class JobDriver(threading.Thread):
 
     # ----- money ----------------------------------------------------------------------------
     def _accrued(self, now: float) -> float:
-        return self.workforce.worker_seconds(now, pricing.MINIMUM_BILLED_SECONDS) * self.per_second
+        workers = self.workforce.worker_seconds(now, pricing.MINIMUM_BILLED_SECONDS) * self.per_second
+        return workers + self._driver_cost(now)
+
+    def _driver_cost(self, now: float) -> float:
+        """A detached driver that runs as a cloud task is billed too (this driver's time; on-demand, never Spot)."""
+        if not (self.detached and self.resumed) or self.caps.drivers is None:
+            return 0.0
+        cpu, memory = self.caps.drivers.driver_shape
+        rate = pricing.rate_for(self.spec.region, self.spec.arch, spot=False)
+        seconds = max(pricing.MINIMUM_BILLED_SECONDS, now - self.driver_since)
+        return seconds * pricing.per_second(rate, cpu, memory)
 
     def _tick_cost(self, now: float) -> None:
         self.last_cost_tick = now

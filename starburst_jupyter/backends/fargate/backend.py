@@ -93,6 +93,7 @@ class FargateBackend:
     name = "fargate"
     timing = {"flush_seconds": 2.0, "control_poll_seconds": 1.0, "heartbeat_seconds": 10.0}
     poll_seconds = (0.5, 5.0)
+    driver_shape = (DRIVER_CPU, DRIVER_MEMORY)  # a detached job's driver task (start_driver)
     log_poll_seconds = 3.0
     unknown_task = UnknownTaskRule()  # when a task DescribeTasks answers MISSING for is given up
 
