@@ -161,7 +161,8 @@ class JobView:
 
 
 class Throttled:
-    """Calls render(view) at most every `interval` seconds, and always once at the end."""
+    """Calls render(view) at most every `interval` seconds, and always at the end and for a state change after it
+    (a detached job's follower says where the results landed right after the job's end)."""
 
     def __init__(self, view: JobView, render: Callable[[JobView], None], interval: float = 0.25):
         self.view, self.render, self.interval = view, render, interval
@@ -173,7 +174,8 @@ class Throttled:
         with self._lock:
             self.view.apply(event)
             now = time.monotonic()
-            final = isinstance(event, ev.JobFinished)
+            landed = isinstance(event, ev.JobStateChanged) and self.view.ended is not None
+            final = landed or isinstance(event, ev.JobFinished)
             if final or now - self._last >= self.interval:
                 self._last = now
                 self.renders += 1
