@@ -201,7 +201,11 @@ class DetachedJob:
         self._items_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"<DetachedJob {self.id} {self.state}: {self.spec.backend}, {self.total} items>"
+        # no state here: a cell's value is shown once and would go stale (status() tells the state)
+        return (
+            f"<DetachedJob {self.id} ({self.spec.backend}, {self.total} items): .status() .results(partial=True) "
+            f".wait() .cancel() .extend(minutes)>"
+        )
 
     # ----- following --------------------------------------------------------------------------
     def start(self) -> DetachedJob:
