@@ -341,12 +341,11 @@ class BurstMagics(Magics):
         detached job in a terminal must not write over the prompt)."""
         spec = handle.spec
         view = JobView(handle.id, total=tasks, name=spec.name, backend=spec.backend, region=spec.region)
+        view.on_error = getattr(spec, "on_error", "raise")
         widget = None
         if _in_kernel(self.shell):
             try:
-                from IPython.display import display
-
-                from starburst_jupyter.display.widget import JobWidget
+                from starburst_jupyter.display.widget import RENDER_INTERVAL, JobWidget
             except ImportError:
                 pass
             else:
@@ -357,9 +356,7 @@ class BurstMagics(Magics):
                     size=spec.describe_size(),
                     cancellable=_async_cells(self.shell),
                 )
-                bundle = widget.root._repr_mimebundle_()
-                bundle["text/plain"] = f"[live view of burst job {handle.id}; the summary follows below]"
-                display(bundle, raw=True)
+                widget.display()  # the job's summary replaces it, in the same display, when it ends
 
         if widget is None:
             if quiet:
@@ -373,7 +370,7 @@ class BurstMagics(Magics):
             trace("widget: render", job=current.job_id, state=current.state, done=current.done)
             (widget.settle if current.ended else widget.render)(current)
 
-        handle.events.subscribe(Throttled(view, render, interval=0.3))
+        handle.events.subscribe(Throttled(view, render, interval=RENDER_INTERVAL))
 
     def _conclude(self, result: JobResult, args: Any, single: bool, on_error: str) -> Any:
         if result.state == "cancelled":

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from starburst_jupyter.core import events as ev
 from starburst_jupyter.core.config import Config
 from starburst_jupyter.core.launcher import Launcher
 from starburst_jupyter.core.spec import build_spec
 from starburst_jupyter.display.progress import JobView, TextProgress, Throttled
+from starburst_jupyter.display.rate import RateMeter, average_rate, eta, format_eta, format_rate, rate_and_eta
 from starburst_jupyter.protocol.programs import CallProgram
 
 
@@ -75,3 +78,50 @@ def test_text_progress_follows_a_real_job():
     lines = out.getvalue().splitlines()
     assert lines[-1].startswith(f"{handle.id} done: 50/50 items")
     assert view.waves == 2 and len(view.workers) == 4
+
+
+# ----- rate and time left (tqdm-style), pure -------------------------------------------------------------------
+def test_rate_meter_smooths_like_tqdm_and_merges_close_samples():
+    meter = RateMeter()
+    assert meter.update(0, 0.0) is None  # one sample: no rate yet
+    assert meter.update(10, 0.1) is None  # closer than MIN_INTERVAL: merged into the next
+    assert meter.update(10, 1.0) == pytest.approx(10.0)  # bias-corrected: the first interval, not 3/s
+    assert meter.update(30, 2.0) == pytest.approx((0.3 * 20 + 0.7 * 0.3 * 10) / (0.3 * 1 + 0.7 * 0.3 * 1))
+    steady = RateMeter()
+    for second in range(60):
+        steady.update(second * 5, float(second))
+    assert steady.rate == pytest.approx(5.0)
+
+
+def test_eta_and_its_words():
+    assert eta(100, 4.0) == 25.0 and eta(0, None) == 0.0 and eta(5, None) is None and eta(5, 0.0) is None
+    assert format_eta(None) == "?" and format_eta(42.4) == "0:42" and format_eta(3723) == "1:02:03"
+    assert format_rate(None) == "? items/s" and format_rate(12.34) == "12.3 items/s"
+    assert format_rate(0.25) == "4.0 s/item" and format_rate(512.0) == "512 items/s"
+    assert average_rate(0, 10.0) is None and average_rate(50, 10.0) == 5.0
+    assert rate_and_eta(2.0, 10) == "2.0 items/s, 0:05 left"
+
+
+def test_the_line_shows_rate_and_time_left_and_the_average_at_the_end():
+    view = JobView("bj-r", total=100, started=0.0)
+    view.apply(ev.JobStateChanged("bj-r", state="running"))
+    view.apply(ev.WorkerStarted("bj-r", worker=0, wave=1))
+    assert "? items/s, ? left" in view.line(now=1.0)
+    for n in range(20):
+        view.apply(ev.TaskFinished("bj-r", index=n, worker=0, duration=0.1))
+    assert "20.0 items/s, 0:04 left" in view.line(now=2.0)  # 20 items in the second since the last sample
+    view.apply(ev.JobFinished("bj-r", state="done", done=100, failed=0, total=100, duration=4.0, cost=0.0, at=4.0))
+    assert view.line().endswith("| 4.0s | 25.0 items/s | $0.0000 est.")
+
+
+def test_the_terminal_line_pads_over_a_longer_one():
+    out = io.StringIO()
+    progress = TextProgress(out, in_place=True)
+    view = JobView("bj-p", total=2, waves=2, wave=1, state="launching")
+    view.wave_workers[1] = 2
+    progress(view)
+    long = out.getvalue()
+    view.state, view.waves = "running", 1
+    progress(view)
+    short = out.getvalue()[len(long) :]
+    assert short.startswith("\r") and len(short) == len(long)  # "...est.kers up" is written over

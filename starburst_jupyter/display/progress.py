@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from starburst_jupyter.core import events as ev
+from starburst_jupyter.display.rate import RateMeter, rate_and_eta
 
 MAX_LOG_LINES_PER_WORKER = 200
 #: What a progress line needs: everything but log lines (subscribing to those makes the core tail logs).
@@ -36,14 +37,15 @@ PROGRESS_EVENTS = (
 class WorkerView:
     index: int
     wave: int
-    state: str = "starting"  # starting, running, idle, exited, failed
-    current: tuple[int, ...] = ()
+    state: str = "starting"  # starting, running, idle, exited, failed, stopped (by the user or a cancel)
+    current: tuple[int, ...] = ()  # the items of its task not finished yet: current[0] is the one it works on
     done: int = 0
     started: float = field(default_factory=time.time)
     ended: float | None = None
     last_line: str = ""
     error: str = ""
     logs: deque = field(default_factory=lambda: deque(maxlen=MAX_LOG_LINES_PER_WORKER))
+    item_started: float | None = None  # when it began its current item (a slow item shows it)
 
     def runtime(self, now: float) -> float:
         return (self.ended or now) - self.started
@@ -73,6 +75,34 @@ class JobView:
     projected: float = 0.0
     cap: float | None = None
     cost_label: str = ""
+    on_error: str = "raise"  # "keep": a job whose failures were kept ended "done with N failed"
+    waves_finished: set[int] = field(default_factory=set)
+    meter: RateMeter = field(default_factory=RateMeter)
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+    def speed(self, now: float | None = None) -> float | None:
+        """Items/s, smoothed as tqdm does (each call is a sample); the whole run's average once it ended."""
+        if self.ended is not None:
+            elapsed = self.elapsed()
+            return self.finished / elapsed if elapsed > 0 and self.finished else None
+        return self.meter.update(self.finished, now if now is not None else time.time())
+
+    def progress_note(self, now: float | None = None) -> str:
+        """'12.3 items/s, 0:42 left' while it runs; '12.3 items/s' once it ended."""
+        rate = self.speed(now)
+        if self.ended is not None:
+            return rate_and_eta(rate, 0).split(",")[0]
+        return rate_and_eta(rate, self.total - self.finished)
+
+    def state_label(self) -> str:
+        """What the job's state reads as: a job that kept its failures (--on-error keep) and ran to the end is
+        'done with N failed', not 'failed'."""
+        if self.state == "failed" and self.on_error == "keep" and self.failed and not self.message:
+            return f"done with {self.failed} failed"
+        return self.state
 
     def elapsed(self, now: float | None = None) -> float:
         return (self.ended or now or time.time()) - self.started
@@ -99,30 +129,39 @@ class JobView:
     def _on_WorkerExited(self, e: ev.WorkerExited) -> None:
         worker = self.workers.get(e.worker)
         if worker is not None:
-            worker.state = "exited" if e.exit_code in (0, None) else "failed"
-            worker.ended, worker.current = e.at, ()
-            if e.exit_code not in (0, None):
+            stopped = (e.reason or worker.error).startswith("stopped")  # by the user, or by a cancel
+            worker.state = "stopped" if stopped else ("exited" if e.exit_code in (0, None) else "failed")
+            worker.ended, worker.current, worker.item_started = e.at, (), None
+            if e.exit_code not in (0, None) and not stopped:
                 worker.error = e.reason
 
     def _on_TaskStarted(self, e: ev.TaskStarted) -> None:
         worker = self.workers.get(e.worker)
         if worker is not None:
-            worker.state, worker.current = "running", e.indices
+            worker.state, worker.current, worker.item_started = "running", e.indices, e.at
 
-    def _count(self, worker_index: int) -> None:
+    def _on_WaveFinished(self, e: ev.WaveFinished) -> None:
+        self.waves_finished.add(e.wave)
+
+    def _count(self, worker_index: int, item: int, at: float) -> None:
         worker = self.workers.get(worker_index)
         if worker is not None:
+            if item in worker.current:  # "now" moves on to the next item of the task, as the worker does
+                worker.current = tuple(i for i in worker.current if i != item)
+                worker.item_started = at if worker.current else None
+                if not worker.current and worker.state == "running":
+                    worker.state = "idle"
             worker.done += 1
             self.wave_done[worker.wave] = self.wave_done.get(worker.wave, 0) + 1
 
     def _on_TaskFinished(self, e: ev.TaskFinished) -> None:
         self.done += 1
-        self._count(e.worker)
+        self._count(e.worker, e.index, e.at)
 
     def _on_TaskFailed(self, e: ev.TaskFailed) -> None:
         self.failed += 1
         self.failures.append((e.index, e.error, e.traceback))
-        self._count(e.worker)
+        self._count(e.worker, e.index, e.at)
         worker = self.workers.get(e.worker)
         if worker is not None:
             worker.error = f"item {e.index}: {e.error}"
@@ -154,9 +193,10 @@ class JobView:
         failed = f", {self.failed} failed" if self.failed else ""
         cap = f" (cap ${self.cap:g})" if self.cap else ""
         cost = f" | ${self.accrued:.4f}{cap}" + (" est." if self.backend == "local" else "")
+        speed = f" | {self.progress_note(now)}" if self.ended is not None or self.state == "running" else ""
         return (
-            f"{self.job_id} {self.state}: {self.done + self.failed}/{self.total} items{failed}{wave}"
-            f" | {self.elapsed(now):.1f}s{cost}"
+            f"{self.job_id} {self.state_label()}: {self.done + self.failed}/{self.total} items{failed}{wave}"
+            f" | {self.elapsed(now):.1f}s{speed}{cost}"
         )
 
 
@@ -187,12 +227,15 @@ class TextProgress:
 
     def __init__(self, stream: TextIO, in_place: bool):
         self.stream, self.in_place = stream, in_place
+        self._width = 0  # the longest line written in place: a shorter one is padded over it
 
     def __call__(self, view: JobView) -> None:
         text = view.line()
         if self.in_place:
             end = "\n" if view.ended else ""
-            self.stream.write("\r" + text + end)
+            padded = text.ljust(self._width)  # no "...est.kers up" left behind by a longer line
+            self._width = 0 if view.ended else max(self._width, len(text))
+            self.stream.write("\r" + padded + end)
         else:
             self.stream.write(text + "\n")
         self.stream.flush()

@@ -1,26 +1,46 @@
 """The live job widget: renders a JobView with ipywidgets. Observes events; drives nothing itself.
 
+Its widget count is fixed by its layout, never by the job: all workers are one HTML table, all waves one
+line, and each refresh only sets trait values (ipywidgets sends a trait only when its value changed), at
+most 4 times a second (Throttled). When the job ends the widget replaces its own output, in the same
+display (update_display), by a static HTML/text summary, and closes every widget it made (layouts and
+styles too): a saved notebook, nbconvert and GitHub show the summary, and the kernel keeps no models.
+
 Its buttons call the JobHandle (cancel / stop_worker), the same path as the stop button. They
 respond while the cell runs because %%burst cells run as awaited cells (see magics.py).
 """
 
 from __future__ import annotations
 
-import html
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import ipywidgets as widgets
 
 from starburst_jupyter.core.debuglog import trace
+from starburst_jupyter.display import summary
 from starburst_jupyter.display.progress import JobView
+from starburst_jupyter.display.summary import STATE_COLOURS, esc
+
+__all__ = ["STATE_COLOURS", "ImageProgressWidget", "JobWidget", "close_all", "esc"]
 
 MAX_LOG_LINES_SHOWN = 200
-STATE_COLOURS = {"done": "#2e7d32", "failed": "#c62828", "cancelled": "#8d6e63", "running": "#1565c0"}
+RENDER_INTERVAL = 0.25  # s: at most 4 renders a second (Throttled's interval for the widget)
+WIDGETS_PER_JOB = 45  # every model a JobWidget opens (15 widgets, their layouts and styles): tests hold it to this
 
 
-def esc(text: object) -> str:
-    return html.escape(str(text))
+def close_all(widget: Any) -> None:
+    """Close a widget, everything inside it, and their layouts and styles (each is a model of its own that
+    Widget.close leaves open)."""
+    for child in getattr(widget, "children", ()):
+        close_all(child)
+    for part in ("layout", "style"):
+        owned = getattr(widget, part, None)
+        if isinstance(owned, widgets.Widget):
+            owned.close()
+    widget.close()
 
 
 class JobWidget:
@@ -34,17 +54,17 @@ class JobWidget:
     ):
         self.view, self._cancel, self._stop_worker = view, cancel, stop_worker
         self.size = size
+        self.closed = False
+        self.display_id: str | None = None
+        self.summary = ""  # the static HTML left when the job ended
+        self._lock = threading.RLock()
         self.header = widgets.HTML()
-        self.waves = widgets.HTML()
         self.progress = widgets.IntProgress(
             min=0, max=max(view.total, 1), description="items", layout=widgets.Layout(width="60%")
         )
-        self.wave_bars = widgets.VBox()
+        self.stats = widgets.HTML()  # ok / failed / of total, rate and time left
+        self.waves = widgets.HTML()  # the current wave and one segment per wave
         self.cost = widgets.HTML()
-        self.workers = widgets.VBox()
-        self.log_choice = widgets.Dropdown(options=[("all workers", -1)], value=-1, description="logs")
-        self.log_choice.observe(lambda _: self._render_logs(), names="value")
-        self.logs = widgets.HTML(layout=widgets.Layout(max_height="220px", overflow="auto", border="1px solid #ccc"))
         self.cancel_button = widgets.Button(
             description="Cancel job",
             button_style="danger",
@@ -55,23 +75,48 @@ class JobWidget:
         self.cancel_button.on_click(lambda _: self._on_cancel())
         self.cancel_button.on_msg(lambda _w, content, _b: trace("widget: Cancel button got a message", content=content))
         trace("widget: Cancel button made", job=view.job_id, comm=str(self.cancel_button.model_id)[:8])
+        self.stop_choice = widgets.Dropdown(options=[("worker...", -1)], value=-1, layout=widgets.Layout(width="130px"))
+        self.stop_button = widgets.Button(
+            description="Stop worker", icon="hand-paper-o", tooltip="End the chosen worker; its items go to others"
+        )
+        self.stop_button.on_click(lambda _: self._stop(self.stop_choice.value))
+        self.workers = widgets.HTML()  # one table for every worker: its size never changes the widget count
+        self.show_all = widgets.ToggleButton(value=False, description="show all", layout=widgets.Layout(width="auto"))
+        self.show_all.observe(lambda _: self._render_workers(), names="value")
         self.failures = widgets.HTML()
-        self._worker_buttons: dict[int, widgets.Button] = {}
+        self.log_choice = widgets.Dropdown(options=[("all workers", -1)], value=-1, description="logs")
+        self.log_choice.observe(lambda _: self._render_logs(), names="value")
+        self.logs = widgets.HTML(layout=widgets.Layout(max_height="220px", overflow="auto", border="1px solid #ccc"))
         self.root = widgets.VBox(
             [
                 self.header,
-                self.waves,
                 self.progress,
-                self.wave_bars,
+                self.stats,
+                self.waves,
                 self.cost,
-                self.cancel_button,
+                widgets.HBox([self.cancel_button, self.stop_choice, self.stop_button]),
                 self.workers,
+                self.show_all,
                 self.failures,
                 widgets.VBox([self.log_choice, self.logs]),
             ]
         )
         self.root.add_class("starburst-job")
 
+    # ----- showing it ----------------------------------------------------------------------------
+    def display(self) -> str:
+        """Show the widget as a display that `settle` replaces by the summary; returns its display id.
+        The bundle's text/html is what a notebook saved mid-run shows where widgets are not live."""
+        from IPython.display import display
+
+        bundle = self.root._repr_mimebundle_()
+        bundle["text/plain"] = f"[live view of burst job {self.view.job_id}; replaced by its summary at the end]"
+        bundle["text/html"] = summary.live_placeholder_html(self.view)
+        handle = display(bundle, raw=True, display_id=True)
+        self.display_id = handle.display_id if handle is not None else None
+        return self.display_id or ""
+
+    # ----- buttons -------------------------------------------------------------------------------
     def _on_cancel(self) -> None:
         trace("widget: Cancel handler runs", job=self.view.job_id)
         self.cancel_button.disabled = True
@@ -80,92 +125,49 @@ class JobWidget:
         trace("widget: Cancel handler done", job=self.view.job_id)
 
     def _stop(self, index: int) -> None:
-        button = self._worker_buttons.get(index)
-        if button is not None:
-            button.disabled = True
+        if index is None or index < 0:
+            return
+        self.stop_choice.value = -1
         self._stop_worker(index)
 
+    # ----- rendering -----------------------------------------------------------------------------
     def render(self, view: JobView) -> None:
-        now = time.time()
-        colour = STATE_COLOURS.get(view.state, "#555")
-        name = f"{esc(view.name)} " if view.name else ""
-        self.header.value = (
-            f"<b>{name}{esc(view.job_id)}</b> &middot; {esc(view.backend)}"
-            f"{' ' + esc(view.region) if view.region else ''}{' &middot; ' + esc(self.size) if self.size else ''}"
-            f" &middot; <span class='starburst-state' style='color:{colour}'><b>{esc(view.state)}</b></span>"
-            f" &middot; {view.elapsed(now):.1f}s"
-        )
-        up = view.workers_up(view.wave)
-        self.waves.value = (
-            f"wave {view.wave} of {view.waves}: {up}/{view.wave_workers.get(view.wave, 0)} workers up"
-            if view.wave
-            else "launching workers..."
-        )
-        self.progress.value = view.done + view.failed
-        self.progress.description = f"{view.done + view.failed}/{view.total}"
-        self.progress.bar_style = "danger" if view.failed else ("success" if view.state == "done" else "")
-        if view.waves > 1:
-            self.wave_bars.children = [
-                widgets.IntProgress(
-                    value=view.wave_done.get(w, 0),
-                    min=0,
-                    max=max(
-                        1, round(view.total * view.wave_workers.get(w, 0) / max(1, sum(view.wave_workers.values())))
-                    ),
-                    description=f"wave {w}",
-                    layout=widgets.Layout(width="40%"),
-                )
-                for w in sorted(view.wave_workers)
+        with self._lock:
+            if self.closed:
+                return
+            now = time.time()
+            self.header.value = summary.header_html(view, self.size, now)
+            self.progress.value = min(view.finished, self.progress.max)
+            self.progress.description = f"{view.finished}/{view.total}"
+            self.progress.bar_style = "warning" if view.failed else ("success" if view.state == "done" else "")
+            bar = summary.parts_bar(view.done, view.failed, view.total, "160px") if view.failed else ""
+            bar = f"<span style='display:inline-block;vertical-align:middle'>{bar}</span> " if bar else ""
+            self.stats.value = bar + summary.counts_line(view, now)
+            self.waves.value = summary.waves_html(view)
+            self.cost.value = summary.cost_html(view)
+            running = [("worker...", -1)] + [
+                (f"worker {i}", i)
+                for i, w in sorted(view.workers.items())
+                if w.state in ("running", "idle", "starting")
             ]
-        cap = f" &middot; cap ${view.cap:g}" if view.cap else ""
-        stop_note = " (the job is cancelled before the cap would be passed)" if view.cap else ""
-        self.cost.value = (
-            f"cost ${view.accrued:.4f} so far, ${view.projected:.4f} projected{cap}{stop_note}"
-            f"<br><small>{esc(view.cost_label)}</small>"
-        )
-        self._render_workers(view, now)
-        self._render_failures(view)
-        options = [("all workers", -1)] + [(f"worker {i}", i) for i in sorted(view.workers)]
-        if len(options) != len(self.log_choice.options):
-            self.log_choice.options = options
-        self._render_logs()
-        if view.ended:
-            self.cancel_button.disabled = True
-            self.cancel_button.description = view.state
+            if running != list(self.stop_choice.options):
+                self.stop_choice.options = running
+                self.stop_choice.value = -1
+            self._render_workers(now)
+            self.failures.value = summary.failures_html(view)
+            options = [("all workers", -1)] + [(f"worker {i}", i) for i in sorted(view.workers)]
+            if len(options) != len(self.log_choice.options):
+                self.log_choice.options = options
+            self._render_logs()
+            if view.ended:
+                self.cancel_button.disabled = True
+                self.cancel_button.description = view.state_label()
 
-    def _render_workers(self, view: JobView, now: float) -> None:
-        rows = []
-        for index in sorted(view.workers):
-            worker = view.workers[index]
-            button = self._worker_buttons.get(index)
-            if button is None:
-                button = widgets.Button(
-                    description="stop",
-                    layout=widgets.Layout(width="60px"),
-                    tooltip=f"End worker {index}; its items go to other workers",
-                )
-                button.on_click(lambda _, i=index: self._stop(i))
-                self._worker_buttons[index] = button
-            button.disabled = worker.state in ("exited", "failed") or bool(view.ended)
-            current = ",".join(map(str, worker.current[:3])) + ("..." if len(worker.current) > 3 else "")
-            detail = esc(worker.error or worker.last_line)[:160]
-            text = (
-                f"<code>{index:>3}</code> {worker.state:<8} items {worker.done:>4} "
-                f"&middot; now {current or '-'} &middot; {worker.runtime(now):.0f}s &middot; {detail}"
-            )
-            rows.append(widgets.HBox([button, widgets.HTML(text)]))
-        self.workers.children = rows
-
-    def _render_failures(self, view: JobView) -> None:
-        if not view.failures:
-            self.failures.value = ""
-            return
-        items = "".join(
-            f"<details><summary>item {i}: {esc(line)}</summary><pre>{esc(tb)}</pre></details>"
-            for i, line, tb in view.failures[:20]
-        )
-        more = f"<div>... and {len(view.failures) - 20} more</div>" if len(view.failures) > 20 else ""
-        self.failures.value = f"<b>{len(view.failures)} failed</b>{items}{more}"
+    def _render_workers(self, now: float | None = None) -> None:
+        table, left_out = summary.workers_table(self.view, now or time.time(), self.show_all.value)
+        self.workers.value = table
+        self.show_all.description = "show fewer" if self.show_all.value else f"show all ({left_out} more)"
+        self.show_all.layout.display = None if (left_out or self.show_all.value) else "none"
 
     def _render_logs(self) -> None:
         choice = self.log_choice.value
@@ -178,19 +180,21 @@ class JobWidget:
         self.logs.value = f"<pre class='starburst-logs' style='margin:0'>{esc(text)}</pre>"
 
     def settle(self, view: JobView) -> None:
-        """The compact summary a finished cell keeps."""
-        self.render(view)
-        colour = STATE_COLOURS.get(view.state, "#555")
-        self.root.children = [
-            widgets.HTML(
-                f"<div class='starburst-summary'><b>{esc(view.job_id)}</b> "
-                f"<span style='color:{colour}'><b>{esc(view.state)}</b></span>: {view.done}/{view.total} ok, "
-                f"{view.failed} failed, {view.elapsed():.1f}s, ${view.accrued:.4f}"
-                f"{' (Fargate estimate)' if view.backend == 'local' else ''}"
-                f"{' &middot; ' + esc(view.message) if view.message else ''}</div>"
-            ),
-            self.failures,
-        ]
+        """The job ended: its display becomes the static summary, and every widget of it is closed.
+        Called again (e.g. a detached job's landing note), it updates the summary."""
+        with self._lock:
+            self.summary = summary.summary_html(view, self.size)
+            if self.display_id is not None:
+                from IPython.display import update_display
+
+                update_display(
+                    {"text/html": self.summary, "text/plain": summary.summary_text(view)},
+                    display_id=self.display_id,
+                    raw=True,
+                )
+            if not self.closed:
+                self.closed = True
+                close_all(self.root)
 
 
 class ImageProgressWidget:
