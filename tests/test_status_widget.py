@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import ipywidgets as widgets
 import pytest
 from helpers import pid_alive, wait_for, worker_pids
 from IPython.core.error import UsageError
@@ -240,7 +241,7 @@ def test_magic_in_a_kernel_displays_the_live_table(ip, monkeypatch):
     root = _instances[output.data[WIDGET_MIME]["model_id"]]
     assert "starburst-status" in root._dom_classes
     assert first.id in output.data["text/plain"] and "done/failed/total" in output.data["text/plain"]
-    rows = root.children[1].children
+    rows = root.children[-1].children  # (after the header line and the column headers)
     assert len(rows) == 2 and all(len(r.children) == 1 for r in rows)  # collapsed: the line alone, no detail yet
     root.close()
 
@@ -248,7 +249,7 @@ def test_magic_in_a_kernel_displays_the_live_table(ip, monkeypatch):
         ip.run_line_magic("burst_status", second.id[:-2])  # a unique prefix
     [output] = captured.outputs
     root = _instances[output.data[WIDGET_MIME]["model_id"]]
-    [row] = root.children[1].children
+    [row] = root.children[-1].children
     assert row.children[1].layout.display is None  # expanded
     assert second.id in row.children[1].children[0].value and "2/0/2" in output.data["text/plain"]
     root.close()
@@ -270,3 +271,50 @@ def test_magic_without_a_kernel_prints_the_text_table(ip):
     assert captured.outputs == [] and "waves:" in captured.stdout and handle.id in captured.stdout
     with pytest.raises(UsageError, match="No job matches 'bj-nope'"):
         ip.run_line_magic("burst_status", "bj-nope")
+
+
+def failing(x):
+    if x == 2:
+        raise ValueError("two is bad")
+    return x
+
+
+def test_table_has_column_headers_rate_and_no_button_on_ended_rows(tmp_path, session):
+    paths = gates(tmp_path, 3, "r")
+    running = session.running(paths, name="gated")
+    config = Config(local_concurrency=2)
+    kept = Launcher(config).submit(
+        build_spec(config, mode="map", workers=1, on_error="keep", name="kept"), CallProgram(failing), [1, 2, 3]
+    )
+    assert kept.wait(timeout=60).state == "failed"
+    open_gate(paths[0])
+    open_gate(paths[1])  # (items come back by blocks: item 2 keeps the job running)
+    status = session.table(autostart=False)
+    assert refreshed(status, running.id, lambda row: row.progress.value >= 1)
+    headers = [cell.value for cell in status.columns.children]
+    assert headers[:4] == ["<b>job</b>", "<b>backend</b>", "<b>state</b>", "<b>done/failed/total</b>"]
+    assert "rate, time left" in headers[4] and "cost" in headers[5]
+    row, ended = status.rows[running.id], status.rows[kept.id]
+    assert row.cancel in row.line.children and "left" in row.elapsed.value  # "2.1s · 0.9 items/s, 0:01 left"
+    assert "items/s" in row.elapsed.value or "s/item" in row.elapsed.value
+    # an ended row: no red disabled "done"/"failed" button, and --on-error keep reads "done with 1 failed"
+    assert ended.cancel not in ended.line.children and not any(
+        isinstance(c, widgets.Button) and c.button_style == "danger" for c in ended.line.children
+    )
+    assert "done with 1 failed" in ended.state.value and ended.progress.bar_style == "warning"
+    assert "left" not in ended.elapsed.value and "nowrap" in ended.cost.value
+    open_gate(paths[2])
+
+
+def test_text_table_has_rate_and_time_left_and_the_kept_wording():
+    from starburst_jupyter.display.status import format_jobs
+
+    config = Config(local_concurrency=2)
+    kept = Launcher(config).submit(
+        build_spec(config, mode="map", workers=1, on_error="keep"), CallProgram(failing), [1, 2, 3]
+    )
+    kept.wait(timeout=60)
+    text = format_jobs([JobStore().read(kept.id)])
+    header, rule, line = text.splitlines()[:3]
+    assert "rate" in header and "left" in header and "est. cost" in header and set(rule) <= {"-", " "}
+    assert "done with 1 failed" in line and "items/s" in line or "s/item" in line

@@ -39,7 +39,7 @@ def test_widget_renders_progress_workers_logs_failures_and_cost():
     # one failure is a warning and a red sliver of the bar, not a red bar
     assert widget.progress.value == 2 and widget.progress.bar_style == "warning"
     stats = widget.stats.value
-    assert "1 ok" in stats and "1 failed" in stats and "starburst-bar-failed" in stats
+    assert "1/10 ok" in stats and "1 failed" in stats and "starburst-bar-failed" in stats
     assert "items/s" in widget.stats.value or "s/item" in widget.stats.value
     assert "<th" in widget.workers.value and widget.workers.value.count("starburst-worker ") == 2
     assert "&lt;bad&gt;" in widget.failures.value and "Traceback: line 3" in widget.failures.value  # escaped
@@ -60,7 +60,7 @@ def test_widget_renders_progress_workers_logs_failures_and_cost():
     widget.settle(view)
     assert widget.closed and all(w.comm is None for w in (widget.root, widget.header, widget.progress))
     summary = widget.summary
-    assert "cancelled" in summary and "1 ok" in summary and "interrupted" in summary
+    assert "cancelled" in summary and "1/10 ok" in summary and "interrupted" in summary
 
 
 def test_log_viewer_is_capped():
@@ -197,7 +197,7 @@ def test_settle_replaces_the_display_by_a_persistent_summary(monkeypatch):
     widget.settle(view)
     bundle, kw = updated[-1]
     assert kw == {"display_id": "d-1", "raw": True} and WIDGET_MIME not in bundle  # no widget left to load
-    assert "starburst-summary" in bundle["text/html"] and "2 ok" in bundle["text/html"]
+    assert "starburst-summary" in bundle["text/html"] and "2/3 ok" in bundle["text/html"]
     assert "1 x KeyError: 'x' (items 2)" in bundle["text/plain"]
     view.apply(ev.JobStateChanged("bj-d", state="failed", message="2 of 3 results in r"))
     widget.settle(view)  # a detached job's landing note: the same display again

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from starburst_jupyter.core.record import JobRecord, as_record
+from starburst_jupyter.display.rate import average_rate, eta, format_eta, format_rate
 
 RecordLike = JobRecord | Mapping[str, Any]
 
@@ -28,18 +29,38 @@ def _cost(job: JobRecord) -> str:
     return f"${job.cost.accrued:.4f}" + ("*" if job.cost_is_estimate else "")
 
 
+def state_text(job: JobRecord, now: float | None = None) -> str:
+    """The state as every face words it: a job that kept its failures (--on-error keep) and ran to the end
+    reads "done with N failed", not "failed"."""
+    kept = job.spec.get("on_error") == "keep" and job.state.value == "failed" and job.failed and not job.message
+    return f"done with {job.failed} failed" if kept and not job.damaged else job.state_label(now)
+
+
+def rate_and_left(job: JobRecord, now: float) -> tuple[str, str]:
+    """(items/s, time left) from a record: the run's average rate (a record has no history to smooth)."""
+    finished = job.done + job.failed
+    rate = average_rate(finished, job.elapsed(now) or 0.0)
+    if not finished:
+        return ("-", "?" if job.is_active else "-")
+    left = format_eta(eta(job.total - finished, rate)) if job.is_active else "-"
+    return format_rate(rate), left
+
+
 def job_row(record: RecordLike, now: float | None = None) -> dict[str, str]:
     job = as_record(record)
     now = now or time.time()
     start = job.started if job.started is not None else job.created
+    rate, left = rate_and_left(job, now)
     return {
         "id": job.id,
         "name": job.name or "-",
         "backend": job.backend or "-",
-        "state": job.state_label(now),  # e.g. "running (kernel gone: attach or cancel)"
+        "state": state_text(job, now),  # e.g. "running (kernel gone: attach or cancel)"
         "done/failed/total": f"{job.done}/{job.failed}/{job.total}",
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start)) if start else "-",
         "duration": _duration(job.elapsed(now)),
+        "rate": rate,
+        "left": left,
         "est. cost": _cost(job),
     }
 

@@ -28,7 +28,8 @@ from ipywidgets.widgets.widget_string import HTMLStyle
 from starburst_jupyter.core.record import JobRecord, as_record
 from starburst_jupyter.display.progress import JobView, Throttled, WorkerView
 from starburst_jupyter.display.status import format_job, format_jobs, job_row
-from starburst_jupyter.display.widget import STATE_COLOURS, JobWidget, esc
+from starburst_jupyter.display.summary import STATE_COLOURS, esc
+from starburst_jupyter.display.widget import RENDER_INTERVAL, JobWidget, close_all
 from starburst_jupyter.stores.records import TERMINAL_STATES, JobStore
 
 try:  # the cached index of the job store (shared with the server extension)
@@ -122,9 +123,10 @@ def _shared() -> dict[str, Any]:
             backend=widgets.Layout(width="70px"),
             state=widgets.Layout(width="110px"),
             progress=widgets.Layout(width="22%"),
-            elapsed=widgets.Layout(width="70px"),
-            cost=widgets.Layout(width="150px"),
+            elapsed=widgets.Layout(width="200px"),  # time, rate and time left
+            cost=widgets.Layout(width="190px"),
             button=widgets.Layout(width="110px"),
+            after_end=widgets.Layout(width="110px", margin="0 0 0 116px"),  # Details where no Cancel is left
             line=widgets.Layout(align_items="center"),
             box=widgets.Layout(),
             html=HTMLStyle(),
@@ -153,7 +155,7 @@ class _Row:
         self.progress = widgets.IntProgress(
             min=0, max=1, value=0, style=shared["progress_style"], layout=shared["progress"]
         )
-        self.elapsed = widgets.HTML(layout=shared["elapsed"], style=shared["html"])
+        self.elapsed = widgets.HTML(layout=shared["elapsed"], style=shared["html"])  # with items/s and time left
         self.cost = widgets.HTML(layout=shared["cost"], style=shared["html"])
         self.cancel = widgets.Button(
             description="Cancel",
@@ -174,11 +176,20 @@ class _Row:
         self.details.on_click(lambda _: on_details(self))
         self._detail: widgets.VBox | None = None  # made on first use: most rows are never expanded
         self._detail_text: widgets.HTML | None = None
-        line = widgets.HBox(
-            [self.label, self.backend, self.state, self.progress, self.elapsed, self.cost, self.cancel, self.details],
+        self.line = widgets.HBox(
+            [
+                self.label,
+                self.backend,
+                self.state,
+                self.progress,
+                self.elapsed,
+                self.cost,
+                self.cancel,
+                self.details,
+            ],
             layout=shared["line"],
         )
-        self.root = widgets.VBox([line], layout=shared["box"])
+        self.root = widgets.VBox([self.line], layout=shared["box"])
         self.root.add_class("starburst-status-row")
 
     @property
@@ -205,7 +216,8 @@ class _Row:
         row = job_row(job, now)
         state = job.state.value
         shown = "cancelling..." if self.cancelling and job.is_active else row["state"]
-        colour = STATE_COLOURS.get(state, "#555")
+        kept = row["state"].startswith("done with")  # --on-error keep: not a red "failed"
+        colour = STATE_COLOURS["kept"] if kept else STATE_COLOURS.get(state, "#555")
         name = f"<b>{esc(job.name)}</b> " if job.name else ""
         self.label.value = f"{name}<code>{esc(job.id)}</code>"
         self.backend.value = esc(job.backend)
@@ -221,17 +233,28 @@ class _Row:
         self.progress.max = max(total, 1)
         self.progress.value = min(done + failed, max(total, 1))
         self.progress.description = row["done/failed/total"]
-        self.progress.bar_style = "danger" if failed else ("success" if state == "done" else "")
-        self.elapsed.value = row["duration"]
+        self.progress.bar_style = (
+            "danger"
+            if state == "failed" and not kept
+            else ("warning" if failed else ("success" if state == "done" else ""))
+        )
+        left = f", {row['left']} left" if job.is_active else ""
+        rate = f" &middot; {esc(row['rate'])}{esc(left)}" if row["rate"] != "-" or job.is_active else ""
+        self.elapsed.value = f"<span style='white-space:nowrap'>{esc(row['duration'])}{rate}</span>"
         estimate = (
-            " <small title='what the same work would cost on Fargate'>(Fargate estimate)</small>"
+            "&nbsp;<small style='white-space:nowrap' title='what the same work would cost on Fargate'>"
+            "(Fargate estimate)</small>"
             if job.cost_is_estimate
             else ""
         )
-        self.cost.value = f"${job.cost.accrued:.4f}{estimate}"
+        self.cost.value = f"${job.cost.accrued:.4f}{estimate}"  # (one line: the cell is wide enough, no wrap)
         if job.is_terminal:
             self.cancelling = False
             self.cancel.disabled, self.cancel.description = True, state
+            if self.cancel in self.line.children:  # no red, disabled "done" button: Details keeps its column
+                self.line.children = tuple(c for c in self.line.children if c is not self.cancel)
+                self.details.layout = _shared()["after_end"]
+                self.cancel.close()  # (out of the tree: the table's close would not reach it)
         elif self.cancelling:
             self.cancel.disabled, self.cancel.description = True, "cancelling..."
         else:
@@ -275,8 +298,13 @@ class StatusWidget:
         )
         self.refresh_button.on_click(lambda _: self._on_refresh())
         self.table = widgets.VBox()
+        self.columns = _column_headers()
         self.root = widgets.VBox(
-            [widgets.HBox([self.header, self.refresh_button], layout=widgets.Layout(align_items="center")), self.table]
+            [
+                widgets.HBox([self.header, self.refresh_button], layout=widgets.Layout(align_items="center")),
+                self.columns,
+                self.table,
+            ]
         )
         self.root.add_class("starburst-status")
         self.root.observe(self._on_comm, names="comm")  # the front end (or anyone) closed the widget
@@ -457,9 +485,16 @@ class StatusWidget:
         widget.render(view)
 
         def render(current: JobView) -> None:
-            (widget.settle if current.ended else widget.render)(current)
+            if not current.ended:
+                widget.render(current)
+                return
+            widget.settle(current)  # closes the live widget's models: the row shows its summary instead
+            with self._lock:
+                if row.live is not None and row.live[0] is widget:
+                    row.detail_text.value = widget.summary
+                    row.detail.children = [row.detail_text]
 
-        unsubscribe = handle.events.subscribe(Throttled(view, render, interval=0.3))
+        unsubscribe = handle.events.subscribe(Throttled(view, render, interval=RENDER_INTERVAL))
         row.live = (widget, unsubscribe)
         row.detail_of = None
         row.detail.children = [widget.root]
@@ -469,7 +504,9 @@ class StatusWidget:
             widget, unsubscribe = row.live
             row.live = None
             unsubscribe()
-            _close_tree(widget.root)
+            if not widget.closed:
+                widget.closed = True
+                close_all(widget.root)
 
     def _detail_html(self, record: dict[str, Any]) -> str:
         parts = [f"<pre class='starburst-detail' style='margin:0'>{esc(format_job(record))}</pre>"]
@@ -488,6 +525,29 @@ class StatusWidget:
                     parts.append(f"<div>... {len(record['workers']) - MAX_WORKER_LOGS} more workers</div>")
             parts.append(f"<small>full logs: <code>%burst_logs {esc(record['id'])} [--worker N]</code></small>")
         return "".join(parts)
+
+
+COLUMNS = (
+    ("label", "job"),
+    ("backend", "backend"),
+    ("state", "state"),
+    ("progress", "done/failed/total"),
+    ("elapsed", "time · rate, time left"),
+    ("cost", "cost"),
+    ("button", ""),
+    ("button", ""),
+)
+
+
+def _column_headers() -> widgets.HBox:
+    """The table's header line, in the rows' column widths."""
+    shared = _shared()
+    cells = [
+        widgets.HTML(f"<b>{esc(title)}</b>", layout=shared[column], style=shared["html"]) for column, title in COLUMNS
+    ]
+    box = widgets.HBox(cells, layout=shared["line"])
+    box.add_class("starburst-status-columns")
+    return box
 
 
 def _close_tree(widget: Any) -> None:

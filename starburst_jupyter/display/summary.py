@@ -52,11 +52,11 @@ def parts_bar(done: int, failed: int, total: int, width: str = "100%") -> str:
 
 
 def counts_line(view: JobView, now: float | None = None) -> str:
-    """'1,990 ok · 10 failed of 2,000 · 41.2 items/s, 0:03 left' (0 failed is said too)"""
+    """'1,990/2,000 ok · 10 failed · 41.2 items/s, 0:03 left' (0 failed is said too)"""
     colour = FAILED_COLOUR if view.failed else "inherit"
     failed = f" &middot; <span style='color:{colour}'>{view.failed:,} failed</span>"
     return (
-        f"<span class='starburst-counts'>{view.done:,} ok{failed} of {view.total:,}</span>"
+        f"<span class='starburst-counts'>{view.done:,}/{view.total:,} ok{failed}</span>"
         f" &middot; <span class='starburst-rate'>{esc(view.progress_note(now))}</span>"
     )
 
@@ -236,6 +236,6 @@ def summary_text(view: JobView) -> str:
 def live_placeholder_html(view: JobView) -> str:
     """What a saved notebook shows for a job that was still running when it was saved."""
     return (
-        f"<div class='starburst-summary'>burst job <b>{esc(view.job_id)}</b> was running when this was saved "
+        f"<div class='starburst-live'>burst job <b>{esc(view.job_id)}</b> was running when this was saved "
         f"({view.done}/{view.total} items). <code>%burst_status {esc(view.job_id)}</code> shows it now.</div>"
     )
