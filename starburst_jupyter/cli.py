@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import sys
 from typing import NoReturn
 
@@ -18,13 +20,78 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
+# Messages written for both faces name the magics; in a terminal each names the command that does the same.
+_TERMINAL = {
+    "status": "status",
+    "cancel": "cancel",
+    "logs": "logs",
+    "config": "config",
+    "setup": "setup",
+    "rebuild": "image build",
+    "attach": "collect",
+    "doctor": "doctor",
+}
+_MAGIC_OR_CLI = re.compile(r"`?%burst_\w+[^()`%]*?`?\s*\(or (`starburst [^`]+`)(?: in a terminal)?\)")
+_ARG = r"(?:--[\w-]+(?: (?:N|\d+))?|\[--worker N\]|[\w.-]+=[^\s,;()`]*|[A-Z_]{2,}\b|bj-[\w-]+)"
+_MAGIC = re.compile(rf"`?%burst_({'|'.join(_TERMINAL)})\b((?: {_ARG})*)`?")
+_DOUBLED_PERIOD = re.compile(r"(?<![.])\.\.(?![./])")
+
+
+def for_terminal(text: str) -> str:
+    """A message as a terminal user should read it: `starburst status` where it says %burst_status, and no "..",
+    which message parts that each end a sentence make when joined."""
+
+    def command(match: re.Match[str]) -> str:
+        args = match.group(2)
+        end = "." if args.endswith(".") and not args.endswith("...") else ""
+        return f"`starburst {_TERMINAL[match.group(1)]}{args[: len(args) - len(end)]}`{end}"
+
+    text = _MAGIC.sub(command, _MAGIC_OR_CLI.sub(r"\1", text))
+    return _DOUBLED_PERIOD.sub(".", text)
+
+
+def _say(text: str, err: bool = False) -> None:
+    print(for_terminal(text), file=sys.stderr if err else sys.stdout)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; `starburst status | head` ends quietly (no BrokenPipeError traceback)."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a reader gone (head) shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # Python's recipe: no second error when stdout is flushed at exit
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
+    from starburst_jupyter import __version__
+
     parser = _Parser(prog="starburst", description="Burst jobs from the terminal.")
+    parser.add_argument("--version", action="version", version=f"starburst-jupyter {__version__}")
     subcommands = parser.add_subparsers(dest="command", required=True)
     status = subcommands.add_parser("status", help="list jobs (this machine's and the bucket's), or show one job")
     status.add_argument("job", nargs="?", help="job id or unique prefix")
     cancel = subcommands.add_parser("cancel", help="cancel a job (also one whose kernel is gone)")
     cancel.add_argument("job")
+    logs = subcommands.add_parser(
+        "logs",
+        help="print a job's worker logs, or follow them until the job ends",
+        description="Each worker's log under a '----- worker N -----' line; with --follow, new lines as they are "
+        "written, '[worker N] ' before each, until the job ends (exit status 0 when it ended done).",
+    )
+    logs.add_argument("job", help="job id or unique prefix")
+    logs.add_argument("--worker", type=int, metavar="N", help="only this worker's log")
+    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines of each log (0: all)")
+    logs.add_argument("--follow", "-f", action="store_true", help="print new lines until the job ends")
+    subcommands.add_parser(
+        "doctor",
+        help="check the fargate set-up, read-only: each problem with the command that fixes it",
+        description="Credentials, region, set-up, bucket (a probe object is written and deleted), worker image, "
+        "subnets' routes, vCPU quota, task and driver roles. Exit status 1 when a check fails.",
+    )
     collect = subcommands.add_parser(
         "collect",
         help="wait for a job and take its results (exit status 0 when it ended done)",
@@ -50,8 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     prune.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     config = subcommands.add_parser("config", help="show or set defaults (key=value ...)")
     config.add_argument("values", nargs="*")
+    config.add_argument("--explain", action="store_true", help="every key with its meaning and default")
     setup = subcommands.add_parser("setup", help="create what the fargate backend needs (idempotent) and save it")
     setup.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    setup.add_argument(
+        "--print-policy", action="store_true", help="print the IAM policy your AWS identity needs, change nothing"
+    )
     teardown = subcommands.add_parser("teardown", help="delete the AWS resources tagged starburst:managed=true")
     teardown.add_argument("--dry-run", action="store_true", help="print what would be deleted, change nothing")
     teardown.add_argument("--yes", action="store_true", help="do not ask for confirmation")
@@ -65,19 +136,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except KeyboardInterrupt:
-        print(f"starburst {args.command}: interrupted (a job goes on; `starburst status` shows it)", file=sys.stderr)
+        _say(f"starburst {args.command}: interrupted (a job goes on; `starburst status` shows it)", err=True)
         return 130
     except (KeyError, BurstError) as exc:
-        print(f"starburst: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        _say(f"starburst {args.command}: {exc.args[0] if exc.args else exc}", err=True)
         return 2
+    except BrokenPipeError:
+        raise
     except OSError as exc:  # e.g. STARBURST_HOME is a file, or a folder we may not write: one line, no traceback
-        print(f"starburst {args.command}: {_os_error_text(exc)}", file=sys.stderr)
+        _say(f"starburst {args.command}: {_os_error_text(exc)}", err=True)
         return 1
     except Exception as exc:  # AWS errors: one line naming the call, not a traceback
         line = commands.aws_error_text(exc, f"starburst {args.command}")
         if line is None:
             raise
-        print(line, file=sys.stderr)
+        _say(line, err=True)
         return 2
 
 
@@ -118,7 +191,7 @@ def _collect(args: argparse.Namespace) -> int:
             f"starburst collect: {exc}; `starburst collect {args.job} --partial` takes what finished", file=sys.stderr
         )
         return 1
-    print(commands.collect_text(result, backend, partial=args.partial))
+    _say(commands.collect_text(result, backend, partial=args.partial))
     if args.out:
         path = commands.write_values(args.out, result.values)
         print(f"wrote the {len(result.values)} values, in item order, to {path} (pickle; load with pickle.load)")
@@ -143,9 +216,32 @@ def _prune(args: argparse.Namespace) -> int:
     return 1 if pruned.errors else 0
 
 
+def _logs(args: argparse.Namespace) -> int:
+    if args.tail is not None and args.tail < 0:
+        raise BurstError(f"--tail {args.tail}: give a number of lines, 0 or more (0: all)")
+    jobs = commands.Jobs()
+    if not args.follow:
+        logs, _ = commands.tail_logs(jobs.logs(args.job, args.worker), args.tail or 0)
+        print(commands.logs_text(logs))
+        return 0
+
+    def emit(index: int, line: str) -> None:
+        print(line if args.worker is not None else f"[worker {index}] {line}", flush=True)
+
+    state = jobs.follow_logs(args.job, emit, args.worker, tail=10 if args.tail is None else args.tail)
+    _say(f"starburst logs: job {args.job.strip()} ended {state}", err=True)
+    return 0 if state == "done" else 1
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "status":
-        print(commands.status_text(args.job))
+        _say(commands.status_text(args.job))
+    elif args.command == "logs":
+        return _logs(args)
+    elif args.command == "doctor":
+        text, ok = commands.doctor()
+        _say(text)
+        return 0 if ok else 1
     elif args.command == "collect":
         return _collect(args)
     elif args.command == "extend":
@@ -157,8 +253,10 @@ def _run(args: argparse.Namespace) -> int:
         return _prune(args)
     elif args.command == "cancel":
         print(commands.cancel_text(commands.Jobs().cancel(args.job, "cancelled with `starburst cancel`")))
+    elif args.command == "setup" and args.print_policy:
+        print(commands.setup_policy_text())
     elif args.command == "setup":
-        print(commands.setup(dry_run=args.dry_run))
+        _say(commands.setup(dry_run=args.dry_run))
     elif args.command == "teardown":
         plan, deletes = commands.teardown_plan()
         print(plan)
@@ -172,12 +270,14 @@ def _run(args: argparse.Namespace) -> int:
         try:
             print(commands.teardown())
         except TasksStillRunning as exc:  # refused before anything was deleted: one line, what to do next
-            print(f"starburst teardown: {exc}", file=sys.stderr)
+            _say(f"starburst teardown: {exc}", err=True)
             return 1
     elif args.command == "quota":
-        print(commands.quota(spot=args.spot, request=args.request))
+        _say(commands.quota(spot=args.spot, request=args.request))
     elif args.command == "image":
-        print(commands.image_build(push=args.push) if args.action == "build" else commands.image_status_text())
+        _say(commands.image_build(push=args.push) if args.action == "build" else commands.image_status_text())
+    elif args.explain:
+        print(commands.config_explain_text())
     else:
         if args.values:
             print(f"saved to {commands.config_set(' '.join(args.values))}")

@@ -24,6 +24,7 @@ from starburst_jupyter.display.progress import ImageProgressLines
 from starburst_jupyter.errors import BurstConfigError
 
 LIST_LIMIT = 50
+LOG_FOLLOW_BYTES = 1 << 20  # the most of one worker's log one read of `logs --follow` takes
 Pairs = list[tuple[Any, Any]]  # (prune.Found, prune.Verdict) pairs
 PLATFORMS = {"linux/amd64": "x86_64", "linux/arm64": "arm64"}
 
@@ -35,6 +36,49 @@ def config_text(config: Config | None = None) -> str:
     """Every key and its current value, one `key = value` a line."""
     config = config or load_config()
     return "\n".join(f"{key} = {getattr(config, key)!r}" for key in KEYS)
+
+
+#: What each config key means (the job options' keys take their text from core/options.py); a key missing
+#: here fails tests/test_cli_polish.py, so a new key cannot go unexplained.
+CONFIG_MEANINGS = {
+    "max_workers": "the most workers one job may have (a larger --workers is refused)",
+    "max_result_bytes": "the largest result one item may send back, in bytes (or 64MB); larger ones fail",
+    "local_concurrency": "local backend: workers that run at once (none: this machine's CPU count)",
+    "region": "the AWS region of the fargate backend (its set-up, tasks, bucket, logs, prices)",
+    "arch": "the worker image's and Fargate tasks' CPU architecture: x86_64 or arm64 (20% cheaper)",
+    "keep_payloads": "keep a finished job's tasks, claims and results in its store (for debugging)",
+    "bucket": "fargate: the S3 bucket of job objects (saved by `setup`)",
+    "cluster": "fargate: the ECS cluster that runs the tasks (saved by `setup`)",
+    "subnets": "fargate: where tasks run; each needs a route to the internet (saved by `setup`)",
+    "security_groups": "fargate: the tasks' security group, no inbound rules (saved by `setup`)",
+    "assign_public_ip": "fargate: give tasks a public IP (needed in subnets routed to an internet gateway)",
+    "execution_role_arn": "fargate: the role ECS uses to pull the image and write logs (saved by `setup`)",
+    "task_role_arn": "fargate: the role workers run with: the job bucket only (saved by `setup`)",
+    "driver_role_arn": "fargate: the role of a detached job's driver task (saved by `setup`)",
+    "log_group": "fargate: the CloudWatch Logs group of worker output",
+    "ecr_repository": "fargate: the ECR repository of worker images",
+    "image": "docker/fargate: a worker image of your own (none: this environment's image, built by starburst)",
+    "fargate_vcpu_quota": "fargate: the vCPU quota to plan with (none: read from AWS Service Quotas)",
+    "base_image": "the worker image's base (none: python:<this Python>-slim-bookworm)",
+    "requirements": "a requirements file for the worker image instead of this environment's packages",
+    "auto_build": "build and push a missing worker image before a job, instead of refusing it",
+}
+
+
+def config_explain_text(config: Config | None = None) -> str:
+    """Every config key: its meaning, its built-in default and, when it differs, the value in effect."""
+    from starburst_jupyter.core.options import OPTIONS
+
+    config = config or config_for_existing_jobs()
+    defaults = Config()
+    meanings = {option.name: option.help for option in OPTIONS} | CONFIG_MEANINGS
+    width = max(len(key) for key in KEYS)
+    lines = [f"config keys (set with key=value; saved in {config_path()}):"]
+    for key in KEYS:
+        default, value = getattr(defaults, key), getattr(config, key)
+        now = f"; now {value!r}" if value != default else ""
+        lines.append(f"  {key:<{width}}  {meanings.get(key, '')} [default {default!r}{now}]")
+    return "\n".join(lines)
 
 
 def config_set(assignments: str | dict[str, Any]) -> Path:
@@ -191,6 +235,61 @@ class Jobs:
         """One worker's whole log."""
         return self.logs(job, worker)[worker]
 
+    def follow_logs(
+        self,
+        job: str,
+        emit: Callable[[int, str], None],
+        worker: int | None = None,
+        *,
+        tail: int = 10,
+        poll: float | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> str:
+        """Emit each worker's last `tail` lines, then every new line as it is written, until the job ends (after
+        a last read); returns the job's final state. Reads byte ranges of each log (TailsLogsCheaply), so a
+        line is emitted once; on Fargate each read lists the stream again, at the backend's log pace."""
+        import time
+
+        record = self.record(job)
+        launcher = self.launcher
+        backend = launcher.backend(record.backend)
+        cheap = launcher.capabilities(record.backend).log_tail
+        files = backend.job_files(record.id)
+        poll = poll if poll is not None else max(1.0, float(getattr(backend, "log_poll_seconds", 0.0) or 0.0))
+        offsets: dict[int, int] = {}
+        partial: dict[int, bytes] = {}
+
+        def read(index: int, first: bool) -> None:
+            if cheap is not None:
+                offset = -LOG_FOLLOW_BYTES if first else offsets[index]
+                data, start, _ = cheap.read_log_bytes(files, index, offset, LOG_FOLLOW_BYTES)
+            else:
+                whole = backend.read_log(files, index).encode()
+                start = max(0, len(whole) - LOG_FOLLOW_BYTES) if first else offsets[index]
+                data = whole[start : start + LOG_FOLLOW_BYTES]
+            offsets[index] = start + len(data)
+            data = partial.pop(index, b"") + data
+            complete, _, rest = data.rpartition(b"\n")
+            if rest:
+                partial[index] = rest
+            lines = complete.decode("utf-8", "replace").splitlines() if complete else []
+            if first:
+                lines = lines[-tail:] if tail > 0 else []
+            for line in lines:
+                emit(index, line)
+
+        while True:
+            ended = record.is_terminal
+            indices = sorted(record.workers) if worker is None else [worker]
+            for index in indices:
+                read(index, index not in offsets)
+            if ended:
+                for index, rest in sorted(partial.items()):  # a last line without its newline
+                    emit(index, rest.decode("utf-8", "replace"))
+                return str(record.state)
+            (sleep or time.sleep)(poll)
+            record = self.record(job)
+
     def cancel(self, job: str, reason: str = "cancelled") -> dict[str, Any]:
         """Cancel a job, also one whose kernel is gone; idempotent. Returns the job's record after it."""
         return self.launcher.cancel_job(job.strip(), reason)
@@ -203,6 +302,22 @@ def status_text(job: str | None = None) -> str:
 def logs_text(logs: dict[int, str]) -> str:
     """Each worker's log under a `----- worker N -----` line."""
     return "\n".join(f"----- worker {index} -----\n{text.rstrip() or '(empty)'}" for index, text in logs.items())
+
+
+def tail_logs(logs: dict[int, str], lines: int) -> tuple[dict[int, str], int]:
+    """Each worker's last `lines` lines (0: all), after a line saying how many earlier lines were cut; and the
+    number of lines cut in all (a notebook must not receive thousands of lines by default)."""
+    shown, cut_total = {}, 0
+    for index, text in logs.items():
+        kept = text.splitlines(keepends=True)
+        head = kept.pop(0) if kept and kept[0].startswith("[... ") else ""  # job_logs' own "MB cut" line
+        if lines > 0 and len(kept) > lines:
+            cut = len(kept) - lines
+            cut_total += cut
+            head += f"[... {cut:,} earlier line(s) of worker {index} cut; its last {lines} follow (--tail 0: all)]\n"
+            kept = kept[-lines:]
+        shown[index] = head + "".join(kept)
+    return shown, cut_total
 
 
 def cancel_text(record: dict[str, Any]) -> str:
@@ -302,10 +417,20 @@ def pruned_text(pruned: Any) -> str:
 
 
 def setup(dry_run: bool = False, config: Config | None = None) -> str:
-    """Plan (dry run) or create what the fargate backend needs, saving it to the config; the steps as text."""
+    """Plan (dry run) or create what the fargate backend needs, saving it to the config; the steps as text.
+    Without credentials: one BurstBackendUnavailable line saying how to configure them, not botocore's name."""
     from starburst_jupyter.backends.fargate.setup import set_up
 
-    steps, settings = set_up(config or load_config(), dry_run=dry_run)
+    config = config or load_config()
+    try:
+        steps, settings = set_up(config, dry_run=dry_run)
+    except Exception as exc:
+        problem = credentials_problem(exc)
+        if problem is None:
+            raise
+        from starburst_jupyter.errors import BurstBackendUnavailable
+
+        raise BurstBackendUnavailable(f"Set-up in {config.region} needs AWS credentials: {problem}") from None
     lines = [step.line() for step in steps]
     if dry_run:
         lines.append("(dry run: nothing changed)")
@@ -357,6 +482,43 @@ def quota(spot: bool = False, request: float | None = None, config: Config | Non
     return "\n".join(lines)
 
 
+def credentials_problem(exc: BaseException) -> str | None:
+    """What is wrong with the AWS credentials and how to fix it, when `exc` says they are missing or expired."""
+    from starburst_jupyter.backends.fargate.clients import error_code
+    from starburst_jupyter.backends.fargate.doctor import EXPIRED, NO_CREDENTIALS
+
+    code = error_code(exc)
+    if code in NO_CREDENTIALS:
+        return f"none were found ({code}). Configure them with `aws configure` (or `aws sso login`), then try again."
+    if code in EXPIRED:
+        return f"they have expired ({code}). Renew them (`aws sso login`), then try again."
+    return None
+
+
+def doctor(config: Config | None = None) -> tuple[str, bool]:
+    """The doctor's report on the fargate set-up (read-only checks, each with its fix) and whether all passed."""
+    from starburst_jupyter.backends.fargate.doctor import Check, report_text, run_checks
+
+    problem = None
+    if config is None:
+        try:
+            config = load_config()
+        except BurstConfigError as exc:  # said, and the rest is checked with what can be read
+            problem = Check("config", False, str(exc), f"fix or delete {config_path()}")
+            config = config_for_existing_jobs()
+    checks = ([problem] if problem else []) + run_checks(config)
+    return report_text(checks), not any(check.ok is False for check in checks)
+
+
+def setup_policy_text() -> str:
+    """The IAM policy document `starburst setup` (and running jobs, teardown, the doctor) needs, as JSON."""
+    import json
+
+    from starburst_jupyter.backends.fargate.doctor import user_policy
+
+    return json.dumps(user_policy(), indent=2)
+
+
 def aws_error_text(exc: BaseException, command: str) -> str | None:
     """One line naming an AWS call's error (None when `exc` is not an AWS error)."""
     if not hasattr(exc, "response") and not type(exc).__module__.startswith("botocore"):
@@ -364,6 +526,9 @@ def aws_error_text(exc: BaseException, command: str) -> str | None:
     from starburst_jupyter.backends.fargate.clients import error_code, error_message
 
     region = config_for_existing_jobs().region
+    problem = credentials_problem(exc)
+    if problem is not None:
+        return f"{command}: no usable AWS credentials for {region}: {problem}"
     return f"{command}: {error_code(exc)}: {error_message(exc)} (region {region})"
 
 
