@@ -471,15 +471,25 @@ class BurstMagics(Magics):
     @magic_arguments()
     @argument("job", help="job id or unique prefix (see %%burst_status)")
     @argument("--worker", type=int, help="only this worker's log")
+    @argument("--tail", type=int, default=200, metavar="N", help="the last N lines of each log (default 200; 0: all)")
     @line_magic
     def burst_logs(self, line: str) -> None:
-        """%burst_logs JOB [--worker N]: the full logs of a job's workers."""
+        """%burst_logs JOB [--worker N] [--tail N]: the logs of a job's workers, the last 200 lines of each by
+        default (a line says how many were cut), so a long log does not flood the notebook."""
         args = parse_argstring(self.burst_logs, line)
+        if args.tail < 0:
+            raise UsageError(f"--tail {args.tail}: give a number of lines, 0 or more (0: all)")
         try:
             logs = commands.Jobs().logs(args.job, args.worker)
         except KeyError as exc:
             raise UsageError(exc.args[0]) from None
-        print(commands.logs_text(logs))
+        print(commands.logs_text(commands.tail_logs(logs, args.tail)[0]))
+
+    @line_magic
+    def burst_doctor(self, line: str) -> None:
+        """%burst_doctor: check the fargate set-up, read-only (credentials, region, set-up, bucket, worker image,
+        subnets, vCPU quota, task and driver roles): each problem with the one command that fixes it."""
+        print(commands.doctor()[0])
 
     @line_magic
     def burst_cancel(self, line: str) -> None:
