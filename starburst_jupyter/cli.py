@@ -37,21 +37,26 @@ _MAGIC = re.compile(rf"`?%burst_({'|'.join(_TERMINAL)})\b((?: {_ARG})*)`?")
 _DOUBLED_PERIOD = re.compile(r"(?<![.])\.\.(?![./])")
 
 
-def for_terminal(text: str) -> str:
+def for_terminal(text: str, job: str | None = None) -> str:
     """A message as a terminal user should read it: `starburst status` where it says %burst_status, and no "..",
-    which message parts that each end a sentence make when joined."""
+    which message parts that each end a sentence make when joined. Job ids are known by their shape (bj-...)
+    or as `job`, the one the command was given."""
+    pattern = _MAGIC
+    if job and job.strip():
+        arg = rf"(?:{_ARG}|{re.escape(job.strip())}\b)"
+        pattern = re.compile(rf"`?%burst_({'|'.join(_TERMINAL)})\b((?: {arg})*)`?")
 
     def command(match: re.Match[str]) -> str:
         args = match.group(2)
         end = "." if args.endswith(".") and not args.endswith("...") else ""
         return f"`starburst {_TERMINAL[match.group(1)]}{args[: len(args) - len(end)]}`{end}"
 
-    text = _MAGIC.sub(command, _MAGIC_OR_CLI.sub(r"\1", text))
+    text = pattern.sub(command, _MAGIC_OR_CLI.sub(r"\1", text))
     return _DOUBLED_PERIOD.sub(".", text)
 
 
-def _say(text: str, err: bool = False) -> None:
-    print(for_terminal(text), file=sys.stderr if err else sys.stdout)
+def _say(text: str, err: bool = False, job: str | None = None) -> None:
+    print(for_terminal(text, job), file=sys.stderr if err else sys.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +144,7 @@ def _main(argv: list[str] | None) -> int:
         _say(f"starburst {args.command}: interrupted (a job goes on; `starburst status` shows it)", err=True)
         return 130
     except (KeyError, BurstError) as exc:
-        _say(f"starburst {args.command}: {exc.args[0] if exc.args else exc}", err=True)
+        _say(f"starburst {args.command}: {exc.args[0] if exc.args else exc}", err=True, job=getattr(args, "job", None))
         return 2
     except BrokenPipeError:
         raise
@@ -235,7 +240,7 @@ def _logs(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "status":
-        _say(commands.status_text(args.job))
+        _say(commands.status_text(args.job), job=args.job)
     elif args.command == "logs":
         return _logs(args)
     elif args.command == "doctor":

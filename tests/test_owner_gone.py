@@ -81,7 +81,7 @@ def test_every_face_shows_a_job_whose_kernel_is_gone(three_jobs, capsys, ip):
 
     cli.main(["status", "killed"])
     detail = capsys.readouterr().out
-    assert "%burst_attach killed" in detail and "%burst_cancel killed" in detail, detail
+    assert "`starburst collect killed`" in detail and "`starburst cancel killed`" in detail, detail  # (CLI words)
 
     ip.run_line_magic("burst_status", "")  # (the text table outside a kernel)
     assert _state_column(capsys.readouterr().out, "silent").startswith(GONE)
