@@ -54,9 +54,9 @@ def parts_bar(done: int, failed: int, total: int, width: str = "100%") -> str:
 def counts_line(view: JobView, now: float | None = None) -> str:
     """'1,990/2,000 ok · 10 failed · 41.2 items/s, 0:03 left' (0 failed is said too)"""
     colour = FAILED_COLOUR if view.failed else "inherit"
-    failed = f" &middot; <span style='color:{colour}'>{view.failed:,} failed</span>"
+    failed = f" &middot; <span style='color:{colour}'>{view.failed} failed</span>"
     return (
-        f"<span class='starburst-counts'>{view.done:,}/{view.total:,} ok{failed}</span>"
+        f"<span class='starburst-counts'>{view.done}/{view.total} ok{failed}</span>"
         f" &middot; <span class='starburst-rate'>{esc(view.progress_note(now))}</span>"
     )
 
@@ -107,15 +107,16 @@ def _row_kind(worker: WorkerView, now: float, mean_item: float | None) -> str:
 
 
 def _mean_item_seconds(view: JobView, now: float) -> float | None:
-    finished = sum(w.done for w in view.workers.values())
-    busy = sum(w.runtime(now) for w in view.workers.values())
+    workers = list(view.workers.values())
+    finished = sum(w.done for w in workers)
+    busy = sum(w.runtime(now) for w in workers)
     return busy / finished if finished else None
 
 
 def worker_rows(view: JobView, now: float) -> list[tuple[str, WorkerView]]:
     """Every worker with what it shows as, the interesting first: failed, stopped, slow, running, the rest."""
     mean = _mean_item_seconds(view, now)
-    rows = [(_row_kind(w, now, mean), w) for w in view.workers.values()]
+    rows = [(_row_kind(w, now, mean), w) for w in list(view.workers.values())]
     return sorted(rows, key=lambda kw: (_ROW_ORDER.get(kw[0], 9), kw[1].index))
 
 

@@ -82,7 +82,7 @@ class JobWidget:
         self.stop_button.on_click(lambda _: self._stop(self.stop_choice.value))
         self.workers = widgets.HTML()  # one table for every worker: its size never changes the widget count
         self.show_all = widgets.ToggleButton(value=False, description="show all", layout=widgets.Layout(width="auto"))
-        self.show_all.observe(lambda _: self._render_workers(), names="value")
+        self.show_all.observe(lambda _: self._on_show_all(), names="value")
         self.failures = widgets.HTML()
         self.log_choice = widgets.Dropdown(options=[("all workers", -1)], value=-1, description="logs")
         self.log_choice.observe(lambda _: self._render_logs(), names="value")
@@ -162,6 +162,11 @@ class JobWidget:
             if view.ended:
                 self.cancel_button.disabled = True
                 self.cancel_button.description = view.state_label()
+
+    def _on_show_all(self) -> None:
+        with self._lock:  # (a click comes on the kernel's thread, renders on the job's)
+            if not self.closed:
+                self._render_workers()
 
     def _render_workers(self, now: float | None = None) -> None:
         table, left_out = summary.workers_table(self.view, now or time.time(), self.show_all.value)
