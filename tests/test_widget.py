@@ -6,12 +6,13 @@ import json
 
 import comm
 from comm.base_comm import BaseComm
+from ipywidgets import Widget
 from ipywidgets.widgets.widget import _instances
 
 from starburst_jupyter.core import events as ev
 from starburst_jupyter.display.progress import JobView
 from starburst_jupyter.display.summary import failure_groups, failures_html, summary_html, worker_rows, workers_table
-from starburst_jupyter.display.widget import WIDGETS_PER_JOB, JobWidget
+from starburst_jupyter.display.widget import WIDGETS_PER_JOB, JobWidget, close_all
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
@@ -253,3 +254,23 @@ def test_worker_table_shows_the_interesting_rows_first_and_the_rest_behind_show_
     assert widget.show_all.description == "show all (4 more)"
     widget.show_all.value = True
     assert widget.workers.value.count("starburst-worker ") == 12 and widget.show_all.description == "show fewer"
+
+
+def test_a_view_restored_by_a_reloaded_page_ends_on_the_summary_too():
+    """A reloaded page gets no update_display: its restored widget keeps the summary (5 models), not nothing."""
+    baseline = len(_instances)
+    view = JobView("bj-re", total=2)
+    widget = JobWidget(view, lambda: None, lambda i: None)
+    widget.root.get_state(key="children")  # a live display's change: not a restore
+    assert not widget.root.restored
+    Widget.get_manager_state()  # what a reloaded page's widget manager asks for (every model's whole state)
+    assert widget.root.restored
+    view.apply(ev.JobFinished("bj-re", state="done", done=2, failed=0, total=2, duration=1.0, cost=0.0))
+    widget.settle(view)
+    assert len(_instances) - baseline == 5 and widget.root.children == (widget.kept,)
+    assert "2/2 ok" in widget.kept.value
+    view.apply(ev.JobStateChanged("bj-re", state="done", message="2 of 2 results in r"))
+    widget.settle(view)
+    assert "2 of 2 results in r" in widget.kept.value
+    close_all(widget.root)
+    assert len(_instances) == baseline

@@ -489,6 +489,8 @@ class StatusWidget:
                 widget.render(current)
                 return
             widget.settle(current)  # closes the live widget's models: the row shows its summary instead
+            if widget.kept is not None:  # (kept for a restored view: the row's own summary replaces it here)
+                close_all(widget.root)
             with self._lock:
                 if row.live is not None and row.live[0] is widget:
                     row.detail_text.value = widget.summary

@@ -71,8 +71,10 @@ def waves_html(view: JobView) -> str:
     if not view.wave:
         return "launching workers..." if view.ended is None else ""
     up = view.workers_up(view.wave)
+    earlier = sum(view.workers_up(w) for w in view.wave_workers if w < view.wave)
+    still = f", {earlier} of earlier waves still running" if earlier else ""
     head = (
-        f"wave {view.wave} of {view.waves}: {up}/{view.wave_workers.get(view.wave, 0)} workers up"
+        f"wave {view.wave} of {view.waves}: {up}/{view.wave_workers.get(view.wave, 0)} workers up{still}"
         if view.ended is None
         else f"{view.waves} wave{'s' if view.waves != 1 else ''}"
     )

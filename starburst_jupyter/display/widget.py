@@ -43,6 +43,20 @@ def close_all(widget: Any) -> None:
     widget.close()
 
 
+class _Root(widgets.VBox):
+    """The widget's box, which notices a front end restoring widgets from the kernel (a page reloaded mid-run,
+    or a notebook saved with its widget state): those ask for every model's whole state (get_state without a
+    key); a live display only ever gets the changes."""
+
+    restored = False  # (a plain attribute: not synced)
+    opened = False
+
+    def get_state(self, key=None, drop_defaults=False):  # type: ignore[no-untyped-def]
+        if key is None and self.opened:
+            self.restored = True
+        return super().get_state(key=key, drop_defaults=drop_defaults)
+
+
 class JobWidget:
     def __init__(
         self,
@@ -87,7 +101,8 @@ class JobWidget:
         self.log_choice = widgets.Dropdown(options=[("all workers", -1)], value=-1, description="logs")
         self.log_choice.observe(lambda _: self._render_logs(), names="value")
         self.logs = widgets.HTML(layout=widgets.Layout(max_height="220px", overflow="auto", border="1px solid #ccc"))
-        self.root = widgets.VBox(
+        self.kept: widgets.HTML | None = None  # the summary, kept as a widget for a restored (reloaded) view
+        self.root = _Root(
             [
                 self.header,
                 self.progress,
@@ -102,6 +117,7 @@ class JobWidget:
             ]
         )
         self.root.add_class("starburst-job")
+        self.root.opened = True
 
     # ----- showing it ----------------------------------------------------------------------------
     def display(self) -> str:
@@ -186,9 +202,15 @@ class JobWidget:
 
     def settle(self, view: JobView) -> None:
         """The job ended: its display becomes the static summary, and every widget of it is closed.
-        Called again (e.g. a detached job's landing note), it updates the summary."""
+        Called again (e.g. a detached job's landing note), it updates the summary.
+
+        A page reloaded mid-run shows the widget restored from the kernel, and no update_display reaches it
+        (the reloaded page has no handle on the running cell): when a front end restored it, the box and one
+        HTML widget with the summary stay (5 models), so that page ends on the summary too, not on nothing."""
         with self._lock:
             self.summary = summary.summary_html(view, self.size)
+            if self.kept is not None:
+                self.kept.value = self.summary
             if self.display_id is not None:
                 from IPython.display import update_display
 
@@ -199,7 +221,13 @@ class JobWidget:
                 )
             if not self.closed:
                 self.closed = True
-                close_all(self.root)
+                if self.root.restored:
+                    self.kept = widgets.HTML(self.summary)
+                    children, self.root.children = self.root.children, (self.kept,)
+                    for child in children:
+                        close_all(child)
+                else:
+                    close_all(self.root)
 
 
 class ImageProgressWidget:
