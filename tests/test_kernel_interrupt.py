@@ -69,11 +69,18 @@ def test_stop_button_cancels_the_job_and_ends_every_worker(kernel, starburst_hom
     assert time.monotonic() - started < 15
     assert "interrupted" in assert_cancelled_and_gone(starburst_home, record)["message"]
     outputs: list[str] = []
-    check = client.execute_interactive(
-        "print(type(partial[0]).__name__, len(partial))",
-        timeout=30,
-        output_hook=lambda m: outputs.append(m["content"].get("text", "")),
-    )
+    for _ in range(3):
+        # ipykernel 7 aborts execute requests that reach its shell channel before it has finished aborting the
+        # queue after an error (a "stop aborting" message its own thread posts): under load a request sent
+        # right after the error reply can land in that window and come back "aborted", never run. Send again.
+        check = client.execute_interactive(
+            "print(type(partial[0]).__name__, len(partial))",
+            timeout=30,
+            output_hook=lambda m: outputs.append(m["content"].get("text", "")),
+        )
+        if check["content"]["status"] != "aborted":
+            break
+        time.sleep(0.5)
     assert check["content"]["status"] == "ok"
     assert "TaskCancelled 6" in "".join(outputs)  # the cell's --out holds the partial results
 
