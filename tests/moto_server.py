@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import urllib.request
 import uuid
@@ -219,3 +220,66 @@ def atomic_conditional_writes() -> Iterator[None]:
         yield
     finally:
         S3Response._key_response_put = original
+
+
+# ----- IAM: the task role's policy enforced ----------------------------------------------------
+_CREDENTIAL = re.compile(r"Credential=([A-Z0-9]+)/")
+
+
+class TaskRoleEnforcement:
+    """moto's IAM enforcement (signature, then the policies of the caller) for requests signed with chosen
+    access keys only: those the stand-in Fargate agent minted for a task's role. Every other caller (the
+    test, the launcher) stays unchecked, as moto is by default. moto's switch for this
+    (INITIAL_NO_AUTH_ACTION_COUNT) is process-wide and counts requests; this checks per request instead, with
+    moto's own IAMRequest classes, so a denied request is the AccessDenied real AWS would answer.
+    `denied` lists (access key, action, resource, error code) of each refusal. Use as a context manager."""
+
+    def __init__(self, enforced: Callable[[str], bool]):
+        self.enforced = enforced
+        self.checked = 0
+        self.denied: list[tuple[str, str, str, str]] = []
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> TaskRoleEnforcement:
+        from urllib.parse import urlparse
+
+        from moto.core.authorization import ActionAuthenticatorMixin
+
+        self._original = original = ActionAuthenticatorMixin._authenticate_and_authorize_action
+        outer = self
+
+        def authorize(response_self, iam_request_cls, resource="*"):
+            headers = response_self.headers
+            found = _CREDENTIAL.search(headers.get("Authorization") or "") or _CREDENTIAL.search(
+                urlparse(response_self.uri).query.replace("X-Amz-Credential=", "Credential=")
+            )
+            if not found or not outer.enforced(found.group(1)):
+                return original(response_self, iam_request_cls, resource)
+            path = response_self.raw_path
+            query = urlparse(response_self.uri).query
+            request = iam_request_cls(
+                account_id=response_self.current_account,
+                method=response_self.method,
+                path=path + ("?" + query if query else ""),
+                data=response_self.data,
+                body=response_self.raw_body,
+                headers=headers,
+                action=response_self._get_action(),
+            )
+            with outer._lock:
+                outer.checked += 1
+            try:
+                request.check_signature()
+                request.check_action_permitted(resource)
+            except Exception as exc:
+                with outer._lock:
+                    outer.denied.append((found.group(1), str(request._action), resource, type(exc).__name__))
+                raise
+
+        ActionAuthenticatorMixin._authenticate_and_authorize_action = authorize
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from moto.core.authorization import ActionAuthenticatorMixin
+
+        ActionAuthenticatorMixin._authenticate_and_authorize_action = self._original
