@@ -175,3 +175,35 @@ def test_fargate_cell_without_credentials_stops_before_anything_starts(account, 
     assert "Nothing was started. Fix: aws configure" in text and "starburst doctor" in text
     assert JobStore().list() == []  # no job was written
     assert ecs.list_tasks(cluster="starburst")["taskArns"] == []
+
+
+def test_a_refused_call_is_a_failed_check_not_a_traceback(capsys):
+    """An identity AWS refuses (AccessDenied on every service but STS): each check says what was refused."""
+    from botocore.exceptions import ClientError
+
+    class Refusing:
+        def __getattr__(self, name):
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not allowed"}}, name)
+
+    class Identity:
+        def get_caller_identity(self):
+            return {"Account": "123456789012", "Arn": "arn:aws:iam::123456789012:user/me"}
+
+    save_values(
+        {
+            "bucket": "b",
+            "subnets": "subnet-1",
+            "security_groups": "sg-1",
+            "execution_role_arn": "arn:aws:iam::123456789012:role/x",
+            "task_role_arn": "arn:aws:iam::123456789012:role/starburst-task",
+            "driver_role_arn": "arn:aws:iam::123456789012:role/starburst-driver",
+        }
+    )
+    checks = doctor.run_checks(load_config(), lambda service: Identity() if service == "sts" else Refusing())
+    text = doctor.report_text(checks)
+    assert [c.name for c in checks if c.ok is False] == [
+        "set-up", "bucket", "worker image", "subnets", "task role", "driver role"
+    ]  # fmt: skip
+    assert "note  vCPU quota: Could not read the Fargate On-Demand vCPU quota" in text  # the default is used
+    assert "FAIL  task role: could not be checked: AccessDeniedException: not allowed" in text
+    assert "fix: starburst setup --print-policy  (attach that policy to your AWS identity)" in text

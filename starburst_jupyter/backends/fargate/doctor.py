@@ -140,8 +140,8 @@ class Doctor:
         if checks[0].ok is False:  # nothing else can be asked of AWS
             names = ("bucket", "worker image", "subnets", "vCPU quota", "task role", "driver role")
             return checks + [Check(name, None, "needs credentials") for name in names]
-        checks.append(self.image())
-        checks.append(self.quota())
+        checks.append(self._guarded("worker image", self.image))
+        checks.append(self._guarded("vCPU quota", self.quota))
         ready = setup_keys_check(self.config).ok
         for name, check in (
             ("bucket", self.bucket),
