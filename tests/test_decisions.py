@@ -13,8 +13,13 @@ from starburst_jupyter.core.decisions import (
     judge_worker_end,
     projected_cost,
     relaunch_delay,
+    scaled_interval,
+    slot_still_held,
+    wave_progress,
+    worker_timing,
 )
 from starburst_jupyter.core.plan import Plan, make_plan
+from starburst_jupyter.protocol.workerspec import Timing
 
 FREE = CostRule(cap=None, per_second=0.001)
 
@@ -34,13 +39,47 @@ def state(plan, **kw) -> LaunchState:
     return LaunchState(**{**base, **kw})
 
 
-def test_first_wave_fills_the_quota_and_the_last_planned_worker_has_no_budget():
-    plan = make_plan(100, workers=4, concurrency=2)  # two waves of two
+def test_first_wave_fills_the_quota_and_workers_carry_on_instead_of_a_new_wave_of_tasks():
+    plan = make_plan(100, workers=6, concurrency=2)  # three waves of two
     decision = decide_launches(state(plan), FREE)
     assert [(s.index, s.wave) for s in decision.starts] == [(0, 1), (1, 1)]
-    assert all(s.budget == plan.budget for s in decision.starts)
-    last = decide_launches(state(plan, next_worker=3, alive=1), FREE)
-    assert last.starts == [WorkerStart(3, plan.wave_of(3), 0)]
+    assert all(s.budget == 0 for s in decision.starts)  # no budget: a worker carries on into its next share
+    # both slots busy (their workers carry on into wave 2): nothing is started for wave 2
+    assert decide_launches(state(plan, next_worker=2, alive=2, latest_wave=2), FREE).starts == []
+    # a slot whose worker ended (a death, a Spot interruption) gets a worker, in the wave in progress
+    assert decide_launches(state(plan, next_worker=2, alive=1, latest_wave=2), FREE).starts == [WorkerStart(2, 2, 0)]
+
+
+def test_a_slot_whose_task_is_still_stopping_is_not_reused():
+    plan = make_plan(100, workers=6, concurrency=2)
+    assert decide_launches(state(plan, next_worker=2, alive=1, releasing=1), FREE).starts == []
+    assert slot_still_held(True, ended=100.0, now=130.0)  # container gone, task not STOPPED yet
+    assert not slot_still_held(False, ended=100.0, now=101.0)  # STOPPED: its vCPUs are free
+    assert not slot_still_held(True, ended=100.0, now=100.0 + 121)  # a task the cloud forgot frees its slot
+
+
+def test_waves_advance_with_the_items_finished():
+    plan = make_plan(60, workers=6, concurrency=2)  # shares of 10 items, waves of 20
+    assert plan.waves == 3 and plan.budget == 10
+    assert [wave_progress(plan, done, 60) for done in (0, 19, 20, 39, 40, 59, 60)] == [
+        (1, 0), (1, 0), (2, 1), (2, 1), (3, 2), (3, 2), (3, 3),
+    ]  # fmt: skip
+    short = make_plan(10, workers=8, concurrency=2)  # shares of 2: the items end within the third wave
+    assert wave_progress(short, 10, 10) == (short.waves, short.waves)
+    single = make_plan(10, workers=2, concurrency=2)
+    assert (wave_progress(single, 3, 10), wave_progress(single, 10, 10)) == ((1, 0), (1, 1))
+
+
+def test_worker_polling_stays_within_the_jobs_request_budget():
+    fargate = Timing(flush_seconds=2.0, control_poll_seconds=1.0, heartbeat_seconds=10.0)
+    assert worker_timing(fargate, 4) == fargate  # few workers: the backend's own pace
+    big = worker_timing(fargate, 5000)
+    assert (big.control_poll_seconds, big.heartbeat_seconds, big.flush_seconds) == (50.0, 50.0, 2.0)
+    for workers in (1, 10, 100, 1000, 5000, 20000):
+        timing = worker_timing(fargate, workers)
+        assert workers / timing.control_poll_seconds <= 100.0 + 1e-9  # HEADs of the cancel marker per second
+        assert workers / timing.heartbeat_seconds <= 100.0 + 1e-9  # heartbeat PUTs per second
+    assert scaled_interval(0.2, 2, 100.0) == 0.2  # local: unchanged
 
 
 def test_no_start_without_unclaimed_work_and_due_retries_go_first():

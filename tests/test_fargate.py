@@ -399,16 +399,15 @@ def test_the_environment_image_is_found_in_ecr_by_its_tag_or_the_job_says_how_to
     assert image == f"123456789012.dkr.ecr.us-east-1.amazonaws.com/starburst-worker:{tag}"
 
 
-def test_a_worker_that_spent_its_budget_frees_its_slot_instead_of_waiting_warm(fargate):
-    """Waves with --keep-warm: wave-1 workers stop after their share, so wave 2 starts at once; only
-    workers that found no work left wait warm."""
+def test_waves_with_keep_warm_carry_on_and_only_then_wait_warm(fargate):
+    """Waves with --keep-warm: wave-1 workers carry on into wave 2 (no task per wave), and wait warm only once
+    no work is left, so the job does not wait on warm workers (held back, it would take a minute)."""
     config = load_config()
     handle = Launcher(config).submit(build_spec(config, mode="map", workers=8, keep_warm=1), _Square(), list(range(16)))
-    assert handle.wait(timeout=50).values == [x * x for x in range(16)]  # held back, it would take a minute
+    assert handle.wait(timeout=50).values == [x * x for x in range(16)]
     record = JobStore().read(handle.id)
-    assert record["waves"]["started"] == 2
-    wave_one = [w for w in record["workers"].values() if w["wave"] == 1]
-    assert wave_one and all(w["reason"] == "finished" for w in wave_one)
+    assert (record["waves"]["started"], record["waves"]["finished"]) == (2, 2)
+    assert len(record["workers"]) == 4 and all(w["wave"] == 1 for w in record["workers"].values())
 
 
 def test_warm_workers_do_not_count_against_the_quota_of_the_job_that_takes_them(fargate):

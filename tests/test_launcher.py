@@ -80,7 +80,7 @@ def test_events_stream_waves_tasks_and_cost():
     assert finished <= set(range(40))
     assert isinstance(seen[-1], ev.JobFinished) and seen[-1].state == "done"
     assert any(isinstance(e, ev.CostTick) for e in seen)
-    assert len(latest_record()["workers"]) == 4  # four workers ran, two at a time
+    assert len(latest_record()["workers"]) == 2  # two workers, carrying on from wave 1 into wave 2
 
 
 def die_at(x, marker_dir=None):
@@ -171,15 +171,19 @@ def test_timeout_cancels_with_clear_error():
     assert not any(pid_alive(p) for p in worker_pids(record))
 
 
-def test_max_cost_refused_before_launch_and_enforced_while_running():
+def test_max_cost_refused_before_launch_and_enforced_while_running(tmp_path):
     with pytest.raises(BurstValidationError, match="below the minimum charge"):
         burst_map(square, range(4), workers=2, max_cost=0.0001)
     assert JobStore().list() == []  # nothing was launched
-    # 16 vCPU / 120 GB workers: the one-minute minimum of a second wave would pass a cap set just above one
+    # 16 vCPU / 120 GB workers, a cap just above one worker's one-minute minimum: three waves fit, as the
+    # worker carries on from wave to wave (no second minimum) ...
+    big = dict(cpu=16, memory="120GB", max_cost=0.03, config=Config(local_concurrency=1))
+    assert burst_map(sleepy, [0.2] * 6, workers=3, **big) == [0.2] * 6
+    assert latest_record()["waves"]["finished"] == 3 and len(latest_record()["workers"]) == 1
+    # ... but replacing a worker that died would start a second minimum: the job stops instead
+    marker = str(tmp_path / "killed")
     with pytest.raises(BurstCancelled, match="max-cost"):
-        burst_map(
-            sleepy, [0.5] * 6, workers=3, cpu=16, memory="120GB", max_cost=0.03, config=Config(local_concurrency=1)
-        )
+        burst_map(lambda x: kill_once(x, marker), range(6), workers=3, **big)
     assert latest_record()["state"] == "cancelled"
 
 

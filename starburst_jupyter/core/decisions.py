@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from starburst_jupyter.backends.base import WorkerStart
 from starburst_jupyter.core import pricing
 from starburst_jupyter.core.plan import Plan
+from starburst_jupyter.protocol.workerspec import Timing
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class LaunchState:
     latest_wave: int  # the newest wave started (replacements join it)
     accrued: float  # cost so far
     open_job: bool = False  # a BurstExecutor job: idle workers leave, new work brings new ones
+    releasing: int = 0  # workers that ended but whose task still holds its share of the quota (Fargate: stopping)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,12 @@ class LaunchDecision:
 
 def decide_launches(state: LaunchState, cost: CostRule) -> LaunchDecision:
     """Which workers to start now: due retries first, then new ones up to the plan's concurrency, while
-    unclaimed work is left; beyond the plan only to replace workers that were lost, or when none is left."""
+    unclaimed work is left; beyond the plan only to replace workers that were lost, or when none is left.
+
+    No worker is started for a new wave: a worker carries on into its next share of the work (no budget:
+    it takes blocks until none is left), so a k-wave job pays one cold start per slot, not k. A worker is
+    started only in a slot whose worker ended, and only once that worker's task no longer holds the quota
+    (`releasing`: a stopping Fargate task still counts, see slot_still_held)."""
     due = [(i, p) for i, p in state.pending.items() if p.due <= state.now]
     dropped = [i for i, _ in due[state.unclaimed :]]
     starts: list[WorkerStart] = []
@@ -110,8 +117,9 @@ def decide_launches(state: LaunchState, cost: CostRule) -> LaunchDecision:
         starts.append(WorkerStart(i, p.wave, p.budget))
     waiting = len(state.pending) - len(dropped) - len(starts)  # slots kept for workers retried later
     alive = state.alive + waiting
+    held = alive + state.releasing  # slots the quota still counts (a task that is stopping included)
     plan, index = state.plan, state.next_worker
-    while alive + len(starts) < plan.concurrency and state.unclaimed > len(starts):
+    while held + len(starts) < plan.concurrency and state.unclaimed > len(starts):
         planned = index < plan.workers
         refill = state.open_job and alive + len(starts) < plan.workers  # idle executor workers left: new work
         if not planned and not refill and alive + len(starts) > 0 and index - plan.workers >= state.lost:
@@ -119,12 +127,69 @@ def decide_launches(state: LaunchState, cost: CostRule) -> LaunchDecision:
         if not cost.may_start(state.accrued, len(starts) + 1):
             refusal = cost.start_refusal(state.accrued) if alive + len(starts) == 0 else None
             return LaunchDecision(starts, dropped, refusal)
-        wave = plan.wave_of(index) if planned else state.latest_wave
-        # The last planned worker has no budget: it takes whatever the others' budgets left over.
-        budget = plan.budget if planned and index < plan.workers - 1 else 0
-        starts.append(WorkerStart(index, wave, budget))
+        # Every worker joins the wave in progress and has no budget: it carries on from share to share.
+        starts.append(WorkerStart(index, max(1, state.latest_wave), 0))
         index += 1
     return LaunchDecision(starts, dropped)
+
+
+# ----- waves as progress --------------------------------------------------------------------------
+def wave_progress(plan: Plan, finished: int, total: int) -> tuple[int, int]:
+    """(waves started, waves finished) of a job of several waves, from its items: a wave is a share of
+    `plan.budget` items for each of the `plan.concurrency` slots, so wave k is finished once k * budget *
+    concurrency items are, and the next one has started; every wave is finished once every item is.
+    Workers carry on from one wave's share to the next, so waves are progress, not sets of tasks."""
+    if plan.waves <= 1 or plan.budget <= 0:
+        return 1, int(total > 0 and finished >= total)
+    if total > 0 and finished >= total:
+        return plan.waves, plan.waves
+    done = min(plan.waves, finished // (plan.budget * plan.concurrency))
+    return min(plan.waves, done + 1), done
+
+
+# ----- a stopping task's quota --------------------------------------------------------------------
+#: Longest a worker's ended task is counted against the quota while the cloud says it is still stopping;
+#: past it the slot is taken as free (a task that the cloud forgets must not block the job for good).
+STOPPING_HOLD_LIMIT = 120.0
+
+
+def slot_still_held(holds_quota: bool, ended: float | None, now: float, limit: float = STOPPING_HOLD_LIMIT) -> bool:
+    """Whether a worker that ended still occupies its slot of the vCPU quota.
+
+    Its container has exited but ECS has not reported the task STOPPED (STOPPING, DEPROVISIONING): AWS
+    bills a Fargate task "until the Amazon ECS task terminates" (aws.amazon.com/fargate/pricing), the
+    quota's usage metric counts the vCPUs of tasks "running on your account" (AWS/Usage ResourceCount,
+    docs.aws.amazon.com/AmazonECS/latest/developerguide/monitoring-fargate-usage.html), and ECS's scheduler
+    "assumes that while a task is stopping ... it will still use its requested resources" (an ECS engineer,
+    github.com/aws/amazon-ecs-agent/issues/1667). No page says a stopping task's vCPUs are released before
+    STOPPED, so a new task is not started in its slot until then (RunTask would fail on the quota)."""
+    return holds_quota and ended is not None and now - ended < limit
+
+
+# ----- worker-side polling ------------------------------------------------------------------------
+#: Reads of the job's control objects (the cancel marker) the whole job may make per second, and heartbeat
+#: writes: each worker's pace is stretched so that `workers` of them stay within these (S3 serves some 5,500
+#: GET/HEAD and 3,500 PUT per second per prefix; every request is billed).
+CONTROL_READS_PER_SECOND = 100.0
+HEARTBEATS_PER_SECOND = 100.0
+
+
+def scaled_interval(base: float, workers: int, per_second: float) -> float:
+    """A worker's interval between requests when `workers` of them share `per_second` requests."""
+    return max(base, workers / per_second)
+
+
+def worker_timing(base: Timing, workers: int) -> Timing:
+    """The timings written into the job's spec for `workers` workers running at once: the cancel-marker poll
+    and the heartbeat stretch with the worker count so the job's request rate stays bounded (5,000 workers:
+    a cancel check every 50 s and a heartbeat every 50 s per worker, 100 requests/s each for the job). A
+    slower poll costs only latency: a cancel also StopTasks every worker (SIGTERM: it flushes, hands back,
+    exits), and the deadline is checked on the worker's own clock, not by a read."""
+    return Timing(
+        flush_seconds=base.flush_seconds,
+        control_poll_seconds=scaled_interval(base.control_poll_seconds, workers, CONTROL_READS_PER_SECOND),
+        heartbeat_seconds=scaled_interval(base.heartbeat_seconds, workers, HEARTBEATS_PER_SECOND),
+    )
 
 
 def relaunch_delay(attempts: int, retryable: bool, timings: Timings) -> float | None:

@@ -20,7 +20,7 @@ from starburst_jupyter.core import events as ev
 from starburst_jupyter.core import pricing
 from starburst_jupyter.core import record as rec
 from starburst_jupyter.core.config import Config
-from starburst_jupyter.core.decisions import CostRule, Timings, projected_cost
+from starburst_jupyter.core.decisions import CostRule, Timings, projected_cost, worker_timing
 from starburst_jupyter.core.job import JobHandle, JobResult
 from starburst_jupyter.core.journal import EventJournal
 from starburst_jupyter.core.ledger import ItemLedger
@@ -140,7 +140,7 @@ class JobDriver(threading.Thread):
                 job_id=self.job_id,
                 deadline=self.deadline,
                 max_result_bytes=self.spec.max_result_bytes,
-                timing=Timing(**self.backend.timing),
+                timing=worker_timing(Timing(**self.backend.timing), self.plan.concurrency),  # (scaled: item 6)
                 plan=PlanShare(self.plan.workers, self.plan.budget),
                 open=self.open_job,
                 idle_seconds=OPEN_JOB_IDLE_SECONDS if self.open_job else 0.0,
@@ -260,6 +260,7 @@ class JobDriver(threading.Thread):
         full = died or now - self.ledger.last_sweep >= self.timings.sweep
         changed = self.ledger.scan_claims(full)
         changed |= self.ledger.collect_results(full)
+        self.workforce.track_waves(self.ledger.finished(), len(self.ledger.items))  # waves are progress, not tasks
         early = []
         for ref in exited:  # judged knowing its claims now
             end = self.workforce.judge(ref, claimed_any=self.ledger.claimed_by(ref.index), **ending)

@@ -2,8 +2,10 @@
 
 Blocks shrink as the queue drains (guided self-scheduling): big first blocks keep per-item
 overhead low, single-item last blocks keep workers from idling while one holds a long chunk.
-When more workers are asked for than the quota allows, they run in waves: each worker takes a
-share of the items and exits, and the next wave's worker starts in the freed slot.
+When more workers are asked for than the quota allows, the job runs in waves of `concurrency` workers,
+each wave's worker taking a share (`budget`) of the items. The waves are progress, not tasks: a worker that
+finished its share carries on into the next wave's (core/decisions.decide_launches, wave_progress), so a job
+of k waves pays one cold start per slot, not k, and its waves still start and finish in the record.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ class Plan:
     blocks: list[list[int]]
     workers: int
     concurrency: int
-    budget: int  # items a worker takes before exiting; 0 = no limit
+    budget: int  # items of one worker's share of a wave (progress only); 0 = one wave
 
     @property
     def waves(self) -> int:

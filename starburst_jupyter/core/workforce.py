@@ -21,6 +21,8 @@ from starburst_jupyter.core.decisions import (
     decide_launches,
     judge_worker_end,
     relaunch_delay,
+    slot_still_held,
+    wave_progress,
 )
 from starburst_jupyter.core.plan import Plan
 from starburst_jupyter.core.spec import JobSpec
@@ -53,10 +55,23 @@ class Workforce:
         self.stopped_by_user: set[int] = set()
         self.kept_warm: dict[int, str] = {}  # worker index -> task kept running for the next job
         self.startup_failures = 0
+        self.ended_at: dict[int, float] = {}  # worker index -> when it was first seen ended holding the quota
 
     # ----- questions --------------------------------------------------------------------------
     def alive(self) -> list[WorkerRef]:
         return [r for r in self.workers.values() if r.exit_code is None]
+
+    def releasing(self, now: float) -> list[WorkerRef]:
+        """Workers that ended whose task the cloud still counts against the quota (a Fargate task between its
+        container's exit and STOPPED: the backend marks it `holds_quota`); no new worker takes their slot yet."""
+        held = []
+        for ref in self.workers.values():
+            if ref.exit_code is None or not ref.info.get("holds_quota"):
+                continue
+            since = self.ended_at.setdefault(ref.index, ref.ended or now)  # (a re-poll may move `ended` on)
+            if slot_still_held(True, since, now):
+                held.append(ref)
+        return held
 
     def lost(self) -> int:
         """Workers that died or that the user stopped: each may be replaced beyond the plan."""
@@ -105,7 +120,7 @@ class Workforce:
         state = LaunchState(
             now=now, plan=self.plan, unclaimed=unclaimed, alive=len(self.alive()), pending=self.pending,
             next_worker=self.next_worker, lost=self.lost(), latest_wave=max(self.waves_started or {1}),
-            accrued=accrued, open_job=self.spec.mode == "executor",
+            accrued=accrued, open_job=self.spec.mode == "executor", releasing=len(self.releasing(now)),
         )  # fmt: skip
         decision = decide_launches(state, cost)
         for index in decision.dropped:
@@ -169,12 +184,32 @@ class Workforce:
     def poll(self) -> list[WorkerRef]:
         """The workers that ended since the last poll."""
         alive = self.alive()
-        exited = self.backend.poll_workers(alive) if alive else []
+        # (ended workers whose task is still stopping ride along in the same batched poll until it is STOPPED)
+        releasing = self.releasing(time.time())
+        polled = self.backend.poll_workers(alive + releasing) if alive or releasing else []
+        ids = {id(r) for r in alive}
+        exited = [r for r in polled if id(r) in ids]
         for ref in exited:
             self.bus.publish(ev.WorkerExited(self.job_id, worker=ref.index, exit_code=ref.exit_code, reason=ref.reason))
-        for ref in exited:
-            self._maybe_finish_wave(ref.wave)
+        if self.plan.waves <= 1:  # (a job of several waves counts them by its items: track_waves)
+            for ref in exited:
+                self._maybe_finish_wave(ref.wave)
         return exited
+
+    def track_waves(self, finished: int, total: int) -> None:
+        """Waves as progress: workers carry on from one wave's share to the next, so a wave starts and ends
+        with the job's items (decisions.wave_progress), not with sets of tasks."""
+        if self.plan.waves <= 1 or not self.waves_started:
+            return
+        started, done = wave_progress(self.plan, finished, total)
+        for wave in range(1, max(started, done) + 1):
+            if wave <= done and wave not in self.waves_finished:
+                self.waves_finished.add(wave)
+                self.bus.publish(ev.WaveFinished(self.job_id, wave=wave, waves=self.plan.waves))
+            if wave + 1 <= started and wave + 1 not in self.waves_started:
+                self.waves_started.add(wave + 1)
+                in_wave = sum(1 for w in range(self.plan.workers) if self.plan.wave_of(w) == wave + 1)
+                self.bus.publish(ev.WaveStarted(self.job_id, wave=wave + 1, waves=self.plan.waves, workers=in_wave))
 
     def _maybe_finish_wave(self, wave: int) -> None:
         if wave in self.waves_finished:
@@ -265,4 +300,4 @@ def _interrupted(ref: WorkerRef) -> bool:
 
 
 def _extra_info(info: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in info.items() if k not in ("log_drained", *rec.WorkerRecord.KNOWN)}
+    return {k: v for k, v in info.items() if k not in ("log_drained", "holds_quota", *rec.WorkerRecord.KNOWN)}

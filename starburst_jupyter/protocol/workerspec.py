@@ -17,7 +17,9 @@ OPEN_JOB_IDLE_SECONDS = 30.0  # how long a worker of an open job (BurstExecutor)
 @dataclass(frozen=True)
 class Timing:
     """How often a worker flushes results, checks for cancel and heartbeats. Each backend sets its own pace
-    (a cloud backend pays per request); these defaults are the local backends' pace."""
+    (a cloud backend pays per request); these defaults are the local backends' pace. The driver stretches
+    the cancel check and the heartbeat with the number of workers (core/decisions.worker_timing), so a job's
+    control requests per second stay bounded; a worker jitters its checks around them."""
 
     flush_seconds: float = 0.5
     control_poll_seconds: float = 0.2
@@ -26,14 +28,15 @@ class Timing:
 
 @dataclass(frozen=True)
 class PlanShare:
-    """The part of the plan a worker needs to find its own budget."""
+    """The plan's waves as a worker sees them. A worker no longer exits when its share is done: it carries on
+    into its next wave's share (no cold start per wave), so `budget` is the size of one share (progress, in
+    its log and for the driver's wave count after an attach), never a limit."""
 
-    workers: int = 0  # workers planned (0: no plan, every worker takes what is left)
-    budget: int = 0  # items each planned worker but the last takes before exiting (0: no limit)
+    workers: int = 0  # workers planned (0: no plan)
+    budget: int = 0  # items of one worker's share of a wave (0: one wave)
 
     def budget_for(self, index: int) -> int:
-        """Items worker `index` takes before exiting (0: no limit). The last planned worker, and any launched
-        beyond the plan to replace a lost one, have no budget: they take what the others left over."""
+        """Items of planned worker `index`'s share of its wave (0: it takes what the others left over)."""
         return self.budget if index < self.workers - 1 else 0
 
 

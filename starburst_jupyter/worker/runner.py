@@ -1,8 +1,10 @@
 """The remote side: `python -m starburst_jupyter.worker --store URL --job ID --worker N`.
 
 Every backend starts exactly this. A worker claims blocks of items from the job's store until
-none are left (or its budget is spent), writes results as it goes, heartbeats, and exits as
-soon as it sees the job's cancel marker or passes the job's deadline, even mid-item. On SIGTERM (ECS
+none are left, writes results as it goes, heartbeats, and exits as soon as it sees the job's cancel
+marker or passes the job's deadline, even mid-item. In a job of several waves it carries on from its share
+of one wave into its share of the next (no new task, no cold start per wave); only an explicit --budget
+makes it stop early. On SIGTERM (ECS
 StopTask, a Spot interruption's notice, docker stop) it flushes what it finished, hands back what it
 claimed and did not finish (keys.release_key) and exits well inside the stop timeout.
 """
@@ -16,6 +18,7 @@ import dataclasses
 import io
 import json
 import os
+import random
 import select
 import signal
 import socket
@@ -220,6 +223,10 @@ class Control(threading.Thread):
         if self.files.cancel_requested():
             log(f"worker {self.worker}: job cancelled, exiting")
             os._exit(EXIT_CANCELLED)
+        self.check_deadline()
+
+    def check_deadline(self) -> None:
+        """The deadline is on this worker's clock: no read until it has passed."""
         if time.time() > self.deadline:
             self.deadline = self.files.deadline(self.deadline)  # (`starburst extend` may have moved it)
         if time.time() > self.deadline:
@@ -227,10 +234,20 @@ class Control(threading.Thread):
             os._exit(EXIT_DEADLINE)
 
     def run(self) -> None:
-        last_beat = 0.0
+        """The cancel marker is read every `poll` seconds, jittered (0.5-1.5x, and a random first offset) so
+        that thousands of workers started together do not read in lockstep; the spec's pace already keeps
+        the job's reads per second bounded however many workers run (core/decisions.worker_timing). The
+        deadline is watched on the clock, and SIGTERM's grace on its own timer, whatever the poll's pace."""
+        now = time.time()
+        last_beat, next_read = 0.0, now + random.uniform(0.0, self.poll)
         while self.active:
+            now = time.time()
             try:
-                self.check()
+                if now >= next_read:
+                    next_read = now + self.poll * random.uniform(0.5, 1.5)
+                    self.check()
+                else:
+                    self.check_deadline()
             except OSError as exc:  # the store is unreachable for now: keep beating, check again soon
                 log(f"worker {self.worker}: could not check for cancel: {exc}")
             now = time.time()
@@ -239,8 +256,12 @@ class Control(threading.Thread):
                 with contextlib.suppress(OSError):
                     self.files.write_heartbeat(self.worker, {**info, **self.status})
                 last_beat = now
-            if _STOP.wait(self.poll) and self.on_stop is not None and time.time() - (_STOP.at or 0) >= self.stop_grace:
-                self.on_stop()
+            wake = min(next_read, last_beat + self.beat_every, max(self.deadline, now) + 0.05)
+            if _STOP.at is not None:
+                wake = min(wake, _STOP.at + self.stop_grace)
+            if _STOP.wait(max(0.01, min(wake - now, self.poll))) and self.on_stop is not None:
+                if time.time() - (_STOP.at or 0) >= self.stop_grace:
+                    self.on_stop()
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # starburst_jupyter/
@@ -323,6 +344,7 @@ class Worker:
         self.cursor = 0
         self.done = 0
         self.drained = False  # True once no work was left (not merely this worker's budget spent)
+        self.share = self.spec.plan.budget  # items of one wave's share: progress in the log, never a limit
         # What SIGTERM's leave() flushes and hands back; the lock keeps it whole between the two threads.
         self.lock = threading.Lock()
         self.block: int | None = None  # the claimed block being run
@@ -331,6 +353,7 @@ class Worker:
         self.pending: list[ItemResult] = []
         self.part = 0
         self.running: int | None = None  # the item running now
+        self._last_block = 0  # items of the last block run
 
     def next_block(self) -> int | None:
         waited, pause = 0.0, 0.005
@@ -370,6 +393,8 @@ class Worker:
         control.on_stop = self.leave
         while not (self.budget and self.done >= self.budget):
             control.check()
+            if self.share and self.done and self.done // self.share > (self.done - self._last_block) // self.share:
+                log(f"worker {self.index}: finished its share of wave {self.done // self.share}; carrying on")
             block = self.next_block()
             if _STOP.seen:
                 self.leave()
@@ -377,7 +402,9 @@ class Worker:
                 self.drained = True
                 break
             control.status["block"] = block
+            before = self.done
             self.run_block(program, block, control)
+            self._last_block = self.done - before
         log(f"worker {self.index}: no more work after {self.done} items, exiting")
         return EXIT_OK
 
@@ -520,15 +547,16 @@ def _own_task_arn() -> str | None:
 
 
 def run_job(files: JobFiles, index: int, budget: int | None = None) -> int:
-    worker = Worker(files, index, 0)
-    worker.budget = budget if budget is not None else worker.spec.plan.budget_for(index)
+    """A worker takes blocks until none is left: the plan's budget is a wave's share, which a worker carries
+    on past into the next wave's (the launcher starts no worker per wave). `budget` > 0 stops it early."""
+    worker = Worker(files, index, budget or 0)
     log(f"worker {index} of job {files.job_id} started (pid {os.getpid()} on {socket.gethostname()})")
     control = Control(files, index, worker.spec)
     control.check()
     control.start()
     code = worker.run(control)
     control.active = False
-    if code == EXIT_OK and worker.drained:  # a worker that only spent its budget frees its slot for the next wave
+    if code == EXIT_OK and worker.drained:  # (one stopped by an explicit --budget does not wait warm)
         taken = wait_warm(files, index, worker.spec)
         if taken is not None:
             return run_job(*taken)
@@ -543,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", default=env("STARBURST_JOB"))
     parser.add_argument("--prefix", default=env("STARBURST_PREFIX"), help="the job's key prefix in the store")
     parser.add_argument("--worker", type=int, default=env("STARBURST_WORKER"))
-    parser.add_argument("--budget", type=int, default=None, help="items to take before exiting (default: the plan's)")
+    parser.add_argument("--budget", type=int, default=None, help="items to take before exiting (default: no limit)")
     args = parser.parse_args(argv)
     missing = [name for name in ("store", "job", "worker") if getattr(args, name) in (None, "")]
     if missing:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from starburst_jupyter.backends.base import LaunchFailure, WorkerRef, WorkerStart
 from starburst_jupyter.backends.fargate.clients import ApiCalls, client, error_code, error_message
+from starburst_jupyter.backends.fargate.doctor import preflight
 from starburst_jupyter.backends.fargate.drivers import (
     DRIVER_CPU,
     DRIVER_MEMORY,
@@ -137,6 +138,7 @@ class FargateBackend:
         """The image Fargate runs: config `image`, else this kernel's environment image in ECR (found by its
         content-hash tag; built and pushed first when auto_build is on, else a clear error saying how)."""
         self._require_setup()
+        preflight(self.config, self._client("sts"))  # credentials AWS accepts, before anything is built or started
         if self.config.image:
             return self.config.image
         from starburst_jupyter import envimage
@@ -378,6 +380,7 @@ class FargateBackend:
                 container.get("lastStatus") == "STOPPED" and container.get("exitCode") is not None
             ):
                 ref.exit_code, ref.reason = describe_stop(task)
+                ref.info["holds_quota"] = task.get("lastStatus") != "STOPPED"  # (core/decisions.slot_still_held)
                 stopped = task.get("stoppedAt")
                 ref.ended = stopped.timestamp() if stopped is not None and hasattr(stopped, "timestamp") else now
                 ended.append(ref)
