@@ -11,7 +11,14 @@ from ipywidgets.widgets.widget import _instances
 
 from starburst_jupyter.core import events as ev
 from starburst_jupyter.display.progress import JobView
-from starburst_jupyter.display.summary import failure_groups, failures_html, summary_html, worker_rows, workers_table
+from starburst_jupyter.display.summary import (
+    failure_groups,
+    failures_html,
+    summary_html,
+    waves_html,
+    worker_rows,
+    workers_table,
+)
 from starburst_jupyter.display.widget import WIDGETS_PER_JOB, JobWidget, close_all
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -274,3 +281,19 @@ def test_a_view_restored_by_a_reloaded_page_ends_on_the_summary_too():
     assert "2 of 2 results in r" in widget.kept.value
     close_all(widget.root)
     assert len(_instances) == baseline
+
+
+def test_waves_line_counts_workers_that_carry_on_into_the_next_wave():
+    j = "bj-c"
+    view = JobView(j, total=8, state="running")
+    view.apply(ev.WaveStarted(j, wave=1, waves=2, workers=2))
+    for k in (0, 1):
+        view.apply(ev.WorkerStarted(j, worker=k, wave=1))
+    for i in range(5):
+        view.apply(ev.TaskFinished(j, index=i, worker=i % 2, duration=0.1))
+    view.apply(ev.WaveFinished(j, wave=1, waves=2))
+    view.apply(ev.WaveStarted(j, wave=2, waves=2, workers=2))  # the same two workers go on
+    line = waves_html(view)
+    assert line.startswith("wave 2 of 2: 2/2 workers up") and "1 finished" in line
+    assert "#43a047 100%" in line and "#43a047 25%" in line  # wave 1 full; wave 2 a quarter (1 of its 4 items)
+    assert "wave 2/2: 2/2 workers up" in view.line()

@@ -107,8 +107,10 @@ class JobView:
     def elapsed(self, now: float | None = None) -> float:
         return (self.ended or now or time.time()) - self.started
 
-    def workers_up(self, wave: int) -> int:
-        return sum(1 for w in self.workers.values() if w.wave == wave and w.state in ("running", "idle", "starting"))
+    def workers_up(self, wave: int | None = None) -> int:
+        """Workers up (of `wave`, or of any: a worker carries on from one wave into the next)."""
+        up = ("running", "idle", "starting")
+        return sum(1 for w in list(self.workers.values()) if (wave is None or w.wave == wave) and w.state in up)
 
     def apply(self, event: ev.Event) -> None:
         self.job_id = self.job_id or event.job_id
@@ -185,8 +187,7 @@ class JobView:
     def line(self, now: float | None = None) -> str:
         """One line for terminals and notebooks without widgets."""
         wave = (
-            f" | wave {self.wave}/{self.waves}: {self.workers_up(self.wave)}/{self.wave_workers.get(self.wave, 0)} "
-            f"workers up"
+            f" | wave {self.wave}/{self.waves}: {self.workers_up()}/{self.wave_workers.get(self.wave, 0)} workers up"
             if self.waves > 1 and self.state in ("launching", "running")
             else ""
         )

@@ -61,33 +61,24 @@ def counts_line(view: JobView, now: float | None = None) -> str:
     )
 
 
-def _wave_planned(view: JobView, wave: int) -> int:
-    planned = sum(view.wave_workers.values()) or 1
-    return max(1, round(view.total * view.wave_workers.get(wave, 0) / planned))
-
-
 def waves_html(view: JobView) -> str:
     """The current wave, and one small segment per wave (finished waves full): a line at any wave count."""
     if not view.wave:
         return "launching workers..." if view.ended is None else ""
-    up = view.workers_up(view.wave)
-    earlier = sum(view.workers_up(w) for w in view.wave_workers if w < view.wave)
-    still = f", {earlier} of earlier waves still running" if earlier else ""
     head = (
-        f"wave {view.wave} of {view.waves}: {up}/{view.wave_workers.get(view.wave, 0)} workers up{still}"
+        f"wave {view.wave} of {view.waves}: {view.workers_up()}/{view.wave_workers.get(view.wave, 0)} workers up"
         if view.ended is None
         else f"{view.waves} wave{'s' if view.waves != 1 else ''}"
     )
     if view.waves <= 1:
         return head
     segments = []
+    share = view.total / view.waves  # waves are progress through the items (workers carry on between them)
     for wave in range(1, view.waves + 1):
         if wave in view.waves_finished or (view.ended is not None and wave <= view.wave):
             fill = 100.0
-        elif wave in view.wave_workers:
-            fill = min(100.0, 100.0 * view.wave_done.get(wave, 0) / _wave_planned(view, wave))
         else:
-            fill = 0.0
+            fill = max(0.0, min(100.0, 100.0 * (view.finished - (wave - 1) * share) / max(share, 1e-9)))
         segments.append(
             f"<span title='wave {wave}' style='display:inline-block;width:{max(6, 160 // view.waves)}px;height:8px;"
             f"margin-right:2px;background:linear-gradient(to right,{OK_COLOUR} {fill:.0f}%,{TODO_COLOUR} {fill:.0f}%)'>"
