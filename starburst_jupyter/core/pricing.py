@@ -1,6 +1,7 @@
 """Fargate prices (USD, Linux) and cost arithmetic with per-second billing and a one-minute minimum.
 
-Prices change rarely; the table is dated and overridable per region through config.
+Prices change rarely; the table is dated (PRICES_AS_OF, shown next to every cost). It cannot be overridden
+yet; a region missing from it is priced as us-east-1.
 """
 
 from __future__ import annotations
