@@ -75,6 +75,16 @@ class TaskFinished(Event):
 
 
 @dataclass(frozen=True)
+class TasksFinished(Event):
+    """A flushed batch of one worker's items that succeeded, as one event (core/ledger.PER_ITEM_EVENTS): a
+    million-item job publishes (and journals) one event per batch, not per item."""
+
+    worker: int
+    indices: tuple[int, ...]
+    duration: float  # seconds the batch's items took, in all
+
+
+@dataclass(frozen=True)
 class TaskFailed(Event):
     index: int
     worker: int
@@ -151,7 +161,7 @@ _KINDS: dict[str, type[Event]] = {
     k.__name__: k
     for k in (
         JobStateChanged, WaveStarted, WaveFinished, WorkerStarted, WorkerExited, WorkerLaunchFailed, TaskStarted,
-        TaskFinished, TaskFailed, TaskRetried, LogLine, CostTick, JobFinished, ImageBuildProgress,
+        TaskFinished, TasksFinished, TaskFailed, TaskRetried, LogLine, CostTick, JobFinished, ImageBuildProgress,
     )
 }  # fmt: skip
 

@@ -22,16 +22,22 @@ from starburst_jupyter.protocol import keys, serialize
 from starburst_jupyter.protocol.jobfiles import ItemResult, JobFiles
 
 MAX_RECORDED_FAILURES = 50
+#: A flushed batch of more items than this is published as one TasksFinished, not one TaskFinished per item:
+#: a face needs counts, not a million messages (failures stay one TaskFailed each: they carry a traceback).
+PER_ITEM_EVENTS = 16
+_PENDING, _RUNNING = ord(rec.Outcome.PENDING.value), ord(rec.Outcome.RUNNING.value)
+_DONE, _FAILED = ord(rec.Outcome.DONE.value), ord(rec.Outcome.FAILED.value)
+_CANCELLED = ord(rec.Outcome.CANCELLED.value)
 UNKNOWN_WORKER = -2  # a claim whose object cannot be read: someone has the block, we cannot tell who
 WITHDRAWN = -1  # a block's claim by no worker: its item was taken back before it started
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     attempts: int = 1
     block: int = -1
-    result: ItemResult | None = None  # what the worker reported (its value dropped once decoded)
+    result: ItemResult | None = None  # what the worker reported, kept only when it printed (outputs())
     final: bool = False
     value: Any = None
     failed: bool = False
@@ -41,9 +47,11 @@ class ItemLedger:
     def __init__(self, files: JobFiles, bus: ev.EventBus, result_window: float):
         self.files, self.bus, self.job_id = files, bus, files.job_id
         self.result_window = result_window
-        self.items: list[Item] = []
-        self.blocks: dict[int, list[int]] = {}
+        self._letters = bytearray()  # each item's outcome letter, kept as items change (record.Outcome)
+        self._busy = 0.0  # seconds the finished items took
         self.claims: dict[int, int] = {}  # block -> worker (-1: withdrawn)
+        self.items = []
+        self.blocks: dict[int, list[int]] = {}
         self.claim_floor = 0  # every block below it is claimed
         self.seen_results: set[str] = set()
         self.newest_result = 0.0  # writer's time of the newest result object seen
@@ -52,6 +60,34 @@ class ItemLedger:
         self.shared = False  # True when another process also writes this job's blocks (see discover)
 
     # ----- what exists ------------------------------------------------------------------------
+    @property
+    def items(self) -> list[Item]:
+        return self._items
+
+    @items.setter
+    def items(self, items: list[Item]) -> None:
+        """A whole new list (a new job, attach, a follower): the outcome letters are rebuilt from it."""
+        self._items = items
+        self._letters = bytearray([_PENDING]) * len(items)
+        self._busy = 0.0
+        for index in range(len(items)) if self.claims else [i for i, item in enumerate(items) if item.final]:
+            self._mark(index)
+
+    def _grow(self) -> None:
+        """Items appended to the list (discover, append): their letters."""
+        for index in range(len(self._letters), len(self._items)):
+            self._letters.append(_PENDING)
+            self._mark(index)
+
+    def _mark(self, index: int) -> None:
+        """Item `index`'s outcome letter from what is known now (called wherever that may change)."""
+        item = self._items[index]
+        if item.final:
+            letter = _CANCELLED if isinstance(item.value, TaskCancelled) else _FAILED if item.failed else _DONE
+        else:
+            letter = _RUNNING if self.claims.get(item.block, -1) >= 0 else _PENDING
+        self._letters[index] = letter
+
     def add_block(self, pairs: list[tuple[int, Any]]) -> int:
         if not self.shared:
             block = len(self.blocks)
@@ -76,12 +112,17 @@ class ItemLedger:
                     self.items.append(Item())
                 if not self.items[index].final:
                     self.items[index].block = block
+            self._grow()
+            for index in indices:
+                if index < len(self.items):
+                    self._mark(index)
         return bool(fresh)
 
     def start(self, blocks: list[list[int]], items: list[Any], open_job: bool) -> None:
         """Write the first blocks (a new job)."""
-        for block in blocks:
-            self.add_block([(i, items[i]) for i in block])
+        for block in blocks:  # (plan blocks are runs of indices: sliced, not indexed one by one)
+            run = bool(block) and block[-1] - block[0] == len(block) - 1
+            self.add_block(list(zip(block, items[block[0] : block[-1] + 1])) if run else [(i, items[i]) for i in block])
         if not open_job:
             self.items = [Item() for _ in items]
             self._index_blocks()
@@ -100,6 +141,9 @@ class ItemLedger:
         for block_id, indices in self.blocks.items():
             for i in indices:
                 self.items[i].block = block_id
+        if self.claims:  # (none yet for a new job, nor on attach before the first scan)
+            for i in range(len(self.items)):
+                self._mark(i)
 
     def append(self, values: list[Any]) -> list[int]:
         start = len(self.items)
@@ -107,6 +151,7 @@ class ItemLedger:
         for index, value in zip(indices, values):
             block = self.add_block([(index, value)])  # first: an item that cannot be written is not queued
             self.items.append(Item(block=block))
+            self._grow()
         return indices
 
     def withdraw(self, index: int) -> bool:
@@ -119,7 +164,7 @@ class ItemLedger:
 
     # ----- questions --------------------------------------------------------------------------
     def complete(self) -> bool:
-        return all(item.final for item in self.items)
+        return self.finished() == len(self._letters)
 
     def unclaimed(self) -> int:
         return sum(1 for b in self.blocks if b not in self.claims)
@@ -128,10 +173,11 @@ class ItemLedger:
         return worker in self.claims.values()
 
     def finished(self) -> int:
-        return sum(1 for i in self.items if i.final)
+        """Items with their final word (counted from the letters: C speed, no pass over a million Items)."""
+        return len(self._letters) - self._letters.count(_PENDING) - self._letters.count(_RUNNING)
 
     def any_failed(self) -> bool:
-        return any(i.failed for i in self.items)
+        return _FAILED in self._letters
 
     # ----- reading the store ------------------------------------------------------------------
     def scan_claims(self, full: bool = False) -> bool:
@@ -146,6 +192,11 @@ class ItemLedger:
                 self._unreadable(f"claim of block {block}", exc)
                 worker = UNKNOWN_WORKER
             self.claims[block] = worker
+            items, letters = self._items, self._letters
+            letter = _RUNNING if worker >= 0 else _PENDING
+            for index in self.blocks.get(block, ()):
+                if index < len(items) and items[index].block == block and not items[index].final:
+                    letters[index] = letter
             if worker == WITHDRAWN:  # withdrawn by another process (a detached executor's kernel)
                 for index in self.blocks.get(block, ()):
                     if index < len(self.items) and not self.items[index].final:
@@ -165,14 +216,37 @@ class ItemLedger:
             self.seen_results.add(key)
             try:
                 self.newest_result = max(self.newest_result, self.files.result_time(key))
-                results = self.files.read_results(key)
+                pairs = self.files.read_result_pairs(key)  # one pass over the batch's values
             except Exception as exc:  # its items stay unfinished and are retried when their worker ends
                 self._unreadable(f"result object {key}", exc)
                 continue
-            for result in results:
-                if result.index < len(self.items) and not self.items[result.index].final:
-                    self._take(result)
+            self._take_batch(pairs)
         return bool(keys)
+
+    def _take_batch(self, pairs: list[tuple[tuple[Any, ...], Any]]) -> None:
+        """A flushed batch: a quiet success (no output, a value that decoded, no callback waiting) is set in
+        place; anything else goes through _take. A batch of more than PER_ITEM_EVENTS is one TasksFinished."""
+        items, letters, quick = self._items, self._letters, not self.callbacks
+        batched = len(pairs) > PER_ITEM_EVENTS
+        done: list[int] = []
+        seconds, worker = 0.0, -1
+        for meta, value in pairs:
+            index, ok, _, out, err, _, duration, worker = meta
+            if index >= len(items) or items[index].final:
+                continue
+            if ok and quick and not out and not err and not isinstance(value, serialize.Undecodable):
+                item = items[index]
+                item.final, item.failed, item.value, item.result = True, False, value, None
+                letters[index] = _DONE
+                self._busy += duration
+                if not batched:
+                    self.bus.publish(ev.TaskFinished(self.job_id, index=index, worker=worker, duration=duration))
+            elif not self._take(ItemResult(meta[0], ok, value, *meta[2:]), publish_ok=not batched):
+                continue
+            done.append(index)
+            seconds += duration
+        if done and batched:  # one event for the batch (one worker wrote it)
+            self.bus.publish(ev.TasksFinished(self.job_id, worker=worker, indices=tuple(done), duration=seconds))
 
     def _unreadable(self, what: str, exc: Exception) -> None:
         message = f"job {self.job_id}: the {what} could not be read ({type(exc).__name__}: {exc}); its work is redone"
@@ -190,31 +264,56 @@ class ItemLedger:
             inputs = dict(self.files.read_block(block)) if missing else {}
             for index in missing:
                 self.items[index].block = self.add_block([(index, inputs[index])])
+                self._mark(index)
 
-    def _take(self, result: ItemResult) -> None:
-        try:
-            value = serialize.decode(result.value)
-        except Exception as exc:  # a value the kernel cannot unpickle is that item's failure
+    def _take(self, result: ItemResult, publish_ok: bool = True) -> bool:
+        """Finalize one reported item (its value already decoded with its batch); whether it succeeded."""
+        value = result.value
+        if isinstance(value, serialize.Encoded):  # (read without decode)
+            try:
+                value = serialize.decode(value)
+            except Exception as exc:
+                value = serialize.Undecodable(exc)
+        if isinstance(value, serialize.Undecodable):  # a value the kernel cannot unpickle is that item's failure
+            why = value.error
             value = BurstError(
-                f"Item {result.index}'s result could not be unpickled in this kernel: {type(exc).__name__}: {exc}. "
+                f"Item {result.index}'s result could not be unpickled in this kernel: {type(why).__name__}: {why}. "
                 f"Usually the worker and kernel have different package versions.",
                 job_id=self.job_id,
             )
             result.ok = False
         if not result.ok and isinstance(value, BaseException) and result.traceback:
             value.__cause__ = RemoteTraceback(result.traceback)
-        self.finalize(result.index, result.ok, value, result)
+        self.finalize(result.index, result.ok, value, result, publish_ok)
+        return result.ok
 
     # ----- outcomes ---------------------------------------------------------------------------
-    def finalize(self, index: int, ok: bool, value: Any, result: ItemResult | None) -> None:
+    def finalize(self, index: int, ok: bool, value: Any, result: ItemResult | None, publish_ok: bool = True) -> None:
         item = self.items[index]
+        if result is not None and not item.final:
+            self._busy += result.duration
         item.final, item.failed, item.value = True, not ok, value
-        item.result = None if result is None else ItemResult(
-            result.index, ok, None, result.traceback, result.stdout, result.stderr, result.started,
-            result.duration, result.worker,
-        )  # fmt: skip
+        printed = result is not None and (result.stdout or result.stderr)
+        item.result = (
+            None
+            if result is None or not printed
+            else ItemResult(
+                result.index,
+                ok,
+                None,
+                result.traceback,
+                result.stdout,
+                result.stderr,
+                result.started,
+                result.duration,
+                result.worker,
+            )
+        )  # fmt: skip  (only an item that printed keeps its result: a million quiet ones keep none)
+        self._mark(index)
         worker = result.worker if result else -1
-        if ok:
+        if ok and not publish_ok:
+            pass  # published with its batch (collect_results)
+        elif ok:
             duration = result.duration if result else 0.0
             self.bus.publish(ev.TaskFinished(self.job_id, index=index, worker=worker, duration=duration))
         elif not isinstance(value, TaskCancelled):  # unfinished items of a cancelled job did not fail
@@ -263,6 +362,7 @@ class ItemLedger:
                 # (but the item it was running): redone with no attempt counted, as after a stop by the user.
                 if release and index != release.get("abandoned"):
                     item.block = self.add_block([(index, inputs[index])])
+                    self._mark(index)
                     continue
                 if item_is_lost(item.attempts, retries, alone):
                     self.finalize(index, False, self._lost(index, ref, item.attempts), None)
@@ -272,6 +372,7 @@ class ItemLedger:
                     reason = f"worker {ref.index}: {ref.reason}"
                     self.bus.publish(ev.TaskRetried(self.job_id, index=index, attempt=item.attempts, reason=reason))
                 item.block = self.add_block([(index, inputs[index])])
+                self._mark(index)
 
     def _lost(self, index: int, ref: WorkerRef, attempts: int) -> WorkerLost:
         return WorkerLost(
@@ -284,27 +385,20 @@ class ItemLedger:
 
     # ----- what the record and the caller get -------------------------------------------------
     def outcomes(self) -> tuple[str, dict[str, int], list[rec.Failure]]:
-        """The record's outcome letters, counts per outcome, and the first failures."""
-        letters: list[rec.Outcome] = []
+        """The record's outcome letters, counts per outcome, and the first failures. The letters are kept as
+        items change (_mark), so a record written twice a second at a million items costs C-speed copies and
+        counts, not a pass over every Item."""
+        counts = {o.value: self._letters.count(ord(o.value)) for o in rec.Outcome}
         failures: list[rec.Failure] = []
-        for n, item in enumerate(self.items):
-            if not item.final:
-                letters.append(rec.Outcome.RUNNING if self.claims.get(item.block, -1) >= 0 else rec.Outcome.PENDING)
-            elif isinstance(item.value, TaskCancelled):  # stopped by a cancel: not a failure of the item
-                letters.append(rec.Outcome.CANCELLED)
-            elif item.failed:
-                letters.append(rec.Outcome.FAILED)
-                if len(failures) < MAX_RECORDED_FAILURES:
-                    failures.append(rec.Failure(n, f"{type(item.value).__name__}: {item.value}"[:500]))
-            else:
-                letters.append(rec.Outcome.DONE)
-        counts = {o.value: 0 for o in rec.Outcome}
-        for letter in letters:
-            counts[letter.value] += 1
-        return "".join(o.value for o in letters), counts, failures
+        n = self._letters.find(_FAILED)
+        while n >= 0 and len(failures) < MAX_RECORDED_FAILURES:
+            value = self.items[n].value
+            failures.append(rec.Failure(n, f"{type(value).__name__}: {value}"[:500]))
+            n = self._letters.find(_FAILED, n + 1)
+        return self._letters.decode("ascii"), counts, failures
 
     def busy_seconds(self) -> float:
-        return sum(i.result.duration for i in self.items if i.result is not None)
+        return self._busy
 
     def values(self) -> list[Any]:
         return [i.value for i in self.items]

@@ -26,6 +26,7 @@ PROGRESS_EVENTS = (
     ev.WorkerExited,
     ev.TaskStarted,
     ev.TaskFinished,
+    ev.TasksFinished,
     ev.TaskFailed,
     ev.TaskRetried,
     ev.CostTick,
@@ -159,6 +160,20 @@ class JobView:
     def _on_TaskFinished(self, e: ev.TaskFinished) -> None:
         self.done += 1
         self._count(e.worker, e.index, e.at)
+
+    def _on_TasksFinished(self, e: ev.TasksFinished) -> None:
+        """A batch: the same counts as its items one by one, in one pass over the worker's current items."""
+        self.done += len(e.indices)
+        worker = self.workers.get(e.worker)
+        if worker is not None:
+            finished = set(e.indices)
+            if any(i in finished for i in worker.current):
+                worker.current = tuple(i for i in worker.current if i not in finished)
+                worker.item_started = e.at if worker.current else None
+                if not worker.current and worker.state == "running":
+                    worker.state = "idle"
+            worker.done += len(e.indices)
+            self.wave_done[worker.wave] = self.wave_done.get(worker.wave, 0) + len(e.indices)
 
     def _on_TaskFailed(self, e: ev.TaskFailed) -> None:
         self.failed += 1

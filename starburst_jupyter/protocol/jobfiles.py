@@ -88,8 +88,11 @@ class JobFiles:
 
     # results
     def write_results(self, block: int, part: int, results: list[ItemResult]) -> None:
+        """One object per flushed batch: the items' fields and one stream of their values (serialize.pack_results;
+        a value is a serialize.Packed from the worker's ValueWriter, or an Encoded)."""
         key = keys.result_key(self.prefix, block, part, int(time.time() * 1000))
-        self.store.put(key, serialize.dumps_chunks(results))
+        metas = [(r.index, r.ok, r.traceback, r.stdout, r.stderr, r.started, r.duration, r.worker) for r in results]
+        self.store.put(key, serialize.pack_results(metas, [r.value for r in results]))
 
     def list_result_keys(self, since: float | None = None) -> list[str]:
         """Result objects, oldest first; with `since` (epoch seconds), only those written from then on."""
@@ -98,9 +101,33 @@ class JobFiles:
 
     result_time = staticmethod(keys.result_time)  # when a result object was written (by its writer's clock)
 
-    def read_results(self, key: str) -> list[ItemResult]:
-        results: list[ItemResult] = serialize.loads(self.store.get(key))
-        return results
+    def read_result_pairs(self, key: str) -> list[tuple[tuple[Any, ...], Any]]:
+        """A batch as (fields, decoded value) pairs, fields in ItemResult's order without the value: what the
+        ledger reads (no ItemResult per item for the million that print nothing)."""
+        obj = serialize.loads(self.store.get(key))
+        pairs = serialize.unpack_results(obj, True)
+        if pairs is not None:
+            return pairs
+        return [
+            ((r.index, r.ok, r.traceback, r.stdout, r.stderr, r.started, r.duration, r.worker), r.value)
+            for r in self.read_results(key, decode=True)
+        ]
+
+    def read_results(self, key: str, decode: bool = False) -> list[ItemResult]:
+        """A batch's results; each value an Encoded, or with `decode` the value itself, unpickled in one pass
+        over the batch (a serialize.Undecodable for one the kernel cannot unpickle: that item's failure)."""
+        obj = serialize.loads(self.store.get(key))
+        pairs = serialize.unpack_results(obj, decode)
+        if pairs is None:  # a list of ItemResults (a worker of an earlier version)
+            results: list[ItemResult] = obj
+            if decode:
+                for r in results:
+                    try:
+                        r.value = serialize.decode(r.value)
+                    except Exception as exc:
+                        r.value = serialize.Undecodable(exc)
+            return results
+        return [ItemResult(m[0], m[1], value, *m[2:]) for m, value in pairs]
 
     # liveness and control
     def write_heartbeat(self, worker: int, info: dict[str, Any]) -> None:

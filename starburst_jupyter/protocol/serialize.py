@@ -7,6 +7,7 @@ so arrays that come back can be modified like local ones).
 
 from __future__ import annotations
 
+import io
 import pickle
 import struct
 from dataclasses import dataclass
@@ -76,3 +77,122 @@ def loads(data: bytes | bytearray | memoryview) -> Any:
         buffers.append(view[offset : offset + length])
         offset += length
     return pickle.loads(payload, buffers=buffers)
+
+
+# ----- results: one stream per flushed batch --------------------------------------------------
+# A worker pickles each item's value when the item ends (so a value mutated later is not what comes back)
+# with ONE cloudpickle Pickler per flushed batch into one stream; the batch travels as one frame and the
+# kernel reads the stream with one Unpickler. An item whose value cannot be pickled (or unpickled) fails
+# alone: its bytes are rolled back (on the worker) or skipped (in the kernel), the others stand.
+
+RESULTS_TAG = "SBR1"
+
+
+@dataclass
+class Packed:
+    """Where one value sits in a ValueWriter's stream: `length` bytes from `start`, then `count` buffers."""
+
+    writer: ValueWriter
+    start: int
+    length: int
+    first: int
+    count: int
+    size: int
+
+
+class ValueWriter:
+    """Pickles values one after another into one stream with one reused Pickler (a new Pickler per item
+    was most of a worker's time on no-op items); each value is a whole pickle of its own (memo cleared)."""
+
+    def __init__(self) -> None:
+        self.stream = io.BytesIO()
+        self.buffers: list[pickle.PickleBuffer] = []
+        self.pickler = cloudpickle.Pickler(self.stream, protocol=5, buffer_callback=self.buffers.append)
+
+    def add(self, value: Any) -> Packed:
+        """Append value; raises (leaving the stream as it was) when it cannot be pickled."""
+        start, first = self.stream.tell(), len(self.buffers)
+        try:
+            self.pickler.dump(value)
+        except BaseException:
+            self.drop_to(start, first)
+            raise
+        finally:
+            self.pickler.clear_memo()
+        length = self.stream.tell() - start
+        size = length + sum(b.raw().nbytes for b in self.buffers[first:])
+        return Packed(self, start, length, first, len(self.buffers) - first, size)
+
+    def drop(self, packed: Packed) -> None:
+        """Take back the value added last (e.g. one too large to bring back)."""
+        self.drop_to(packed.start, packed.first)
+
+    def drop_to(self, start: int, first: int) -> None:
+        self.stream.seek(start)
+        self.stream.truncate()
+        del self.buffers[first:]
+
+
+def _value_parts(value: Any) -> tuple[bytes | memoryview, list[Any]]:
+    """(pickle bytes, out-of-band buffers) of a Packed or an Encoded value (the latter: made by serialize.encode)."""
+    if isinstance(value, Packed):
+        view = value.writer.stream.getbuffer()[value.start : value.start + value.length]
+        return view, [b.raw() for b in value.writer.buffers[value.first : value.first + value.count]]
+    if isinstance(value, Encoded):
+        return value.payload, [memoryview(b).cast("B") if not isinstance(b, pickle.PickleBuffer) else b.raw()
+                               for b in value.buffers]  # fmt: skip
+    encoded = encode(value)
+    return _value_parts(encoded)
+
+
+def pack_results(metas: list[tuple[Any, ...]], values: list[Any]) -> list[bytes | memoryview]:
+    """One frame for a batch: the items' plain fields (`metas`, pickled by the C pickler), every value's
+    pickle joined into one stream, and the values' buffers out-of-band (never copied)."""
+    parts = [_value_parts(v) for v in values]
+    stream = bytearray().join(p for p, _ in parts)
+    lengths = [(memoryview(p).nbytes, len(b)) for p, b in parts]
+    buffers = [pickle.PickleBuffer(b) for _, bufs in parts for b in bufs]
+    out: list[pickle.PickleBuffer] = []
+    body = pickle.dumps(
+        (RESULTS_TAG, metas, lengths, pickle.PickleBuffer(stream), buffers), protocol=5, buffer_callback=out.append
+    )
+    views = [b.raw() for b in out]
+    header = _HEAD.pack(MAGIC, len(views), len(body)) + b"".join(_LEN.pack(v.nbytes) for v in views)
+    return [header, body, *views]
+
+
+@dataclass
+class Undecodable:
+    """A value the kernel could not unpickle (its item's failure), and why."""
+
+    error: BaseException
+
+
+def unpack_results(obj: Any, decode_values: bool) -> list[tuple[tuple[Any, ...], Any]] | None:
+    """(meta, value) pairs of a frame `pack_results` wrote, or None for another object (an older list).
+    With decode_values the values are unpickled in one pass (one Unpickler over the stream; an item that fails
+    to load is an Undecodable and reading goes on from the next item's offset); else each is an Encoded."""
+    if not (isinstance(obj, tuple) and obj and obj[0] == RESULTS_TAG):
+        return None
+    _, metas, lengths, stream, buffers = obj
+    view = memoryview(stream)
+    out: list[tuple[tuple[Any, ...], Any]] = []
+    offset, first = 0, 0
+    reader: pickle.Unpickler | None = None
+    source = io.BytesIO(view)
+    for meta, (length, count) in zip(metas, lengths):
+        if not decode_values:
+            out.append((meta, Encoded(bytes(view[offset : offset + length]), list(buffers[first : first + count]))))
+        else:
+            try:
+                if reader is None:
+                    source.seek(offset)
+                    reader = pickle.Unpickler(source, buffers=iter(buffers[first:]))
+                value = reader.load()
+                if source.tell() != offset + length:
+                    raise ValueError("a value's pickle did not end where its length says")
+            except Exception as exc:  # that item's failure; the next one starts afresh at its own offset
+                value, reader = Undecodable(exc), None
+            out.append((meta, value))
+        offset, first = offset + length, first + count
+    return out

@@ -283,7 +283,17 @@ def _where_logged(tee: _Tee, where: str) -> str:
     return "; the worker log has none of it (the worker's log cap was reached)"
 
 
-def run_item(program: Any, index: int, item: Any, worker: int, max_result_bytes: int, job_id: str = "") -> ItemResult:
+def run_item(
+    program: Any,
+    index: int,
+    item: Any,
+    worker: int,
+    max_result_bytes: int,
+    job_id: str = "",
+    values: serialize.ValueWriter | None = None,
+) -> ItemResult:
+    """Run one item. Its value is pickled now (a value mutated by a later item is not what comes back): into
+    `values`, the flushed batch's one stream, when given, else on its own (serialize.encode)."""
     out, err = _Capture(), _Capture()
     tee_out, tee_err = _Tee(out, sys.__stdout__), _Tee(err, sys.__stderr__)
     started = time.time()
@@ -300,10 +310,12 @@ def run_item(program: Any, index: int, item: Any, worker: int, max_result_bytes:
     tee_err.close_item(index, "stderr")
     where = f"%burst_logs {job_id} --worker {worker}" if job_id else f"the log of worker {worker}"
     notes = {name: _where_logged(tee, where) for name, tee in (("out", tee_out), ("err", tee_err))}
-    encoded, ok = _encode(value, ok, tb, index)
+    encoded, ok = _encode(value, ok, tb, index, values)
     if ok and encoded.size > max_result_bytes:  # too large to bring back
         ok, tb = False, ""
-        encoded = serialize.encode(
+        if isinstance(encoded, serialize.Packed):
+            encoded.writer.drop(encoded)
+        encoded = (values.add if values is not None else serialize.encode)(
             ResultTooLarge(
                 f"Item {index} returned {encoded.size:,} bytes, above max_result_bytes ({max_result_bytes:,} bytes). "
                 f"Return a "
@@ -315,10 +327,13 @@ def run_item(program: Any, index: int, item: Any, worker: int, max_result_bytes:
     return ItemResult(index, ok, encoded, tb, stdout, stderr, started, duration, worker)
 
 
-def _encode(value: Any, ok: bool, tb: str, index: int) -> tuple[serialize.Encoded, bool]:
+def _encode(
+    value: Any, ok: bool, tb: str, index: int, values: serialize.ValueWriter | None = None
+) -> tuple[serialize.Encoded | serialize.Packed, bool]:
     """The value ready to travel, and whether the item succeeded: a value that cannot travel is a failure."""
+    encode = values.add if values is not None else serialize.encode
     try:
-        return serialize.encode(value), ok
+        return encode(value), ok
     except Exception as exc:
         if ok:
             value = TypeError(
@@ -329,7 +344,7 @@ def _encode(value: Any, ok: bool, tb: str, index: int) -> tuple[serialize.Encode
             summary = "".join(traceback.format_exception_only(type(value), value)).strip()
             value = RuntimeError(f"{summary} (the original exception could not be pickled: {exc})")
         value.__cause__ = RemoteTraceback(tb) if tb else None
-        return serialize.encode(value), False
+        return encode(value), False
 
 
 class Worker:
@@ -351,6 +366,7 @@ class Worker:
         self.block_items: list[int] = []
         self.finished: set[int] = set()  # items of the block with a result (flushed or pending)
         self.pending: list[ItemResult] = []
+        self.values = serialize.ValueWriter()  # the pending results' values, pickled into one stream
         self.part = 0
         self.running: int | None = None  # the item running now
         self._last_block = 0  # items of the last block run
@@ -417,7 +433,7 @@ class Worker:
             if _STOP.seen:
                 self.leave()
             self.running = index
-            result = run_item(program, index, item, self.index, self.max_result_bytes, self.files.job_id)
+            result = run_item(program, index, item, self.index, self.max_result_bytes, self.files.job_id, self.values)
             if not result.ok:
                 first = result.traceback.strip().splitlines()[-1:] or ["failed"]
                 log(f"worker {self.index}: item {index} failed: {first[0]}")
@@ -438,7 +454,7 @@ class Worker:
     def _flush(self, block: int) -> None:
         """Write the pending results as the block's next part (called with the lock held)."""
         self.write_results(block, self.part, self.pending)
-        self.pending, self.part = [], self.part + 1
+        self.pending, self.part, self.values = [], self.part + 1, serialize.ValueWriter()
 
     def leave(self) -> NoReturn:
         """SIGTERM: flush what finished, hand back what was claimed and not finished (the item running now
@@ -485,7 +501,7 @@ class Worker:
             self.files.write_results(block, part, [self._no_room(r, exc) for r in results])
 
     def _no_room(self, result: ItemResult, exc: OSError) -> ItemResult:
-        size = result.value.size if isinstance(result.value, serialize.Encoded) else 0
+        size = result.value.size if isinstance(result.value, (serialize.Encoded, serialize.Packed)) else 0
         error = StorageFull(
             f"Item {result.index}'s result ({size:,} bytes) could not be stored in {self.files.store.url}: "
             f"{exc.strerror or exc} (disk full, quota or file-size limit). Free space where the job's files live, "

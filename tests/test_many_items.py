@@ -1,0 +1,107 @@
+"""Many small items (issue 15): results move and are decoded per flushed batch, events come per batch, the
+record's outcomes are kept as items change; one bad value is still only its own item's failure."""
+
+from __future__ import annotations
+
+import threading
+
+import cloudpickle
+
+from starburst_jupyter.core import events as ev
+from starburst_jupyter.core.ledger import PER_ITEM_EVENTS, ItemLedger
+from starburst_jupyter.display.progress import JobView
+from starburst_jupyter.protocol import serialize
+from starburst_jupyter.protocol.jobfiles import JobFiles
+from starburst_jupyter.protocol.programs import CallProgram
+from starburst_jupyter.stores.objects import LocalFolderStore
+from starburst_jupyter.worker.runner import run_item
+
+
+class NotInThisKernel:
+    """Pickles on the worker; unpickling it raises (as a class the kernel's packages lack would)."""
+
+    def __reduce__(self):
+        return (_refuse, ())
+
+
+def _refuse():
+    raise ImportError("No module named 'only_on_the_worker'")
+
+
+def values(x):
+    if x == 3:
+        return threading.Lock()  # cannot be pickled: item 3's failure, on the worker
+    if x == 5:
+        return NotInThisKernel()  # cannot be unpickled: item 5's failure, in the kernel
+    return x * 10
+
+
+def job(tmp_path, n: int) -> tuple[ItemLedger, JobFiles, list[ev.Event]]:
+    files = JobFiles(LocalFolderStore(tmp_path), "bj-many")
+    seen: list[ev.Event] = []
+    bus = ev.EventBus()
+    bus.subscribe(seen.append)
+    book = ItemLedger(files, bus, result_window=20.0)
+    book.start([list(range(n))], list(range(n)), open_job=False)
+    return book, files, seen
+
+
+def test_one_pickler_per_batch_and_a_bad_value_fails_only_its_item(tmp_path, monkeypatch):
+    made = []
+    original = cloudpickle.Pickler.__init__
+
+    def counting(self, *args, **kwargs):
+        made.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cloudpickle.Pickler, "__init__", counting)
+    n = PER_ITEM_EVENTS * 3
+    book, files, seen = job(tmp_path, n)
+    made.clear()  # (writing the block pickled too)
+    program, writer = CallProgram(values), serialize.ValueWriter()
+    results = [run_item(program, i, i, 1, 10**6, "bj-many", writer) for i in range(n)]
+    assert len(made) == 1, f"{len(made)} picklers for {n} items"
+    files.claim(0, 1)
+    files.write_results(0, 0, results)
+    book.scan_claims(full=True)
+    book.collect_results(full=True)
+
+    out = book.values()
+    assert [out[i] for i in range(n) if i not in (3, 5)] == [i * 10 for i in range(n) if i not in (3, 5)]
+    assert "cannot be pickled" in str(out[3]) and "could not be unpickled in this kernel" in str(out[5])
+    assert "only_on_the_worker" in str(out[5])
+    letters, counts, failures = book.outcomes()
+    assert letters == "".join("F" if i in (3, 5) else "D" for i in range(n))
+    assert counts["D"] == n - 2 and counts["F"] == 2 and [f.index for f in failures] == [3, 5]
+    # one event for the batch's successes, one per failure; the view counts as if item by item
+    batches = [e for e in seen if isinstance(e, ev.TasksFinished)]
+    assert len(batches) == 1 and len(batches[0].indices) == n - 2
+    assert not [e for e in seen if isinstance(e, ev.TaskFinished)]
+    view = JobView("bj-many", total=n)
+    view.apply(ev.WorkerStarted("bj-many", worker=1, wave=1))
+    for event in seen:
+        view.apply(event)
+    assert (view.done, view.failed, view.workers[1].done) == (n - 2, 2, n)
+    assert view.workers[1].current == () and view.workers[1].state == "idle"
+    assert ev.from_json(ev.to_json(batches[0])) == batches[0]  # a detached driver journals it
+
+
+def test_outcome_letters_follow_claims_and_requeues(tmp_path):
+    book, files, _ = job(tmp_path, 4)
+    assert book.outcomes()[0] == "PPPP" and book.finished() == 0 and not book.complete()
+    files.claim(0, 0)
+    book.scan_claims(full=True)
+    assert book.outcomes()[0] == "RRRR"
+    writer = serialize.ValueWriter()
+    files.write_results(0, 0, [run_item(CallProgram(values), 0, 0, 0, 10**6, "bj-many", writer)])
+    book.collect_results(full=True)
+    assert book.outcomes()[0] == "DRRR" and book.finished() == 1 and book.busy_seconds() >= 0
+
+
+def test_the_first_blocks_hold_one_item_each_so_long_items_at_the_front_spread():
+    from starburst_jupyter.core.plan import make_plan
+
+    plan = make_plan(200, workers=2, concurrency=2)
+    assert [len(b) for b in plan.blocks[:4]] == [1, 1, 2, 2]  # was one block of 50: all five long items in it
+    assert [i for b in plan.blocks for i in b] == list(range(200))
+    assert len(make_plan(10**6, workers=2, concurrency=2).blocks) < 100  # still few claims for a million
