@@ -39,8 +39,23 @@ def guided_blocks(indices: list[int], workers: int) -> list[list[int]]:
     return blocks
 
 
+def ramped_blocks(indices: list[int], workers: int, concurrency: int) -> list[list[int]]:
+    """Guided blocks with a bounded start: the first `concurrency` blocks hold one item each, the next two,
+    then four, ... until the guided size is smaller. A worker's first claim can then never trap several long
+    items at the front of a list behind it (5 x 2 s items then 195 x 20 ms: the guided first block of 50 held
+    all five, 1.57x the lower bound), while a million no-ops pay only ~2 log2(N) more claims."""
+    blocks, start, remaining, k = [], 0, len(indices), 0
+    while remaining > 0:
+        size = max(1, min(math.ceil(remaining / (2 * workers)), 2 ** (k // max(1, concurrency))))
+        blocks.append(indices[start : start + size])
+        start += size
+        remaining -= size
+        k += 1
+    return blocks
+
+
 def make_plan(n_items: int, workers: int, concurrency: int) -> Plan:
     workers = max(1, min(workers, n_items)) if n_items else max(1, workers)
     concurrency = max(1, min(concurrency, workers))
     budget = math.ceil(n_items / workers) if workers > concurrency else 0
-    return Plan(guided_blocks(list(range(n_items)), workers), workers, concurrency, budget)
+    return Plan(ramped_blocks(list(range(n_items)), workers, concurrency), workers, concurrency, budget)
