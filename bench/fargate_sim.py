@@ -12,7 +12,8 @@ For jobs of 1, 3 and 10 waves (--concurrency workers at a time, one --item-secon
 * wall: submit to the last result; ideal: one cold start + work / concurrency (= cold + waves x item);
 * billed task-minutes: from the ECS timestamps moto holds (pullStartedAt to stoppedAt per task, scaled back
   to real seconds, one-minute minimum each, as Fargate bills);
-* first-task latency: submit to the first item starting, a cold job against one taken from --keep-warm.
+* first-task latency: submit to the first item starting, a cold job against one taken from --keep-warm
+  (the median of --repeat jobs each).
 
 Times at the simulated scale are what was measured; "real" estimates scale the simulated delays back (the
 machine's own overheads, such as process start and poll intervals, are real time already and are kept as
@@ -28,6 +29,7 @@ import argparse
 import datetime
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -117,6 +119,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--waves", default="1,3,10")
     parser.add_argument("--item", type=float, default=10.0, help="seconds per item, in real time")
+    parser.add_argument("--repeat", type=int, default=3, help="jobs per first-task measurement (median)")
     parser.add_argument("--label", default="", help="what code runs (default: the checkout's last commit)")
     args = parser.parse_args()
 
@@ -150,11 +153,13 @@ def main() -> None:
             ideal = latency.cold_start + waves * item
             rows.append((waves, out["plan"].waves, len(tasks), out["wall"], ideal, _billed_minutes(tasks, args.scale)))
         # first task: cold (a new task), then warm (a worker kept by the job before, taken by the next one)
-        cold = run_job(agent, 1, 1, item)
+        colds = [run_job(agent, 1, 1, item)["first"] for _ in range(args.repeat)]
         run_job(agent, 1, 1, item, keep_warm=1.0)
-        time.sleep(1.0)  # the finished worker registers in the warm pool
-        warm = run_job(agent, 1, 1, item, keep_warm=1.0)
-        firsts = [("cold", cold["first"], latency.cold_start), ("--keep-warm", warm["first"], 0.0)]
+        warms = []
+        for _ in range(args.repeat):
+            time.sleep(1.0)  # the finished worker registers in the warm pool
+            warms.append(run_job(agent, 1, 1, item, keep_warm=1.0)["first"])
+        firsts = [("cold", colds, latency.cold_start), ("--keep-warm", warms, 0.0)]
         refused = agent.runtask_bucket.refused if agent.runtask_bucket else 0
     finally:
         agent.stop()
@@ -178,10 +183,17 @@ def main() -> None:
             f"| {waves} | {tasks} | {wall:.1f} | {ideal:.1f} | {wall / ideal:.2f} | {real_wall:.0f} | {real_ideal:.0f} "
             f"| {real_wall / real_ideal:.2f} | {billed:.1f} | {billed_ideal:.1f} |"
         )
-    print("\n| first task | measured s (sim) | simulated delay in it s | real-time estimate s |")
-    print("|---|---|---|---|")
-    for label, first, simulated in firsts:
-        print(f"| {label} | {first:.2f} | {simulated:.2f} | {first + simulated * (1 / s - 1):.1f} |")
+    print(
+        f"\n| first task ({args.repeat} jobs) | median s (sim) | range s (sim) | simulated delay in it s "
+        "| real-time estimate s |"
+    )
+    print("|---|---|---|---|---|")
+    for label, values, simulated in firsts:
+        mid = statistics.median(values)
+        print(
+            f"| {label} | {mid:.2f} | {min(values):.2f}-{max(values):.2f} | {simulated:.2f} "
+            f"| {mid + simulated * (1 / s - 1):.1f} |"
+        )
     print(
         f"\nRunTask throttled {refused} time(s) (absorbed by botocore's retries); bench took "
         f"{time.monotonic() - began:.0f} s. Real-time estimates = measured + the simulated delays on the path "
