@@ -23,6 +23,7 @@ from starburst_jupyter.core.capture import (
     cell_label,
     check_picklable,
     refuse_open_files,
+    refuse_undefined_names,
     reserved_name_reason,
     select_namespace,
 )
@@ -286,6 +287,7 @@ class BurstMagics(Magics):
             target, names, items = None, (), None
             spec = build_spec(config, mode="single", source=cell, **options)
         analysis = analyze_cell(cell, names)
+        refuse_undefined_names(cell, analysis, user_ns)
         namespace = select_namespace(analysis.needed, user_ns)
         refuse_open_files(namespace)
         program = CellProgram(

@@ -192,6 +192,31 @@ def analyze_cell(source: str, map_names: tuple[str, ...] = ()) -> CellAnalysis:
     return CellAnalysis(frozenset(names.needed), tuple(n for n in names.assigned if n not in map_names))
 
 
+def undefined_names(source: str, analysis: CellAnalysis, user_ns: dict[str, Any]) -> list[str]:
+    """Names the cell reads that exist nowhere: not in the notebook, not assigned by the cell, not builtins. Each
+    would be a NameError on every item, billed; none is reported when the cell star-imports (it cannot be told)."""
+    if any(
+        isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)
+        for node in ast.walk(parse_cell(source))
+    ):
+        return []
+    known = set(user_ns) | set(analysis.assigned) | set(dir(builtins))
+    return sorted(n for n in analysis.needed if n not in known and not (n.startswith("__") and n.endswith("__")))
+
+
+def refuse_undefined_names(source: str, analysis: CellAnalysis, user_ns: dict[str, Any]) -> None:
+    """BurstCaptureError before launch for a name the cell reads that is defined nowhere."""
+    missing = undefined_names(source, analysis, user_ns)
+    if missing:
+        shown = ", ".join(repr(n) for n in missing[:8]) + (" ..." if len(missing) > 8 else "")
+        raise BurstCaptureError(
+            f"The %%burst cell reads {shown}, defined nowhere: not in this notebook, not assigned in the cell, "
+            f"not a builtin. Every item would fail with a NameError; nothing was launched. Run the cell that "
+            f"defines {'it' if len(missing) == 1 else 'them'} first, or import {'it' if len(missing) == 1 else 'them'} "
+            f"in the %%burst cell."
+        )
+
+
 def reserved_name_reason(name: str) -> str:
     """Why a name must not receive results in the user's namespace ("" when it may): a builtin
     (`list`, `print`), a dunder (`__builtins__`, `__name__`) or a name IPython owns (In, Out, _, exit)

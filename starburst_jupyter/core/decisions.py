@@ -248,3 +248,25 @@ class UnknownTaskRule:
 
     def gone(self, age: float, missing_polls: int) -> bool:
         return age >= self.grace and missing_polls >= self.confirmations
+
+
+# ----- failing for one reason ---------------------------------------------------------------------
+#: How many of the first items to finish must fail the same way, none succeeding, before a job stops early.
+SYSTEMATIC_FAILURES = 5
+
+
+def systematic_failure(first_errors: list[str], succeeded: int, total: int, keep_going: bool) -> str | None:
+    """Why the job should stop now, or None. When the first items to finish all failed with the same error
+    (a name defined nowhere, a missing module, a wrong argument), every other item would fail the same way,
+    billed; the job stops and says so. Never when the user asked to keep going (`--on-error keep`), once any
+    item succeeded, or when stopping would spare nothing."""
+    if keep_going or succeeded or len(first_errors) < SYSTEMATIC_FAILURES or total <= SYSTEMATIC_FAILURES:
+        return None
+    first = first_errors[:SYSTEMATIC_FAILURES]
+    if len(set(first)) != 1:
+        return None
+    return (
+        f"the first {SYSTEMATIC_FAILURES} items to finish all failed with the same error ({first[0]}), so the job "
+        f"stopped before running the rest: fix the cause and run it again (--on-error keep runs every item "
+        f"whatever fails)"
+    )

@@ -20,7 +20,14 @@ from starburst_jupyter.core import events as ev
 from starburst_jupyter.core import pricing
 from starburst_jupyter.core import record as rec
 from starburst_jupyter.core.config import Config
-from starburst_jupyter.core.decisions import CostRule, Timings, projected_cost, worker_timing
+from starburst_jupyter.core.decisions import (
+    SYSTEMATIC_FAILURES,
+    CostRule,
+    Timings,
+    projected_cost,
+    systematic_failure,
+    worker_timing,
+)
 from starburst_jupyter.core.job import JobHandle, JobResult
 from starburst_jupyter.core.journal import EventJournal
 from starburst_jupyter.core.ledger import ItemLedger
@@ -129,6 +136,9 @@ class JobDriver(threading.Thread):
         self.detached = detached
         self.journal: EventJournal | None = EventJournal(self.files, self.bus) if detached else None
         self.mirrored_state = ""
+        # the first failures' one-line errors, until the job's first success (decisions.systematic_failure)
+        self.first_errors: list[str] | None = [] if self.spec.on_error != "keep" else None
+        self.bus.subscribe(self._note_first_outcomes, ev.TaskFinished, ev.TaskFailed)
         self.resumed = False  # rebuilt from the store (attach, or a detached driver) rather than made here
         self.driver_since = self.created  # when this process began driving the job
 
@@ -260,6 +270,7 @@ class JobDriver(threading.Thread):
         full = died or now - self.ledger.last_sweep >= self.timings.sweep
         changed = self.ledger.scan_claims(full)
         changed |= self.ledger.collect_results(full)
+        self._check_systematic()
         self.workforce.track_waves(self.ledger.finished(), len(self.ledger.items))  # waves are progress, not tasks
         early = []
         for ref in exited:  # judged knowing its claims now
@@ -283,6 +294,22 @@ class JobDriver(threading.Thread):
         if now - self.last_record >= self.timings.record_every:
             self._write_record()
         return changed or fed or bool(exited)
+
+    def _note_first_outcomes(self, event: ev.Event) -> None:
+        if self.first_errors is None:
+            return
+        if isinstance(event, ev.TaskFailed) and len(self.first_errors) < SYSTEMATIC_FAILURES:
+            self.first_errors.append(event.error)
+        elif not isinstance(event, ev.TaskFailed):
+            self.first_errors = None  # an item succeeded: the job works, whatever fails later
+
+    def _check_systematic(self) -> None:
+        if self.first_errors is None or len(self.first_errors) < SYSTEMATIC_FAILURES:
+            return
+        why = systematic_failure(self.first_errors, 0, len(self.ledger.items), keep_going=False)
+        self.first_errors = None  # decided once
+        if why is not None:
+            self._must_stop(Stop(why, "systematic"))
 
     def _must_stop(self, stop: Stop | None) -> None:
         """The job must stop (the first reason given is the one the user reads)."""
@@ -353,6 +380,11 @@ class JobDriver(threading.Thread):
         self.workforce.stop_all(reason)
         self.ledger.scan_claims(full=True)
         self.ledger.collect_results(full=True)
+        if self.cancelled_by == "systematic":
+            not_run = "Not run: the job stopped after its first items all failed the same way."  # (one group)
+            self.ledger.end_unfinished(lambda i: BurstError(not_run, job_id=self.job_id))
+            self._end("failed", reason)
+            return
         if self.cancelled_by == "startup":
             never_ran = f"the workers of job {self.job_id} could not start. {reason}"
             self.ledger.end_unfinished(lambda i: BurstError(f"Item {i} never ran: {never_ran}", job_id=self.job_id))

@@ -42,16 +42,40 @@ class JobResult:
         return self.state == "done" and not self.failures
 
     def failure_report(self, limit: int = 10) -> str:
-        """One message naming every failed item, with the first few remote tracebacks in full."""
+        """One message naming every failed item. Items that failed the same way (the same last line: exception
+        and message) are one group, shown with its items and one traceback; the first `limit` groups in full."""
         lines = [f"{len(self.failures)} of {len(self.values)} items failed in job {self.job_id}:"]
-        for index, exc in self.failures[:limit]:
+        if self.message and self.state == "failed":
+            lines[0] += f" {self.message}."
+        groups: dict[str, tuple[list[int], str]] = {}
+        for index, exc in self.failures:
             cause = exc.__cause__.tb if isinstance(exc.__cause__, RemoteTraceback) else f"{type(exc).__name__}: {exc}\n"
-            lines.append(f"\n--- item {index} ---\n{cause.rstrip()}")
-        if len(self.failures) > limit:
-            rest = ", ".join(str(i) for i, _ in self.failures[limit : limit + 40])
-            more = "..." if len(self.failures) > limit + 40 else ""
-            lines.append(f"\n... and {len(self.failures) - limit} more failed items: {rest}{more}")
+            key = cause.rstrip().splitlines()[-1] if cause.strip() else type(exc).__name__
+            groups.setdefault(key, ([], cause))[0].append(index)
+        shown = list(groups.items())[:limit]
+        for _, (indices, cause) in shown:
+            label = f"item {indices[0]}" if len(indices) == 1 else f"{len(indices)} items: {_ranges(indices)}"
+            lines.append(f"\n--- {label} ---\n{cause.rstrip()}")
+        rest = [i for _, (indices, _) in list(groups.items())[limit:] for i in indices]
+        if rest:
+            listed = ", ".join(str(i) for i in rest[:40])
+            more = "..." if len(rest) > 40 else ""
+            lines.append(f"\n... and {len(rest)} more failed items: {listed}{more}")
         return "\n".join(lines)
+
+
+def _ranges(indices: list[int]) -> str:
+    """0, 1, 2, 5, 7, 8 -> '0-2, 5, 7-8' (at most 20 runs shown)."""
+    runs: list[str] = []
+    start = prev = indices[0]
+    for i in [*indices[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        runs.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(runs[:20]) + (", ..." if len(runs) > 20 else "")
 
 
 class JobHandle:
