@@ -152,6 +152,29 @@ def _plural(count: int, noun: str) -> str:
 MAX_SHOWN_OUTPUTS = 5
 
 
+def _plan_notes(plan: Any, spec: Any, hourly: float) -> list[str]:
+    """What the user should know of the plan before it runs: fewer workers at a time than asked for (and why),
+    and on Fargate the one-minute minimum that makes many workers dear for a short job."""
+    notes = []
+    if plan.waves > 1:
+        why = (
+            f"the account's Fargate vCPU quota fits {plan.concurrency} workers of {spec.describe_size()} at a time"
+            if spec.backend == "fargate"
+            else f"this machine runs {plan.concurrency} at a time (config local_concurrency; default: its CPUs)"
+        )
+        notes.append(
+            f"--workers {plan.workers}: {why}; those {plan.concurrency} take the other shares in turn (shown as "
+            f"{plan.waves} waves), with no start-up per wave"
+        )
+    if spec.backend == "fargate":
+        minimum = hourly / 60  # each task is billed at least one minute
+        notes.append(
+            f"each Fargate task is billed at least one minute: {_plural(plan.concurrency, 'worker')} cost at least "
+            f"${minimum:.4f} even if the job takes seconds; for a short job fewer workers cost less"
+        )
+    return notes
+
+
 def _show_map_outputs(result: JobResult) -> None:
     """What map items printed: the first few in full, so a print-debugging user sees it."""
     for index in sorted(result.outputs)[:MAX_SHOWN_OUTPUTS]:
@@ -334,6 +357,8 @@ class BurstMagics(Magics):
             f"{where})" + (" - detached: it goes on without this kernel" if args.no_wait else ""),
             flush=True,
         )
+        for note in _plan_notes(plan, spec, hourly):
+            print(f"note: {note}", flush=True)
         self._show_progress(handle, tasks, quiet=args.no_wait)
         handle.start()
         return handle, args, items is None

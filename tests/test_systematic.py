@@ -97,3 +97,14 @@ def test_the_report_groups_items_that_failed_the_same_way_and_names_them_as_rang
     assert "--- 6 items: 0-3, 7, 9 ---" in report
     assert "--- item 5 ---" in report
     assert report.count("Traceback") == 2
+
+
+def test_fewer_workers_at_a_time_than_asked_for_is_said_before_launch(ip, starburst_home):
+    (starburst_home / "config.toml").write_text("local_concurrency = 2\n")
+    ip.user_ns["items"] = list(range(8))
+    outcome = ok(ip, "%%burst --map x in items --workers 4 --out w\nx\n")
+    assert "note: --workers 4: this machine runs 2 at a time" in outcome.out
+    assert "shown as 2 waves" in outcome.out
+    assert ip.user_ns["w"] == list(range(8))
+    outcome = ok(ip, "%%burst --map x in items --workers 2 --out w\nx\n")
+    assert "note:" not in outcome.out
