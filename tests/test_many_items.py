@@ -3,6 +3,7 @@ record's outcomes are kept as items change; one bad value is still only its own 
 
 from __future__ import annotations
 
+import os
 import threading
 
 import cloudpickle
@@ -102,6 +103,30 @@ def test_the_first_blocks_hold_one_item_each_so_long_items_at_the_front_spread()
     from starburst_jupyter.core.plan import make_plan
 
     plan = make_plan(200, workers=2, concurrency=2)
-    assert [len(b) for b in plan.blocks[:4]] == [1, 1, 2, 2]  # was one block of 50: all five long items in it
+    assert [len(b) for b in plan.blocks[:4]] == [2, 2, 4, 4]  # was one block of 50: all five long items in it
     assert [i for b in plan.blocks for i in b] == list(range(200))
     assert len(make_plan(10**6, workers=2, concurrency=2).blocks) < 100  # still few claims for a million
+
+
+def chatty(x):
+    import sys
+
+    if x == 1:
+        print("one")
+    if x == 2:
+        sys.stdout = open(os.devnull, "w")  # an item that replaces stdout and leaves it so
+    if x == 3:
+        print("three", file=sys.stderr)
+        print("three out")
+    return x
+
+
+def test_streams_redirected_once_per_block_still_give_each_item_its_own_output():
+    from starburst_jupyter.worker.runner import ItemStreams
+
+    program, writer = CallProgram(chatty), serialize.ValueWriter()
+    with ItemStreams() as streams:
+        results = [run_item(program, i, i, 0, 10**6, "bj-many", writer, streams) for i in range(5)]
+    assert [(r.stdout, r.stderr) for r in results] == [
+        ("", ""), ("one\n", ""), ("", ""), ("three out\n", "three\n"), ("", ""),
+    ]  # fmt: skip

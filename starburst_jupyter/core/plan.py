@@ -40,13 +40,15 @@ def guided_blocks(indices: list[int], workers: int) -> list[list[int]]:
 
 
 def ramped_blocks(indices: list[int], workers: int, concurrency: int) -> list[list[int]]:
-    """Guided blocks with a bounded start: the first `concurrency` blocks hold one item each, the next two,
-    then four, ... until the guided size is smaller. A worker's first claim can then never trap several long
+    """Guided blocks with a bounded start: the first `concurrency` blocks hold two items each, the next four,
+    then eight, ... until the guided size is smaller. A worker's first claim can then never trap several long
     items at the front of a list behind it (5 x 2 s items then 195 x 20 ms: the guided first block of 50 held
-    all five, 1.57x the lower bound), while a million no-ops pay only ~2 log2(N) more claims."""
+    all five, 1.57x the lower bound), while a million no-ops pay only ~2 log2(N) more claims. (Two, not one:
+    an item alone in its block is surely what a dead worker was running, so it counts as lost without a retry
+    left; a first item cut short by a SIGTERM is redone instead.)"""
     blocks, start, remaining, k = [], 0, len(indices), 0
     while remaining > 0:
-        size = max(1, min(math.ceil(remaining / (2 * workers)), 2 ** (k // max(1, concurrency))))
+        size = max(1, min(math.ceil(remaining / (2 * workers)), 2 ** (1 + k // max(1, concurrency))))
         blocks.append(indices[start : start + size])
         start += size
         remaining -= size

@@ -111,7 +111,8 @@ class ValueWriter:
 
     def add(self, value: Any) -> Packed:
         """Append value; raises (leaving the stream as it was) when it cannot be pickled."""
-        start, first = self.stream.tell(), len(self.buffers)
+        stream, buffers = self.stream, self.buffers
+        start, first = stream.tell(), len(buffers)
         try:
             self.pickler.dump(value)
         except BaseException:
@@ -119,9 +120,9 @@ class ValueWriter:
             raise
         finally:
             self.pickler.clear_memo()
-        length = self.stream.tell() - start
-        size = length + sum(b.raw().nbytes for b in self.buffers[first:])
-        return Packed(self, start, length, first, len(self.buffers) - first, size)
+        length, count = stream.tell() - start, len(buffers) - first
+        size = length + sum(b.raw().nbytes for b in buffers[first:]) if count else length
+        return Packed(self, start, length, first, count, size)
 
     def drop(self, packed: Packed) -> None:
         """Take back the value added last (e.g. one too large to bring back)."""
@@ -148,10 +149,18 @@ def _value_parts(value: Any) -> tuple[bytes | memoryview, list[Any]]:
 def pack_results(metas: list[tuple[Any, ...]], values: list[Any]) -> list[bytes | memoryview]:
     """One frame for a batch: the items' plain fields (`metas`, pickled by the C pickler), every value's
     pickle joined into one stream, and the values' buffers out-of-band (never copied)."""
-    parts = [_value_parts(v) for v in values]
-    stream = bytearray().join(p for p, _ in parts)
-    lengths = [(memoryview(p).nbytes, len(b)) for p, b in parts]
-    buffers = [pickle.PickleBuffer(b) for _, bufs in parts for b in bufs]
+    writer = values[0].writer if values and isinstance(values[0], Packed) else None
+    if writer is not None and _one_run(values, writer):  # the usual batch: one slice of one writer's stream
+        stream: Any = writer.stream.getbuffer()[values[0].start : values[-1].start + values[-1].length]
+        lengths = [(v.length, v.count) for v in values]
+        buffers = [
+            pickle.PickleBuffer(b.raw()) for b in writer.buffers[values[0].first : values[-1].first + values[-1].count]
+        ]
+    else:
+        parts = [_value_parts(v) for v in values]
+        stream = bytearray().join(p for p, _ in parts)
+        lengths = [(memoryview(p).nbytes, len(b)) for p, b in parts]
+        buffers = [pickle.PickleBuffer(b) for _, bufs in parts for b in bufs]
     out: list[pickle.PickleBuffer] = []
     body = pickle.dumps(
         (RESULTS_TAG, metas, lengths, pickle.PickleBuffer(stream), buffers), protocol=5, buffer_callback=out.append
@@ -159,6 +168,16 @@ def pack_results(metas: list[tuple[Any, ...]], values: list[Any]) -> list[bytes 
     views = [b.raw() for b in out]
     header = _HEAD.pack(MAGIC, len(views), len(body)) + b"".join(_LEN.pack(v.nbytes) for v in views)
     return [header, body, *views]
+
+
+def _one_run(values: list[Any], writer: ValueWriter) -> bool:
+    """Whether values are Packed in one writer, each right after the one before (stream and buffers)."""
+    end, buffer_end = values[0].start, values[0].first
+    for v in values:
+        if not isinstance(v, Packed) or v.writer is not writer or v.start != end or v.first != buffer_end:
+            return False
+        end, buffer_end = v.start + v.length, v.first + v.count
+    return True
 
 
 @dataclass

@@ -283,6 +283,46 @@ def _where_logged(tee: _Tee, where: str) -> str:
     return "; the worker log has none of it (the worker's log cap was reached)"
 
 
+class _ItemStream(io.TextIOBase):
+    """sys.stdout (or stderr) for a whole block: each item's prints go to that item's own _Tee, made only
+    when the item prints (a million quiet items make no capture at all)."""
+
+    def __init__(self, log_stream: Any):
+        self.log_stream = log_stream
+        self.tee: _Tee | None = None
+
+    def write(self, text: str) -> int:
+        if self.tee is None:
+            self.tee = _Tee(_Capture(), self.log_stream)
+        return self.tee.write(text)
+
+    def flush(self) -> None:
+        if self.log_stream is not None:
+            self.log_stream.flush()
+
+
+class ItemStreams:
+    """stdout and stderr redirected once per block, not per item (two context managers per item were a
+    good part of a no-op item's cost); `begin` gives the next item fresh (lazy) captures."""
+
+    def __init__(self) -> None:
+        self.out, self.err = _ItemStream(sys.__stdout__), _ItemStream(sys.__stderr__)
+        self.saved: tuple[Any, Any] = (None, None)
+
+    def __enter__(self) -> ItemStreams:
+        self.saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = self.out, self.err
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout, sys.stderr = self.saved
+
+    def begin(self) -> None:
+        self.out.tee = self.err.tee = None
+        if sys.stdout is not self.out or sys.stderr is not self.err:  # an item replaced them: back for the next
+            sys.stdout, sys.stderr = self.out, self.err
+
+
 def run_item(
     program: Any,
     index: int,
@@ -291,25 +331,24 @@ def run_item(
     max_result_bytes: int,
     job_id: str = "",
     values: serialize.ValueWriter | None = None,
+    streams: ItemStreams | None = None,
 ) -> ItemResult:
     """Run one item. Its value is pickled now (a value mutated by a later item is not what comes back): into
-    `values`, the flushed batch's one stream, when given, else on its own (serialize.encode)."""
-    out, err = _Capture(), _Capture()
-    tee_out, tee_err = _Tee(out, sys.__stdout__), _Tee(err, sys.__stderr__)
+    `values`, the flushed batch's one stream, when given, else on its own (serialize.encode). Its prints go
+    to `streams` (installed for the block), else to streams redirected for this item alone."""
+    if streams is None:
+        with ItemStreams() as own:
+            return run_item(program, index, item, worker, max_result_bytes, job_id, values, own)
+    streams.begin()
     started = time.time()
     t0 = time.perf_counter()
     try:
-        with contextlib.redirect_stdout(tee_out), contextlib.redirect_stderr(tee_err):
-            value = program.run(item)
+        value = program.run(item)
         ok, tb = True, ""
     except BaseException as exc:  # the item's failure is its result
         value, ok = exc, False
         tb = format_remote_traceback(exc, getattr(program, "sources", None))
     duration = time.perf_counter() - t0
-    tee_out.close_item(index, "stdout")
-    tee_err.close_item(index, "stderr")
-    where = f"%burst_logs {job_id} --worker {worker}" if job_id else f"the log of worker {worker}"
-    notes = {name: _where_logged(tee, where) for name, tee in (("out", tee_out), ("err", tee_err))}
     encoded, ok = _encode(value, ok, tb, index, values)
     if ok and encoded.size > max_result_bytes:  # too large to bring back
         ok, tb = False, ""
@@ -323,8 +362,18 @@ def run_item(
                 f"%burst_config max_result_bytes=..."
             )
         )
-    stdout, stderr = out.getvalue(notes["out"]), err.getvalue(notes["err"])
-    return ItemResult(index, ok, encoded, tb, stdout, stderr, started, duration, worker)
+    tee_out, tee_err = streams.out.tee, streams.err.tee
+    if tee_out is None and tee_err is None:  # printed nothing
+        return ItemResult(index, ok, encoded, tb, "", "", started, duration, worker)
+    where = f"%burst_logs {job_id} --worker {worker}" if job_id else f"the log of worker {worker}"
+    outputs = []
+    for tee, name in ((tee_out, "stdout"), (tee_err, "stderr")):
+        if tee is None:
+            outputs.append("")
+            continue
+        tee.close_item(index, name)
+        outputs.append(tee.capture.getvalue(_where_logged(tee, where)))
+    return ItemResult(index, ok, encoded, tb, outputs[0], outputs[1], started, duration, worker)
 
 
 def _encode(
@@ -429,11 +478,23 @@ class Worker:
         with self.lock:
             self.block_items, self.finished, self.pending, self.part = [i for i, _ in items], set(), [], 0
         last_flush = time.monotonic()
+        with ItemStreams() as streams:
+            self._run_items(program, block, items, control, streams, last_flush)
+        with self.lock:
+            if self.pending or self.part == 0:
+                self._flush(block)
+            self.block = None
+
+    def _run_items(
+        self, program: Any, block: int, items: list[tuple[int, Any]], control: Control, streams: ItemStreams,
+        last_flush: float,
+    ) -> None:  # fmt: skip
+        job_id, limit = self.files.job_id, self.max_result_bytes
         for index, item in items:
             if _STOP.seen:
                 self.leave()
             self.running = index
-            result = run_item(program, index, item, self.index, self.max_result_bytes, self.files.job_id, self.values)
+            result = run_item(program, index, item, self.index, limit, job_id, self.values, streams)
             if not result.ok:
                 first = result.traceback.strip().splitlines()[-1:] or ["failed"]
                 log(f"worker {self.index}: item {index} failed: {first[0]}")
@@ -446,10 +507,6 @@ class Worker:
                 if time.monotonic() - last_flush >= self.flush_seconds:
                     self._flush(block)
                     last_flush = time.monotonic()
-        with self.lock:
-            if self.pending or self.part == 0:
-                self._flush(block)
-            self.block = None
 
     def _flush(self, block: int) -> None:
         """Write the pending results as the block's next part (called with the lock held)."""
