@@ -23,6 +23,7 @@ from starburst_jupyter.core.launcher import Launcher
 from starburst_jupyter.core.spec import build_spec
 from starburst_jupyter.errors import BurstError
 
+pytestmark = pytest.mark.slow  # ~35 s of moto jobs, like the other Fargate-on-moto modules
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 REGION = "us-east-1"
 
