@@ -198,8 +198,8 @@ def unpack_results(obj: Any, decode_values: bool) -> list[tuple[tuple[Any, ...],
     if decode_values:  # the whole batch in one pass; item by item only when that fails
         source = io.BytesIO(view)
         try:
-            reader = pickle.Unpickler(source, buffers=buffers)
-            loaded = [reader.load() for _ in metas]
+            whole = pickle.Unpickler(source, buffers=buffers)
+            loaded = [whole.load() for _ in metas]
             if source.tell() == view.nbytes:
                 return list(zip(metas, loaded))
         except Exception:  # one item's bad pickle: the loop below finds which
