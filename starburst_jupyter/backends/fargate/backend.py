@@ -58,10 +58,12 @@ class QuotaNote(UserWarning):
 
 
 class TaskPacer:
-    """Client-side pacing of task launches (Fargate: bursts of 100, then about 20 per second), so a
-    big job launches at the allowed rate instead of collecting throttling errors."""
+    """Client-side pacing of RunTask calls, so a big job launches at the allowed rate instead of collecting
+    throttling errors. AWS Fargate throttling quotas (docs.aws.amazon.com/AmazonECS/latest/developerguide/
+    throttling.html): the RunTask API allows a burst of 20 calls and 20 per second; the task-launch bucket
+    (100, refilled at 20/s) is the looser one when each call starts one task, as ours do."""
 
-    def __init__(self, burst: int = 100, per_second: float = 20.0):
+    def __init__(self, burst: int = 20, per_second: float = 20.0):
         self.capacity, self.rate = float(burst), per_second
         self.tokens, self.last = float(burst), time.monotonic()
         self.lock = threading.Lock()
