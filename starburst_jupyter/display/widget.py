@@ -51,7 +51,7 @@ class _Root(widgets.VBox):
     restored = False  # (a plain attribute: not synced)
     opened = False
 
-    def get_state(self, key=None, drop_defaults=False):  # type: ignore[no-untyped-def]
+    def get_state(self, key=None, drop_defaults=False):
         if key is None and self.opened:
             self.restored = True
         return super().get_state(key=key, drop_defaults=drop_defaults)
