@@ -81,6 +81,20 @@ def test_log_viewer_is_capped():
     assert widget.logs.value.count("\n") < 250 and "line 4999" in widget.logs.value
 
 
+def test_all_workers_log_reads_by_time_and_the_box_follows_the_newest_line():
+    view = JobView("j", total=4)
+    for worker in (0, 1):
+        view.apply(ev.WorkerStarted("j", worker=worker, wave=1))
+    for n, worker in enumerate([0, 1, 0, 1, 1, 0]):
+        view.apply(ev.LogLine("j", worker=worker, line=f"step {n}"))
+    widget = JobWidget(view, lambda: None, lambda i: None)
+    widget.render(view)
+    text = widget.logs.value
+    shown = [text.index(f"[{w}] step {n}") for n, w in enumerate([0, 1, 0, 1, 1, 0])]
+    assert shown == sorted(shown), "lines of all workers in the order they came, not grouped by worker"
+    assert (widget.logs.layout.display, widget.logs.layout.flex_flow) == ("flex", "column-reverse")
+
+
 def test_image_progress_shows_steps_and_pushed_bytes_and_counts_chatter():
     from starburst_jupyter.display.widget import ImageProgressWidget
 

@@ -72,6 +72,8 @@ class JobView:
     wave_done: dict[int, int] = field(default_factory=dict)  # wave -> items finished by its workers
     workers: dict[int, WorkerView] = field(default_factory=dict)
     failures: list[tuple[int, str, str]] = field(default_factory=list)  # (item, one line, traceback)
+    # every worker's lines in the order they arrived (the "all workers" log reads by time, not by worker)
+    log_lines: deque = field(default_factory=lambda: deque(maxlen=MAX_LOG_LINES_PER_WORKER * 2))
     accrued: float = 0.0
     projected: float = 0.0
     cap: float | None = None
@@ -191,6 +193,7 @@ class JobView:
         if worker is not None:
             worker.logs.append(e.line)
             worker.last_line = e.line
+            self.log_lines.append((e.worker, e.line))
 
     def _on_CostTick(self, e: ev.CostTick) -> None:
         self.accrued, self.projected, self.cap, self.cost_label = e.accrued, e.projected, e.cap, e.label

@@ -100,7 +100,12 @@ class JobWidget:
         self.failures = widgets.HTML()
         self.log_choice = widgets.Dropdown(options=[("all workers", -1)], value=-1, description="logs")
         self.log_choice.observe(lambda _: self._render_logs(), names="value")
-        self.logs = widgets.HTML(layout=widgets.Layout(max_height="220px", overflow="auto", border="1px solid #ccc"))
+        # column-reverse: the box opens scrolled to its end and stays there as lines come (it follows the newest)
+        self.logs = widgets.HTML(
+            layout=widgets.Layout(
+                max_height="220px", overflow="auto", border="1px solid #ccc", display="flex", flex_flow="column-reverse"
+            )
+        )
         self.kept: widgets.HTML | None = None  # the summary, kept as a widget for a restored (reloaded) view
         self.root = _Root(
             [
@@ -193,8 +198,8 @@ class JobWidget:
     def _render_logs(self) -> None:
         choice = self.log_choice.value
         workers = self.view.workers
-        if choice == -1:
-            lines = [f"[{i}] {line}" for i in sorted(workers) for line in list(workers[i].logs)[-40:]]
+        if choice == -1:  # by time (as the lines came), each line naming its worker
+            lines = [f"[{i}] {line}" for i, line in list(self.view.log_lines)[-MAX_LOG_LINES_SHOWN:]]
         else:
             lines = list(workers[choice].logs) if choice in workers else []
         text = "\n".join(lines[-MAX_LOG_LINES_SHOWN:])
