@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from starburst_jupyter.core.record import ACTIVE_STATES, TERMINAL_STATES, JobRecord, Outcome, as_record
+from starburst_jupyter.display.rate import average_rate, eta
 
 RecordLike = JobRecord | Mapping[str, Any]
 
@@ -106,7 +107,16 @@ def summary(record: RecordLike, now: float | None = None) -> dict[str, Any]:
         },
         "waves": job.waves.to_json(),
         "cost": _cost(job),
+        **_pace(job, now),
     }
+
+
+def _pace(job: JobRecord, now: float) -> dict[str, float | None]:
+    """Items per second over the run and, while it runs, seconds left at that rate (as every face shows them)."""
+    finished = job.done + job.failed + job.cancelled
+    rate = average_rate(finished, job.elapsed(now) or 0.0)
+    left = eta(job.total - finished, rate) if job.is_active else None
+    return {"rate": rate, "left": left}
 
 
 def detail(record: RecordLike, now: float | None = None) -> dict[str, Any]:
