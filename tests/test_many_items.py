@@ -130,3 +130,23 @@ def test_streams_redirected_once_per_block_still_give_each_item_its_own_output()
     assert [(r.stdout, r.stderr) for r in results] == [
         ("", ""), ("one\n", ""), ("", ""), ("three out\n", "three\n"), ("", ""),
     ]  # fmt: skip
+
+
+SHARED: list[int] = []
+
+
+def appends(x):
+    SHARED.append(x)
+    return SHARED if x % 2 else (x, "inline")  # a list later items change, or a plain tuple
+
+
+def test_each_value_is_what_its_item_returned_even_if_a_later_item_changes_it(tmp_path):
+    n = PER_ITEM_EVENTS + 4
+    book, files, _ = job(tmp_path, n)
+    program, writer = CallProgram(appends), serialize.ValueWriter()
+    results = [run_item(program, i, i, 0, 10**6, "bj-many", writer) for i in range(n)]
+    files.claim(0, 0)
+    files.write_results(0, 0, results)
+    book.scan_claims(full=True)
+    book.collect_results(full=True)
+    assert book.values() == [list(range(i + 1)) if i % 2 else (i, "inline") for i in range(n)]

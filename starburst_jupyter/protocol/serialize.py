@@ -86,6 +86,28 @@ def loads(data: bytes | bytearray | memoryview) -> Any:
 # alone: its bytes are rolled back (on the worker) or skipped (in the kernel), the others stand.
 
 RESULTS_TAG = "SBR1"
+_SCALARS = (int, float, bool, complex, type(None))
+INLINE_MAX = 4096  # bytes of str/bytes (in all, for a tuple) a value may hold to travel inline
+
+
+def inline_size(value: Any) -> int:
+    """Bytes of an immutable plain value (a number, None, a short str or bytes, a short tuple of those) that
+    travels in its batch's fields, pickled with them by the C pickler: nothing to snapshot (it cannot change
+    after its item returned) and no Pickler call of its own. -1 for any other value."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return 16
+    if kind is str or kind is bytes:
+        return len(value) if len(value) <= INLINE_MAX else -1
+    if kind is tuple and len(value) <= 16:
+        total = 16
+        for v in value:
+            size = inline_size(v) if type(v) is not tuple else -1
+            if size < 0:
+                return -1
+            total += size
+        return total if total <= INLINE_MAX else -1
+    return -1
 
 
 @dataclass
@@ -149,18 +171,29 @@ def _value_parts(value: Any) -> tuple[bytes | memoryview, list[Any]]:
 def pack_results(metas: list[tuple[Any, ...]], values: list[Any]) -> list[bytes | memoryview]:
     """One frame for a batch: the items' plain fields (`metas`, pickled by the C pickler), every value's
     pickle joined into one stream, and the values' buffers out-of-band (never copied)."""
-    writer = values[0].writer if values and isinstance(values[0], Packed) else None
-    if writer is not None and _one_run(values, writer):  # the usual batch: one slice of one writer's stream
-        stream: Any = writer.stream.getbuffer()[values[0].start : values[-1].start + values[-1].length]
-        lengths = [(v.length, v.count) for v in values]
+    packed = [v for v in values if isinstance(v, Packed)]
+    writer = (
+        packed[0].writer if packed and len(packed) + sum(inline_size(v) >= 0 for v in values) == len(values) else None
+    )
+    if writer is not None and _one_run(packed, writer):  # the usual batch: one slice of one writer's stream
+        stream: Any = writer.stream.getbuffer()[packed[0].start : packed[-1].start + packed[-1].length]
+        # (an inline value's entry is (-1, the value): it travels here, pickled with the fields)
+        lengths = [(v.length, v.count) if isinstance(v, Packed) else (-1, v) for v in values]
         buffers = [
-            pickle.PickleBuffer(b.raw()) for b in writer.buffers[values[0].first : values[-1].first + values[-1].count]
+            pickle.PickleBuffer(b.raw()) for b in writer.buffers[packed[0].first : packed[-1].first + packed[-1].count]
         ]
+    elif not packed and all(inline_size(v) >= 0 for v in values):  # all inline (or none at all)
+        stream, lengths, buffers = bytearray(), [(-1, v) for v in values], []
     else:
-        parts = [_value_parts(v) for v in values]
-        stream = bytearray().join(p for p, _ in parts)
-        lengths = [(memoryview(p).nbytes, len(b)) for p, b in parts]
-        buffers = [pickle.PickleBuffer(b) for _, bufs in parts for b in bufs]
+        stream, lengths, buffers = bytearray(), [], []
+        for v in values:
+            if inline_size(v) >= 0:
+                lengths.append((-1, v))
+                continue
+            payload, bufs = _value_parts(v)
+            stream += payload
+            lengths.append((memoryview(payload).nbytes, len(bufs)))
+            buffers.extend(pickle.PickleBuffer(b) for b in bufs)
     out: list[pickle.PickleBuffer] = []
     body = pickle.dumps(
         (RESULTS_TAG, metas, lengths, pickle.PickleBuffer(stream), buffers), protocol=5, buffer_callback=out.append
@@ -199,7 +232,7 @@ def unpack_results(obj: Any, decode_values: bool) -> list[tuple[tuple[Any, ...],
         source = io.BytesIO(view)
         try:
             whole = pickle.Unpickler(source, buffers=buffers)
-            loaded = [whole.load() for _ in metas]
+            loaded = [whole.load() if n >= 0 else count for n, count in lengths]
             if source.tell() == view.nbytes:
                 return list(zip(metas, loaded))
         except Exception:  # one item's bad pickle: the loop below finds which
@@ -209,6 +242,9 @@ def unpack_results(obj: Any, decode_values: bool) -> list[tuple[tuple[Any, ...],
     reader: pickle.Unpickler | None = None
     source = io.BytesIO(view)
     for meta, (length, count) in zip(metas, lengths):
+        if length < 0:  # inline: the value itself
+            out.append((meta, count if decode_values else encode(count)))
+            continue
         if not decode_values:
             out.append((meta, Encoded(bytes(view[offset : offset + length]), list(buffers[first : first + count]))))
         else:

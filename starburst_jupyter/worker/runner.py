@@ -349,8 +349,12 @@ def run_item(
         value, ok = exc, False
         tb = format_remote_traceback(exc, getattr(program, "sources", None))
     duration = time.perf_counter() - t0
-    encoded, ok = _encode(value, ok, tb, index, values)
-    if ok and encoded.size > max_result_bytes:  # too large to bring back
+    inline = ok and values is not None and 0 <= serialize.inline_size(value) <= max_result_bytes
+    if inline:
+        encoded: Any = value  # a plain immutable value travels in the batch's fields (serialize.inline_size)
+    else:
+        encoded, ok = _encode(value, ok, tb, index, values)
+    if ok and not inline and encoded.size > max_result_bytes:  # too large to bring back
         ok, tb = False, ""
         if isinstance(encoded, serialize.Packed):
             encoded.writer.drop(encoded)
