@@ -1,7 +1,11 @@
 /**
  * starburst-jupyter's JupyterLab extension: the "Burst" left-sidebar panel and its commands.
+ *
+ * It asks for no particular shell, only the app's own (`app.shell`): in JupyterLab that is the lab
+ * shell (a left-sidebar tab), in Notebook 7 the notebook shell, whose left side panel (View -> Left
+ * Sidebar -> Show Burst jobs) takes it. Requiring ILabShell kept the plugin from activating there.
  */
-import { ILabShell, ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ILayoutRestorer, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, InputDialog, showDialog, Dialog } from '@jupyterlab/apputils';
 import { LabIcon } from '@jupyterlab/ui-components';
 
@@ -25,14 +29,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: 'starburst-jupyter:sidebar',
   description: 'The Burst sidebar: burst jobs, their progress, cost, logs and Cancel.',
   autoStart: true,
-  requires: [ILabShell],
+  requires: [],
   optional: [ICommandPalette, ILayoutRestorer],
-  activate: (
-    app: JupyterFrontEnd,
-    shell: ILabShell,
-    palette: ICommandPalette | null,
-    restorer: ILayoutRestorer | null
-  ) => {
+  activate: (app: JupyterFrontEnd, palette: ICommandPalette | null, restorer: ILayoutRestorer | null) => {
+    const shell = app.shell; // JupyterLab's or Notebook 7's: both have a 'left' area and activateById
     const panel = new BurstPanel(burstIcon);
     shell.add(panel, 'left', { rank: 750 });
     if (restorer) {

@@ -141,6 +141,10 @@ class JobRow {
     const label = jobLabel(job);
     this.node.dataset.state = job.state;
     this.node.classList.toggle('jp-mod-active', job.active);
+    if (!job.active) {
+      // The job list can say a job ended before its details are read again: no Cancel for it meanwhile.
+      this.details.querySelector('.jp-BurstJob-cancel')?.remove();
+    }
     this.nameNode.textContent = label;
     this.nameNode.title = job.id;
     this.stateNode.textContent = job.state_label ?? job.state;
