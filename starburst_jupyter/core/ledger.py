@@ -212,9 +212,19 @@ class ItemLedger:
             self.claims[block] = worker
             items, letters = self._items, self._letters
             letter = _RUNNING if worker >= 0 else _PENDING
-            for index in self.blocks.get(block, ()):
-                if index < len(items) and items[index].block == block and not items[index].final:
-                    letters[index] = letter
+            held = self.blocks.get(block, [])
+            first, end = (held[0], held[-1] + 1) if held else (0, 0)
+            if (
+                held
+                and end - first == len(held) <= len(letters) - first
+                and items[first].block == block == items[end - 1].block
+                and letters.count(_PENDING, first, end) == len(held)
+            ):
+                letters[first:end] = bytes([letter]) * len(held)  # a fresh plan block: a run of pending items
+            else:
+                for index in held:
+                    if index < len(items) and items[index].block == block and not items[index].final:
+                        letters[index] = letter
             if worker == WITHDRAWN:  # withdrawn by another process (a detached executor's kernel)
                 for index in self.blocks.get(block, ()):
                     if index < len(self.items) and not self.items[index].final:
@@ -249,22 +259,26 @@ class ItemLedger:
         items, letters, quick = self._items, self._letters, not self.callbacks
         batched = len(pairs) > PER_ITEM_EVENTS
         done: list[int] = []
-        seconds, worker = 0.0, -1
+        seconds, quiet_seconds, worker, count, undecodable = 0.0, 0.0, -1, len(items), serialize.Undecodable
         for meta, value in pairs:
             index, ok, _, out, err, _, duration, worker = meta
-            if index >= len(items) or items[index].final:
+            if index >= count:
                 continue
-            if ok and quick and not out and not err and not isinstance(value, serialize.Undecodable):
-                item = items[index]
-                item.final, item.failed, item.value, item.result = True, False, value, None
+            item = items[index]
+            if item.final:
+                continue
+            if ok and quick and not out and not err and type(value) is not undecodable:
+                item.final = True  # (a non-final Item is not failed and holds no result)
+                item.value = value
                 letters[index] = _DONE
-                self._busy += duration
+                quiet_seconds += duration
                 if not batched:
                     self.bus.publish(ev.TaskFinished(self.job_id, index=index, worker=worker, duration=duration))
             elif not self._take(ItemResult(meta[0], ok, value, *meta[2:]), publish_ok=not batched):
                 continue
             done.append(index)
             seconds += duration
+        self._busy += quiet_seconds
         if done and batched:  # one event for the batch (one worker wrote it)
             self.bus.publish(ev.TasksFinished(self.job_id, worker=worker, indices=tuple(done), duration=seconds))
 
