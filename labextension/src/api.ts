@@ -52,6 +52,10 @@ export interface IJobSummary {
   failed: number;
   cancelled: number;
   progress: number;
+  /** Items per second over the run (null: none finished yet). */
+  rate?: number | null;
+  /** Seconds left at that rate while the job runs (null: unknown, or ended). */
+  left?: number | null;
   workers: { count: number; running: number; list?: IWorker[] };
   waves: IWaves;
   cost: ICost;

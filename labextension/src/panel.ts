@@ -48,6 +48,15 @@ export function formatDuration(seconds: number | null): string {
   return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, '0')}m`;
 }
 
+/** "2.5/s, 0m 12s left" (tqdm's words: a rate, and the time left while the job runs). */
+export function formatPace(rate: number | null, left: number | null): string {
+  if (rate === null || !isFinite(rate) || rate <= 0) {
+    return '';
+  }
+  const speed = rate >= 1 ? `${rate.toFixed(rate < 10 ? 1 : 0)}/s` : `${(rate * 60).toFixed(1)}/min`;
+  return left === null ? speed : `${speed}, ${formatDuration(left)} left`;
+}
+
 export function formatCost(usd: number): string {
   return usd < 0.01 ? `$${usd.toFixed(4)}` : `$${usd.toFixed(2)}`;
 }
@@ -106,6 +115,7 @@ class JobRow {
   private readonly barFailed = el('span', 'jp-BurstJob-progressFailed');
   private readonly countsNode = el('span', 'jp-BurstJob-counts');
   private readonly elapsedNode = el('span', 'jp-BurstJob-elapsed');
+  private readonly paceNode = el('span', 'jp-BurstJob-pace');
   private readonly costNode = el('span', 'jp-BurstJob-cost');
   private readonly details = el('div', 'jp-BurstJob-details');
   private readonly logs = new Map<number, ILogView>();
@@ -125,7 +135,7 @@ class JobRow {
     const top = el('span', 'jp-BurstJob-top');
     top.append(this.nameNode, this.stateNode);
     const meta = el('span', 'jp-BurstJob-meta');
-    meta.append(this.backendNode, this.countsNode, this.elapsedNode, this.costNode);
+    meta.append(this.backendNode, this.countsNode, this.elapsedNode, this.paceNode, this.costNode);
     this.bar.setAttribute('role', 'progressbar');
     this.bar.setAttribute('aria-valuemin', '0');
     this.bar.append(this.barDone, this.barFailed);
@@ -163,6 +173,8 @@ class JobRow {
     this.bar.setAttribute('aria-valuemax', String(job.total));
     this.bar.setAttribute('aria-valuenow', String(finished));
     this.bar.setAttribute('aria-label', `Progress of ${label}: ${finished} of ${job.total} items`);
+    this.paceNode.textContent = formatPace(job.rate ?? null, job.active ? job.left ?? null : null);
+    this.paceNode.hidden = !this.paceNode.textContent;
     this.costNode.textContent = formatCost(job.cost.accrued) + (job.cost.estimate ? '*' : '');
     this.costNode.title =
       `${formatCost(job.cost.accrued)} accrued, ${formatCost(job.cost.projected)} projected` +

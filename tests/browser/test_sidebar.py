@@ -5,6 +5,7 @@ the sidebar (after its confirmation) cancels the job and ends every worker. Ligh
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -63,6 +64,8 @@ def test_sidebar_shows_the_job_live_and_cancels_it(lab_page, jupyter_lab, start_
         assert "local" in row.locator(".jp-BurstJob-backend").inner_text()
         assert row.locator(".jp-BurstJob-cost").inner_text().startswith("$")
         assert row.locator(".jp-BurstJob-elapsed").inner_text().endswith("s")
+        pace = row.locator(".jp-BurstJob-pace").inner_text()  # items have finished: a rate, and the time left
+        assert re.fullmatch(r"[\d.]+/(s|min), .+ left", pace), pace
         # Running jobs come first.
         assert page.locator(".jp-BurstJob").first.get_attribute("data-state") == "running"
 
