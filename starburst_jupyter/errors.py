@@ -41,6 +41,11 @@ class BurstCancelled(BurstError):
     """The job was cancelled (stop button, cancel call, --max-cost or --timeout)."""
 
 
+class BurstInterrupted(BurstCancelled, KeyboardInterrupt):
+    """The stop button (or Ctrl-C) cancelled the job while its cell waited. Still a KeyboardInterrupt, so what
+    catches interrupts still does; IPython shows its one line, not the wait's stack."""
+
+
 class BurstTimeout(BurstCancelled, TimeoutError):
     """The job passed its --timeout deadline and was cancelled."""
 

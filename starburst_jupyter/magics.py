@@ -32,7 +32,7 @@ from starburst_jupyter.core.debuglog import trace, trace_kernel_comms
 from starburst_jupyter.core.launcher import JobResult, Launcher
 from starburst_jupyter.core.spec import build_spec
 from starburst_jupyter.display.progress import PROGRESS_EVENTS, ImageProgressLines, JobView, TextProgress, Throttled
-from starburst_jupyter.errors import BurstCancelled, BurstError, BurstTimeout, BurstValidationError
+from starburst_jupyter.errors import BurstCancelled, BurstError, BurstInterrupted, BurstTimeout, BurstValidationError
 from starburst_jupyter.protocol import serialize, sourcemap
 from starburst_jupyter.protocol.programs import CellProgram
 
@@ -236,8 +236,7 @@ class BurstMagics(Magics):
         try:
             result = handle.wait()
         except KeyboardInterrupt:
-            self._keep_partial(handle.outcome, args, single)
-            raise
+            raise self._interrupted(handle, args, single) from None
         return self._conclude(result, args, single, handle.spec.on_error)
 
     async def burst_async(self, line: str, cell: str) -> Any:
@@ -257,8 +256,7 @@ class BurstMagics(Magics):
         except (KeyboardInterrupt, asyncio.CancelledError):  # the stop button, in an async cell
             handle.cancel("interrupted (stop button / Ctrl-C)")
             await asyncio.to_thread(handle.wait)
-            self._keep_partial(handle.outcome, args, single)
-            raise KeyboardInterrupt from None
+            raise self._interrupted(handle, args, single) from None
         return self._conclude(handle.outcome, args, single, handle.spec.on_error)
 
     @property
@@ -401,25 +399,28 @@ class BurstMagics(Magics):
 
     def _conclude(self, result: JobResult, args: Any, single: bool, on_error: str) -> Any:
         if result.state == "cancelled":
-            self._keep_partial(result, args, single)
             kind = BurstTimeout if result.cancelled_by == "timeout" else BurstCancelled
-            where = "" if single else f" The results of the items that finished are in {args.out!r}."
-            raise kind(f"Job {result.job_id} was cancelled: {result.message}.{where}", job_id=result.job_id)
+            raise kind(self._keep_partial(result, args, single), job_id=result.job_id)
         return self._deliver(result, args, single, on_error)
 
-    def _keep_partial(self, result: JobResult | None, args: Any, single: bool) -> None:
-        """A cancelled map still hands over what finished; unfinished slots hold TaskCancelled."""
+    def _interrupted(self, handle: Any, args: Any, single: bool) -> BurstInterrupted:
+        """The stop button ended the wait (the job is cancelled by now): one line says so, no stack."""
+        result = handle.outcome
         if result is None:
-            return
+            return BurstInterrupted(f"Job {handle.id} was interrupted; %burst_status {handle.id} shows how it ended.")
+        return BurstInterrupted(self._keep_partial(result, args, single), job_id=result.job_id)
+
+    def _keep_partial(self, result: JobResult, args: Any, single: bool) -> str:
+        """A cancelled map still hands over what finished (unfinished slots hold TaskCancelled); returns the one
+        sentence that says so, for the error the cell ends with."""
         finished = sum(1 for v in result.values if not isinstance(v, BaseException))
         where = ""
         if not single:
             self._user_ns[args.out] = result.values
-            where = f"; their results are in {args.out}"
-        print(
-            f"burst job {result.job_id} cancelled ({result.message}): {finished} of {len(result.values)} "
-            f"items had finished{where}. No worker of the job is left running.",
-            file=sys.stderr,
+            where = f"; their results are in {args.out!r}"
+        return (
+            f"Job {result.job_id} was cancelled: {result.message}. {finished} of {len(result.values)} items had "
+            f"finished{where}. No worker of the job is left running."
         )
 
     def _evaluate_items(self, expr: str) -> list[Any]:
@@ -564,15 +565,14 @@ class BurstMagics(Magics):
             result = handle.wait()
         except KeyboardInterrupt:
             if detached:  # the job goes on without us: only the waiting stops
-                print(
-                    f"stopped waiting; job {handle.id} goes on. %burst_attach {handle.id} collects it later, "
+                raise BurstInterrupted(
+                    f"Stopped waiting; job {handle.id} goes on. %burst_attach {handle.id} collects it later, "
                     f"%burst_cancel {handle.id} ends it.",
-                    file=sys.stderr,
-                )
-                raise
+                    job_id=handle.id,
+                ) from None
             handle.cancel("interrupted (stop button / Ctrl-C)")
-            self._keep_partial(handle.wait(), out, single)
-            raise
+            handle.wait()
+            raise self._interrupted(handle, out, single) from None
         return self._conclude(result, out, single, handle.spec.on_error)
 
     @magic_arguments()
