@@ -13,6 +13,10 @@ timed region, as in a notebook cell), ipyparallel (DirectView and LoadBalancedVi
 started once per repetition; start-up reported on its own row) and Lithops' localhost executor.
 A tool that cannot be imported or run gets a "not available" row; the table always prints.
 
+This script runs each tool's repetitions together and compares with PPE chunksize=1; the side-by-side
+comparison as a user would tune the peers (PPE chunksize N/8, joblib, dask.bag; 10k/100k/1M items; tools
+interleaved, a fresh interpreter per trial, peak RSS, first task cold and warm) is bench/many_items.py.
+
     python bench/overhead.py [--workers 2] [--quick]
 """
 
