@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from starburst_jupyter.core import events as ev
 from starburst_jupyter.core import record as rec
-from starburst_jupyter.core.job import JobResult
+from starburst_jupyter.core.job import JobResult, raise_if_cancelled
 from starburst_jupyter.core.journal import replay
 from starburst_jupyter.core.ledger import Item, ItemLedger
 from starburst_jupyter.core.spec import JobSpec
-from starburst_jupyter.errors import BurstCancelled, BurstError, BurstTimeout, TaskCancelled
+from starburst_jupyter.errors import BurstError, TaskCancelled
 from starburst_jupyter.protocol.jobfiles import JobFiles
 
 if TYPE_CHECKING:
@@ -330,18 +330,7 @@ class DetachedJob:
 
     def result(self) -> JobResult:
         """Wait, then raise for a cancelled job (as JobHandle.result does)."""
-        result = self.wait()
-        if result.state == "cancelled":
-            kind = BurstTimeout if result.cancelled_by == "timeout" else BurstCancelled
-            error = kind(
-                f"Job {self.id} was cancelled: {result.message}. Results of the items that finished "
-                f"are in this error's .results.",
-                job_id=self.id,
-                failures=result.failures,
-            )
-            error.results = result.values
-            raise error
-        return result
+        return raise_if_cancelled(self.wait())
 
     def cancel(self, reason: str = "cancelled by user") -> None:
         """Ask the job's driver (wherever it runs) to end the job: its workers stop, the unfinished items are

@@ -167,15 +167,20 @@ class JobHandle:
 
     def result(self) -> JobResult:
         """Wait, then raise for a cancelled job; failed items stay in the result for the face to report."""
-        result = self.wait()
-        if result.state == "cancelled":
-            kind = BurstTimeout if result.cancelled_by == "timeout" else BurstCancelled
-            error = kind(
-                f"Job {self.id} was cancelled: {result.message}. Results of the items that finished "
-                f"are in this error's .results.",
-                job_id=self.id,
-                failures=result.failures,
-            )
-            error.results = result.values
-            raise error
-        return result
+        return raise_if_cancelled(self.wait())
+
+
+def raise_if_cancelled(result: JobResult) -> JobResult:
+    """The result, or for a cancelled job the error that says why (BurstTimeout for --timeout), with what
+    finished in its .results."""
+    if result.state == "cancelled":
+        kind = BurstTimeout if result.cancelled_by == "timeout" else BurstCancelled
+        error = kind(
+            f"Job {result.job_id} was cancelled: {result.message}. Results of the items that finished "
+            f"are in this error's .results.",
+            job_id=result.job_id,
+            failures=result.failures,
+        )
+        error.results = result.values
+        raise error
+    return result

@@ -22,6 +22,7 @@ from typing import Any
 from starburst_jupyter.backends.fargate.clients import client as make_client
 from starburst_jupyter.backends.fargate.clients import error_code, error_message
 from starburst_jupyter.backends.fargate.quota import read_quota
+from starburst_jupyter.backends.fargate.setup import task_role_policy
 from starburst_jupyter.core.config import Config
 from starburst_jupyter.errors import BurstBackendUnavailable
 from starburst_jupyter.protocol import keys
@@ -479,21 +480,6 @@ def _default_route(table: dict[str, Any]) -> str:
             if route.get(key):
                 return f"nat:{route[key]}"
     return ""
-
-
-def task_role_policy(bucket: str) -> dict[str, Any]:
-    """What the workers' task role needs (as `starburst setup` writes it): the bucket's job and warm prefixes."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"},
-            {
-                "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                "Resource": [f"arn:aws:s3:::{bucket}/{top}*" for top in keys.TOP_PREFIXES],
-            },
-        ],
-    }
 
 
 def _actions(names: str) -> list[str]:

@@ -343,19 +343,7 @@ class Setup:
             iam.put_role_policy(
                 RoleName=TASK_ROLE,
                 PolicyName="starburst-job-bucket",
-                PolicyDocument=json.dumps(
-                    {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"},
-                            {
-                                "Effect": "Allow",
-                                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-                                "Resource": [f"arn:aws:s3:::{bucket}/{top}*" for top in keys.TOP_PREFIXES],
-                            },
-                        ],
-                    }
-                ),
+                PolicyDocument=json.dumps(task_role_policy(bucket)),
             )
         if not self._role(DRIVER_ROLE):
             iam.create_role(
@@ -712,3 +700,19 @@ def tear_down(config: Any, dry_run: bool = False) -> list[Step]:
             | {"subnets": "", "security_groups": ""}
         )
     return steps
+
+
+def task_role_policy(bucket: str) -> dict[str, Any]:
+    """What the workers' task role may do: the bucket's job and warm prefixes, nothing else (`starburst doctor`
+    checks a role against it)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}"},
+            {
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                "Resource": [f"arn:aws:s3:::{bucket}/{top}*" for top in keys.TOP_PREFIXES],
+            },
+        ],
+    }
