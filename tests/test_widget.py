@@ -124,6 +124,23 @@ class CountingComm(BaseComm):
         CountingComm.sent.append((msg_type, len(json.dumps(data, default=str))))
 
 
+def count_comms(monkeypatch) -> None:
+    """Make every widget's comm a counting one: ipywidgets >= 8.0.5 calls comm.create_comm; older ones (the
+    lowest we support, 8.0.3) construct ipykernel's Comm, and their `comm` trait must hold one."""
+    import ipywidgets.widgets.widget as widget_module
+
+    if hasattr(widget_module, "Comm"):
+        from ipykernel.comm import Comm as KernelComm
+
+        class CountingKernelComm(KernelComm):
+            def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys):
+                CountingComm.sent.append((msg_type, len(json.dumps(data, default=str))))
+
+        monkeypatch.setattr(widget_module, "Comm", CountingKernelComm)
+    else:
+        monkeypatch.setattr(comm, "create_comm", lambda *a, **k: CountingComm(*a, **k))
+
+
 def synthetic_job(job="bj-s", workers=32, items=2000, waves=2, fail_every=97):
     """Events of a job of `workers` workers over `waves` waves, each worker one task of items/workers items."""
     t = 1000.0
@@ -167,7 +184,7 @@ def drive(widget: JobWidget, view: JobView, every: int) -> int:
 def test_a_32_worker_2000_item_job_opens_a_fixed_number_of_widgets_and_closes_them_all(monkeypatch):
     # Before (the widget of a row and a bar per worker per refresh): this job opened 25,502 models (18 MB of
     # comm_open) and closed none; now 45 at most, all closed when the job's view settles.
-    monkeypatch.setattr(comm, "create_comm", lambda *a, **k: CountingComm(*a, **k))
+    count_comms(monkeypatch)
     CountingComm.sent = []
     baseline = len(_instances)
     view = JobView("bj-s", total=2000)
