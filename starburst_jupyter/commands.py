@@ -44,6 +44,7 @@ CONFIG_MEANINGS = {
     "max_workers": "the most workers one job may have (a larger --workers is refused)",
     "max_result_bytes": "the largest result one item may send back, in bytes (or 64MB); larger ones fail",
     "local_concurrency": "local backend: workers that run at once (none: this machine's CPU count)",
+    "local_warm_seconds": "local backend: seconds a warm worker pool (a fork server) waits idle; 0: none",
     "region": "the AWS region of the fargate backend (its set-up, tasks, bucket, logs, prices)",
     "arch": "the worker image's and Fargate tasks' CPU architecture: x86_64 or arm64 (20% cheaper)",
     "keep_payloads": "keep a finished job's tasks, claims and results in its store (for debugging)",

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from starburst_jupyter.backends import logfiles
+from starburst_jupyter.backends import logfiles, zygote
 from starburst_jupyter.backends.base import OneByOneBackend, WorkerRef, WorkerStart, worker_argv
 from starburst_jupyter.core.config import Config, starburst_home
 from starburst_jupyter.core.spec import JobSpec
@@ -28,9 +28,12 @@ class LocalBackend(OneByOneBackend):
     def __init__(self, config: Config | None = None, home: Path | None = None):
         self.home = Path(home) if home else starburst_home()
         self._concurrency = (config.local_concurrency if config else None) or os.cpu_count() or 1
+        self.warm_seconds = (config or Config()).local_warm_seconds  # 0: a new process per worker
         self.store = LocalFolderStore(self.home)
 
     def concurrency(self, spec: JobSpec) -> int:
+        # the first call of a job (before its program and items are written): the fork server starts meanwhile
+        zygote.prestart(self.warm_seconds, self.home)
         return self._concurrency
 
     def job_files(self, job_id: str) -> JobFiles:
@@ -51,6 +54,20 @@ class LocalBackend(OneByOneBackend):
         log_path = self.store.path(files.log_key(index))
         make_private_dirs(log_path.parent)
         argv = worker_argv(sys.executable, self.store.url, files, start)
+        if self.warm_seconds > 0:
+            try:
+                child = zygote.pool(self.warm_seconds, self.home).spawn(
+                    argv[3:],
+                    self._env(),
+                    os.getcwd(),
+                    log_path,
+                    lambda pid: AdoptedWorker(pid, files.job_id, index, log_path),
+                )
+            except OSError:
+                child = None  # the pool could not fork it: a new process, as with local_warm_seconds=0
+            if child is not None:
+                info = {"pid": child.pid, "job": files.job_id, "prefix": files.prefix}
+                return WorkerRef(index, start.wave, time.time(), handle=child, info=info)
         with open(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log:
             # A new session: a terminal's Ctrl-C reaches the kernel, which cancels the job in order.
             proc = subprocess.Popen(
@@ -94,16 +111,23 @@ class LocalBackend(OneByOneBackend):
         if alive:
             self.stop(alive)
         for ref in refs:
-            if isinstance(ref.handle, (subprocess.Popen, AdoptedWorker)) and _group_is_ours(ref.handle.pid, job_id):
+            if not isinstance(ref.handle, (subprocess.Popen, AdoptedWorker, zygote.ZygoteChild)):
+                continue
+            logs = self._log_path(job_id, ref.index, ref.info.get("prefix")).parent
+            if _group_is_ours(ref.handle.pid, job_id, logs):
                 _signal_group(ref.handle.pid, signal.SIGKILL)
         return len(alive)
 
     def stop_recorded(self, record: dict[str, Any]) -> int:
         """Kill the pids a record names, but only if they are still this job's workers."""
         stopped = 0
-        for info in record.get("workers", {}).values():
+        for index, info in record.get("workers", {}).items():
             pid = info.get("pid")
-            if pid and info.get("exit_code") is None and _is_worker_of(pid, record["id"]):
+            if not pid or info.get("exit_code") is not None:
+                continue
+            prefix = info.get("prefix") if info.get("job") == record["id"] else None
+            log_path = self._log_path(record["id"], int(index), prefix) if str(index).isdigit() else None
+            if _is_worker_of(pid, record["id"], log_path):
                 _signal_group(pid, signal.SIGKILL)
                 stopped += 1
         return stopped
@@ -122,8 +146,11 @@ class LocalBackend(OneByOneBackend):
             code = recorded_code if recorded_code is not None else EXIT_UNKNOWN
             reason = info.get("reason") or (exits.describe(code) if recorded_code is not None else ENDED_UNKNOWN)
             return WorkerRef(index, wave, started, None, keep, code, ended or time.time(), reason)
-        log_path = self.store.path(JobFiles(self.store, job_id, info.get("prefix")).log_key(index))
+        log_path = self._log_path(job_id, index, info.get("prefix"))
         return WorkerRef(index, wave, started, AdoptedWorker(pid, job_id, index, log_path), keep)
+
+    def _log_path(self, job_id: str, index: int, prefix: str | None) -> Path:
+        return self.store.path(JobFiles(self.store, job_id, prefix).log_key(index))
 
     def read_log(self, files: JobFiles, worker: int) -> str:
         return logfiles.read_whole(self.store.path(files.log_key(worker)))
@@ -151,8 +178,15 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         pass
 
 
-def _group_is_ours(pgid: int, job_id: str) -> bool:
-    """Every live member of process group `pgid` is this user's, and none is a worker of another job."""
+def _group_is_ours(pgid: int, job_id: str, logs: Path | None = None) -> bool:
+    """Every live member of process group `pgid` is this user's, and none is a worker of another job (a worker
+    the zygote forked is this job's only if its stdout is a log in this job's `logs` folder)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False  # nobody in it (a worker that ended cleanly): no need to read all of /proc
+    except PermissionError:
+        pass
     members = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -172,19 +206,25 @@ def _group_is_ours(pgid: int, job_id: str) -> bool:
             continue
         if b"starburst_jupyter.worker" in argv and not _is_worker_of(pid, job_id):
             return False
+        if _is_forked(argv) and (logs is None or os.path.dirname(_stdout_of(pid)) != os.path.realpath(logs)):
+            return False
     return bool(members)
 
 
-def _is_worker_of(pid: int, job_id: str) -> bool:
+def _is_worker_of(pid: int, job_id: str, log_path: Path | None = None) -> bool:
     """True only for a process of this user whose argv is a starburst worker's (`... -m starburst_jupyter.worker
     ... --job <job_id> ...`) with exactly this job id after `--job`: a record may be stale or wrong, and a pid
-    it names may since belong to anything (a job id such as `0` appears in many argvs)."""
+    it names may since belong to anything (a job id such as `0` appears in many argvs). A worker the zygote
+    forked keeps the zygote's argv: it is this job's worker only if its stdout (fd 1) is exactly `log_path`,
+    the worker's log in this job's folder (the zygote itself writes to a pipe)."""
     try:
         if os.stat(f"/proc/{pid}").st_uid != os.getuid():
             return False
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
+    if _is_forked(argv):
+        return log_path is not None and _stdout_of(pid) == os.path.realpath(log_path)
     try:
         module = argv.index(b"-m")
         job = argv.index(b"--job", module)
@@ -193,6 +233,22 @@ def _is_worker_of(pid: int, job_id: str) -> bool:
     return argv[module + 1 : module + 2] == [b"starburst_jupyter.worker"] and argv[job + 1 : job + 2] == [
         job_id.encode()
     ]
+
+
+def _is_forked(argv: list[bytes]) -> bool:
+    """The command line of the zygote, which the workers it forks keep."""
+    try:
+        return argv[argv.index(b"-m") + 1] == zygote.ZYGOTE_MODULE.encode()
+    except (ValueError, IndexError):
+        return False
+
+
+def _stdout_of(pid: int) -> str:
+    """What the process's fd 1 is ('' when unreadable: gone, a zombie)."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/1")
+    except OSError:
+        return ""
 
 
 # ----- workers another kernel started (attach) ----------------------------------------------------------
@@ -219,7 +275,9 @@ class AdoptedWorker:
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
-        if self.returncode is None and not _is_worker_of(self.pid, self.job_id):  # gone, a zombie, or a new pid
+        if self.returncode is None and not _is_worker_of(
+            self.pid, self.job_id, self.log_path
+        ):  # gone, a zombie, or a new pid
             self.returncode = self._code_from_log()
         return self.returncode
 

@@ -82,6 +82,13 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _non_negative_float(value: Any) -> float:
+    try:
+        return 0.0 if float(str(value).strip()) == 0 else _positive_float(value)
+    except ValueError:
+        raise BurstValidationError(f"{value!r} is not a number of 0 or more") from None
+
+
 def _bytes(value: Any) -> int:
     return parse_memory(value) * 1024 * 1024 if not str(value).strip().isdigit() else int(value)
 
@@ -139,6 +146,7 @@ class Config:
     max_result_bytes: int = 256 * 1024 * 1024
     max_cost: float | None = None
     local_concurrency: int | None = None  # None: os.cpu_count()
+    local_warm_seconds: float = 600.0  # the local fork server's idle life; 0: a new process per worker
     retries: int = 1
     region: str = "us-east-1"
     arch: str = "x86_64"
@@ -186,6 +194,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "max_result_bytes": _bytes,
     "max_cost": _optional(_positive_float),
     "local_concurrency": _optional(_positive_int),
+    "local_warm_seconds": _non_negative_float,
     "retries": _non_negative_int,
     "region": _region,
     "arch": _choice(("x86_64", "arm64")),
