@@ -52,6 +52,21 @@ def load_ipython_extension(ipython) -> None:  # IPython's shell
     magics = BurstMagics(ipython)
     ipython.register_magics(magics)
     ipython.input_transformers_cleanup.append(make_async_transformer(ipython, magics))
+    _prestart_local_pool()
+
+
+def _prestart_local_pool() -> None:
+    """Start the local worker pool's fork server now, in the background, so the notebook's first local
+    %%burst cell is already warm (a broken config is the magics' to report, not the extension's load)."""
+    from starburst_jupyter.backends import zygote
+    from starburst_jupyter.core.config import load_config, starburst_home
+
+    try:
+        config = load_config()
+    except (BurstConfigError, OSError):
+        return
+    if config.backend == "local":
+        zygote.prestart(config.local_warm_seconds, starburst_home())
 
 
 def unload_ipython_extension(ipython) -> None:

@@ -1,0 +1,195 @@
+"""The warm local pool (issue 15): local workers are forked by a fork server (worker/zygote.py) that never
+imported user code, so a second job starts in milliseconds and still sees edited modules, the caller's
+environment and cwd; the server ends with its kernel, after its idle time, and a job survives its death."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from helpers import latest_record, pid_alive, wait_for
+
+from starburst_jupyter import burst_map
+from starburst_jupyter.backends.local import LocalBackend
+from starburst_jupyter.backends.zygote import ZYGOTE_MODULE
+from starburst_jupyter.core.config import Config
+from starburst_jupyter.core.launcher import Launcher
+from starburst_jupyter.core.spec import build_spec
+from starburst_jupyter.protocol.programs import CallProgram
+
+WARM = Config(local_concurrency=2)  # the default idle time (600 s)
+
+
+def parent_pid(_: object) -> int:
+    return os.getppid()
+
+
+def is_zygote(pid: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return ZYGOTE_MODULE.encode() in argv and pid_alive(pid)
+
+
+def timed(fn, items, config: Config = WARM) -> tuple[list, float]:
+    start = time.perf_counter()
+    out = burst_map(fn, items, workers=2, backend="local", config=config)
+    return out, time.perf_counter() - start
+
+
+def test_the_second_jobs_workers_are_forked_by_the_zygote_and_start_sooner():
+    # a lambda travels by value: a function of this module would make each worker import it (and pytest)
+    first, cold = timed(lambda _: os.getppid(), [1])
+    second, warm = timed(lambda _: os.getppid(), [1])
+    third, warm2 = timed(lambda _: os.getppid(), [1])
+    print(f"one-item burst_map: first {cold * 1000:.0f} ms, then {warm * 1000:.0f} / {warm2 * 1000:.0f} ms")
+    assert is_zygote(second[0]), "the second job's worker was not forked by the warm pool"
+    assert second == third  # the same fork server serves every job of this process
+    assert second[0] != os.getpid()
+
+
+def test_local_warm_seconds_0_starts_each_worker_as_a_new_process():
+    out, _ = timed(parent_pid, [1, 2], Config(local_concurrency=2, local_warm_seconds=0))
+    assert out == [os.getpid(), os.getpid()]  # our own children, as before the pool
+
+
+def test_a_module_edited_between_two_jobs_gives_its_new_value(tmp_path, monkeypatch):
+    module = tmp_path / "warm_edited_mod.py"
+    module.write_text("VALUE = 1\n\ndef value(x):\n    return (VALUE, x)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import warm_edited_mod  # the caller imports it: the function travels by reference, the worker imports it
+
+    assert timed(warm_edited_mod.value, [7])[0] == [(1, 7)]
+    module.write_text("VALUE = 2\n\ndef value(x):\n    return (VALUE, x)\n")
+    later = time.time() + 2
+    os.utime(module, (later, later))  # (a new mtime even within the same second as the first write)
+    assert timed(warm_edited_mod.value, [7])[0] == [(2, 7)], "a warm worker ran the module as it was"
+    sys.modules.pop("warm_edited_mod", None)
+
+
+def env_and_cwd(_: object) -> tuple[str | None, str]:
+    return os.environ.get("STARBURST_WARM_TEST"), os.getcwd()
+
+
+def test_an_env_var_and_cwd_changed_between_jobs_are_seen(tmp_path, monkeypatch):
+    for value in ("first", "second"):
+        folder = tmp_path / value
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        monkeypatch.setenv("STARBURST_WARM_TEST", value)
+        out, _ = timed(env_and_cwd, [1])
+        assert out == [(value, str(folder))]
+    monkeypatch.delenv("STARBURST_WARM_TEST")
+    assert timed(env_and_cwd, [1])[0][0][0] is None  # a variable removed is gone in the worker too
+
+
+KERNEL = textwrap.dedent(
+    """
+    import os, sys, time
+    from starburst_jupyter import burst_map
+    from starburst_jupyter.core.config import Config
+    def ppid(_):
+        return os.getppid()
+    print(burst_map(ppid, [1], workers=1, backend="local", config=Config(local_concurrency=1))[0], flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def test_the_zygote_ends_when_its_kernel_is_killed():
+    kernel = subprocess.Popen([sys.executable, "-c", KERNEL], stdout=subprocess.PIPE, text=True)
+    try:
+        assert kernel.stdout is not None
+        zygote = int(kernel.stdout.readline())
+        assert is_zygote(zygote)
+        kernel.kill()
+        kernel.wait()
+        wait_for(lambda: not is_zygote(zygote), timeout=5)
+    finally:
+        if kernel.poll() is None:
+            kernel.kill()
+
+
+def kill_the_zygote_then_work(x: int) -> int:
+    if x == 0:
+        os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(0.3)
+    return x * 10
+
+
+def test_a_job_whose_zygote_is_killed_ends_right_and_the_next_job_gets_a_new_one():
+    before = timed(parent_pid, [1])[0][0]
+    out, _ = timed(kill_the_zygote_then_work, list(range(6)))
+    assert out == [x * 10 for x in range(6)]
+    record = latest_record()
+    assert record["state"] == "done"
+    assert all(w["exit_code"] == 0 for w in record["workers"].values()), record["workers"]
+    assert not is_zygote(before)
+    after = timed(parent_pid, [1])[0][0]
+    assert after != before and is_zygote(after)
+
+
+def test_the_zygote_ends_after_its_idle_time():
+    brief = Config(local_concurrency=2, local_warm_seconds=1)
+    zygote = timed(parent_pid, [1], brief)[0][0]
+    assert is_zygote(zygote)
+    wait_for(lambda: not is_zygote(zygote), timeout=5)
+    again = timed(parent_pid, [1], brief)[0][0]
+    assert again != zygote and is_zygote(again)  # the next job starts another
+
+
+def nap(x: int) -> int:
+    time.sleep(30)
+    return x
+
+
+def test_a_forked_worker_is_stopped_only_by_its_own_jobs_record(starburst_home):
+    handle = Launcher(WARM).submit(build_spec(WARM, mode="map", workers=1), CallProgram(nap), [1])
+    try:
+        pid = wait_for(lambda: next(iter(latest_record()["workers"].values()), {}).get("pid"), timeout=10)
+        assert is_zygote(int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]))  # its parent
+        backend = LocalBackend(home=starburst_home)
+        job = latest_record()["id"]
+        assert backend.stop_recorded({"id": "bj-other", "workers": {"0": {"pid": pid, "exit_code": None}}}) == 0
+        assert pid_alive(pid), "another job's record stopped this job's forked worker"
+        assert backend.stop_recorded({"id": job, "workers": {"0": {"pid": pid, "exit_code": None}}}) == 1
+        wait_for(lambda: not pid_alive(pid), timeout=5)
+    finally:
+        handle.cancel()
+
+
+@pytest.mark.parametrize("value", ["-1", "soon"])
+def test_a_bad_local_warm_seconds_is_refused_naming_the_key(value):
+    from starburst_jupyter.errors import BurstConfigError
+
+    with pytest.raises(BurstConfigError, match="local_warm_seconds"):
+        Config().with_values({"local_warm_seconds": value})
+    assert Config().with_values({"local_warm_seconds": "0"}).local_warm_seconds == 0
+
+
+def zygote_children_of_this_process() -> list[int]:
+    mine = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                mine.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return [pid for pid in mine if is_zygote(pid)]
+
+
+def test_loading_the_extension_starts_the_pool_so_the_first_cell_is_warm(ip, starburst_home):
+    from starburst_jupyter.backends import zygote
+
+    zygote.pool(Config().local_warm_seconds, starburst_home).close()  # as in a new kernel: none running
+    wait_for(lambda: not zygote_children_of_this_process(), timeout=5)
+    ip.run_line_magic("reload_ext", "starburst_jupyter")
+    started = wait_for(zygote_children_of_this_process, timeout=5)
+    assert timed(parent_pid, [1])[0] == started  # the first job's worker is forked by it
