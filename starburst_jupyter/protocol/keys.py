@@ -4,6 +4,8 @@ Everything starburst writes in a store (a folder, an S3 bucket or a prefix of on
 
 jobs/<id>/spec.json            what was asked and how workers behave (protocol.workerspec)
 jobs/<id>/program.pkl          the code and captured names every task runs with
+jobs/<id>/buffers/<n>.buf      a large buffer the program captured (an array of 1 MiB or more), raw bytes: a
+                               local worker maps it read-only (one copy per machine), an S3 one GETs it once
 jobs/<id>/tasks/<block>.pkl    [(item_index, item)], claimed whole by one worker
 jobs/<id>/claims/<block>       created exclusively by the worker that takes the block
 jobs/<id>/results/<ms>-<block>-<part>.pkl   [ItemResult], flushed as the block progresses; <ms> (the
@@ -34,7 +36,7 @@ WARM = "warm/"  # the warm pools (short-lived: leftovers expire after a day)
 TOP_PREFIXES = (JOBS, WARM)  # all a worker may read and write in a bucket (its IAM policy names these)
 
 _TASKS, _CLAIMS, _RESULTS, _HEARTBEATS, _LOGS = "tasks/", "claims/", "results/", "heartbeat/", "logs/"
-_RELEASED, _EVENTS = "released/", "events/"
+_RELEASED, _EVENTS, _BUFFERS = "released/", "events/", "buffers/"
 _PICKLE = ".pkl"
 _ENTRY, _ASSIGN = ".json", ".assign"
 
@@ -61,6 +63,15 @@ def spec_key(prefix: str) -> str:
 
 def program_key(prefix: str) -> str:
     return prefix + "program" + _PICKLE
+
+
+def program_buffers_prefix(prefix: str) -> str:
+    return prefix + _BUFFERS
+
+
+def program_buffer_key(prefix: str, number: int) -> str:
+    """The program's out-of-band buffer `number` (protocol/buffers.py), in pickling order."""
+    return f"{prefix}{_BUFFERS}{number:04d}.buf"
 
 
 def tasks_prefix(prefix: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import cloudpickle
 
+from starburst_jupyter.protocol import buffers
 from starburst_jupyter.protocol.sourcemap import SourceMap
 
 CELL_FILENAME = "<burst cell>"
@@ -72,6 +73,13 @@ class CellProgram:
         return compiled
 
     def run(self, item: Any) -> Any:
+        try:
+            return self._run(item)
+        except (ValueError, TypeError, BufferError) as exc:  # a write into a shared captured array says why
+            buffers.note_read_only(exc)
+            raise
+
+    def _run(self, item: Any) -> Any:
         body, last, bind = self._code()
         scope = dict(self.namespace)
         scope.setdefault("__name__", "__main__")
@@ -119,7 +127,11 @@ class CallProgram:
     sources: SourceMap = field(default_factory=SourceMap)
 
     def run(self, item: Any) -> Any:
-        return self.fn(item)
+        try:
+            return self.fn(item)
+        except (ValueError, TypeError, BufferError) as exc:  # a write into a shared captured array says why
+            buffers.note_read_only(exc)
+            raise
 
 
 class SubmitProgram:
@@ -129,4 +141,8 @@ class SubmitProgram:
 
     def run(self, item: Any) -> Any:
         fn, args, kwargs = item
-        return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, TypeError, BufferError) as exc:  # a write into a shared captured array says why
+            buffers.note_read_only(exc)
+            raise
