@@ -150,3 +150,65 @@ def test_each_value_is_what_its_item_returned_even_if_a_later_item_changes_it(tm
     book.scan_claims(full=True)
     book.collect_results(full=True)
     assert book.values() == [list(range(i + 1)) if i % 2 else (i, "inline") for i in range(n)]
+
+
+def test_a_quiet_run_travels_as_columns_and_lands_by_slices(tmp_path):
+    """The million quiet items of a big map: no tuple per item on the wire, slice assignments in the kernel;
+    failures and prints in the same batch still come one by one."""
+    n = 40
+    book, files, seen = job(tmp_path, n)
+    files.claim(0, 7)
+    book.scan_claims(full=True)
+    program, writer = CallProgram(chatty), serialize.ValueWriter()
+    with __import__("starburst_jupyter.worker.runner", fromlist=["ItemStreams"]).ItemStreams() as streams:
+        loud = [run_item(program, i, i, 7, 10**6, "bj-many", writer, streams) for i in (1, 3)]
+    quiet = serialize.QuietRun([0, 2] + list(range(4, n)), [0, 2] + list(range(4, n)), [0.001] * (n - 2), 7)
+    files.write_results(0, 0, loud, quiet)
+    wire = serialize.unpack_quiet(serialize.loads(files.store.get(files.list_result_keys()[0])))
+    assert wire is not None and list(wire.indices) == list(quiet.indices) and wire.worker == 7
+    book.collect_results(full=True)
+    assert book.values() == list(range(n)) and book.outcomes()[0] == "D" * n
+    assert book.outputs() == {1: ("one\n", ""), 3: ("three out\n", "three\n")}
+    assert abs(book.busy_seconds() - 0.001 * (n - 2) - sum(r.duration for r in loud)) < 1e-6
+    (batch,) = [e for e in seen if isinstance(e, ev.TasksFinished)]
+    assert sorted(batch.indices) == list(range(n)) and batch.worker == 7
+
+    # a run of unfinished items is one slice; its wire form is (first, count), not the indices
+    book, files, _ = job(tmp_path / "run", 100_000)
+    run = serialize.QuietRun(range(0, 100_000), list(range(100_000)), [0.0] * 100_000, 1)
+    assert run.wire()[0] == (0, 100_000)
+    files.write_results(0, 0, [], run)
+    book.collect_results(full=True)
+    assert book.complete() and book.values()[99_999] == 99_999 and book.outcomes()[1]["D"] == 100_000
+
+
+def test_a_damaged_quiet_run_is_an_unreadable_batch_not_wrong_values(tmp_path):
+    book, files, seen = job(tmp_path, 3)
+    bad = serialize.QuietRun([0, 1, 2], [0, 1], [0.0, 0.0, 0.0], 0)  # a column short: damaged
+    files.write_results(0, 0, [], bad)
+    book.collect_results(full=True)
+    assert book.finished() == 0  # nothing taken from it: its items are redone when their worker ends
+    assert any("could not be read" in getattr(e, "line", "") for e in seen)
+
+
+def test_a_real_map_keeps_every_item_s_output_and_value_in_order(tmp_path, monkeypatch):
+    from starburst_jupyter import burst_map
+    from starburst_jupyter.core.config import Config
+
+    monkeypatch.setenv("STARBURST_HOME", str(tmp_path))
+    job_ = burst_map(chatty, list(range(300)), workers=2, backend="local", config=Config(local_concurrency=2))
+    assert list(job_) == list(range(300))
+
+
+def test_outcomes_of_a_big_job_are_written_as_runs_and_read_back_whole():
+    from starburst_jupyter.core import record as rec
+
+    letters = "D" * 9000 + "F" + "R" * 500 + "P" * 499
+    record = rec.JobRecord(id="bj-runs", name="", backend="local", state=rec.JobState.RUNNING, total=len(letters),
+                           outcomes=letters, created=1.0, updated=1.0)  # fmt: skip
+    text = record.dumps()
+    assert len(text) < 2000 and '"outcome_runs": "9000D1F500R499P"' in text
+    back = rec.JobRecord.from_json(text)
+    assert back.outcomes == letters and back.outcome_counts()[rec.Outcome.FAILED] == 1
+    scattered = "DF" * 5000  # no runs to speak of: letters stay letters (runs would cost more than they save)
+    assert '"outcomes": "DFDF' in rec.JobRecord(**{**record.__dict__, "outcomes": scattered}).dumps()

@@ -63,7 +63,8 @@ export interface IJobSummary {
 
 export interface IJobDetail extends IJobSummary {
   spec: { [key: string]: unknown };
-  outcomes: string;
+  outcomes: string; // one letter per item; '' for a big job, whose letters come as runs
+  outcome_runs?: string; // e.g. '999990D10R' (counts and letters) for a job of more than 4096 items
   outcome_counts: { [name: string]: number };
   failures: { index: number; error: string }[];
 }

@@ -22,7 +22,7 @@ from starburst_jupyter.core import events as ev
 from starburst_jupyter.core import record as rec
 from starburst_jupyter.core.job import JobResult, raise_if_cancelled
 from starburst_jupyter.core.journal import replay
-from starburst_jupyter.core.ledger import Item, ItemLedger
+from starburst_jupyter.core.ledger import ItemLedger
 from starburst_jupyter.core.spec import JobSpec
 from starburst_jupyter.errors import BurstError, TaskCancelled
 from starburst_jupyter.protocol.jobfiles import JobFiles
@@ -115,11 +115,11 @@ def collect(files: JobFiles, record: rec.JobRecord, partial: bool = False) -> Jo
     one not finished when `partial`). Items the driver ended itself (cancelled, lost with their worker) have
     no result object: the record's outcome says what became of them."""
     ledger = ItemLedger(files, ev.EventBus(), result_window=0.0)
-    ledger.items = [Item() for _ in range(record.total)]
+    ledger.reset(record.total)
     ledger.collect_results(full=True)
     reasons = {f.index: f.error for f in record.failures}
     for index, letter in enumerate(record.outcomes):
-        if index >= len(ledger.items) or ledger.items[index].final:
+        if index >= ledger.total() or ledger.is_final(index):
             continue
         if letter == rec.Outcome.CANCELLED.value:
             error: BaseException = TaskCancelled(f"Item {index} did not finish: job {record.id} was cancelled.")
@@ -132,8 +132,8 @@ def collect(files: JobFiles, record: rec.JobRecord, partial: bool = False) -> Jo
         ledger.finalize(index, False, error, None)
     if not partial and not record.is_terminal:
         raise BurstError(f"Job {record.id} is still {record.state.value}; wait for it or collect partial results.")
-    if record.is_terminal and not all(item.final for item in ledger.items):
-        missing = [i for i, item in enumerate(ledger.items) if not item.final]
+    if record.is_terminal and not ledger.complete():
+        missing = [i for i in range(ledger.total()) if not ledger.is_final(i)]
         if not partial:
             raise BurstError(
                 f"Job {record.id} ended {record.state.value}, but the results of {len(missing)} items (the first: "
@@ -141,8 +141,11 @@ def collect(files: JobFiles, record: rec.JobRecord, partial: bool = False) -> Jo
                 f"kernel that ran the job, or pruned. `starburst status {record.id}` shows what the record holds.",
                 job_id=record.id,
             )
-    values = [item.value if item.final else PENDING for item in ledger.items]
-    failures = [(i, item.value) for i, item in enumerate(ledger.items) if item.final and item.failed]
+    if ledger.complete():
+        values = ledger.values()
+    else:
+        values = [ledger.value(i) if ledger.is_final(i) else PENDING for i in range(ledger.total())]
+    failures = ledger.failures(cancelled=True)
     finished = record.finished or time.time()
     message = record.message if record.is_terminal else ""
     return JobResult(
@@ -246,8 +249,8 @@ class DetachedJob:
                                 self._ledger.discover()
                                 final = collect(self.files, record, partial=True)
                                 for index, value in enumerate(final.values):
-                                    item = self._ledger.items[index] if index < len(self._ledger.items) else None
-                                    if item is not None and not item.final and value is not PENDING:
+                                    ledger = self._ledger
+                                    if index < ledger.total() and not ledger.is_final(index) and value is not PENDING:
                                         failed = any(i == index for i, _ in final.failures)
                                         self._ledger.finalize(index, not failed, value, None)
                         self._settle(collect(self.files, record))

@@ -271,7 +271,7 @@ class JobDriver(threading.Thread):
         changed = self.ledger.scan_claims(full)
         changed |= self.ledger.collect_results(full)
         self._check_systematic()
-        self.workforce.track_waves(self.ledger.finished(), len(self.ledger.items))  # waves are progress, not tasks
+        self.workforce.track_waves(self.ledger.finished(), self.ledger.total())  # waves are progress, not tasks
         early = []
         for ref in exited:  # judged knowing its claims now
             end = self.workforce.judge(ref, claimed_any=self.ledger.claimed_by(ref.index), **ending)
@@ -306,7 +306,7 @@ class JobDriver(threading.Thread):
     def _check_systematic(self) -> None:
         if self.first_errors is None or len(self.first_errors) < SYSTEMATIC_FAILURES:
             return
-        why = systematic_failure(self.first_errors, 0, len(self.ledger.items), keep_going=False)
+        why = systematic_failure(self.first_errors, 0, self.ledger.total(), keep_going=False)
         self.first_errors = None  # decided once
         if why is not None:
             self._must_stop(Stop(why, "systematic"))
@@ -353,7 +353,7 @@ class JobDriver(threading.Thread):
         done = self.ledger.finished()
         alive = len(self.workforce.alive())
         elapsed = now - self.started
-        self.projected = projected_cost(self.cost, alive, self.per_second, elapsed, done, len(self.ledger.items) - done)
+        self.projected = projected_cost(self.cost, alive, self.per_second, elapsed, done, self.ledger.total() - done)
         self._publish_cost(self.projected)
         if self.cost_rule.must_stop(self.cost, alive):
             self._must_stop(Stop(self.cost_rule.stop_reason(self.cost), "max-cost"))
@@ -467,9 +467,9 @@ class JobDriver(threading.Thread):
             ev.JobFinished(
                 self.job_id,
                 state=state,
-                done=sum(1 for i in self.ledger.items if i.final and not i.failed),
+                done=self.ledger.done_count(),
                 failed=len(failures),
-                total=len(self.ledger.items),
+                total=self.ledger.total(),
                 duration=now - self.started,
                 cost=self.cost,
                 message=message,
@@ -503,7 +503,7 @@ class JobDriver(threading.Thread):
             finished=now if state.is_terminal else None,
             updated=now,
             spec=self.spec.to_json(),
-            total=len(self.ledger.items),
+            total=self.ledger.total(),
             done=counts[rec.Outcome.DONE.value],
             failed=counts[rec.Outcome.FAILED.value],
             cancelled=counts[rec.Outcome.CANCELLED.value],

@@ -11,9 +11,9 @@ import gc
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple, overload
 
 from starburst_jupyter.backends import WorkerRef
 from starburst_jupyter.core import events as ev
@@ -47,25 +47,60 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-@dataclass(slots=True)
-class Item:
-    attempts: int = 1
-    block: int = -1
-    result: ItemResult | None = None  # what the worker reported, kept only when it printed (outputs())
-    final: bool = False
-    value: Any = None
-    failed: bool = False
+class ItemState(NamedTuple):
+    """One item as the ledger knows it (a snapshot: the ledger keeps columns, not an object per item)."""
+
+    final: bool
+    failed: bool
+    value: Any
+    block: int
+    attempts: int
+    result: ItemResult | None  # what the worker reported, kept only when the item printed (outputs())
+
+
+class _ItemsView(Sequence[ItemState]):
+    def __init__(self, ledger: ItemLedger):
+        self._ledger = ledger
+
+    def __len__(self) -> int:
+        return len(self._ledger._letters)
+
+    @overload
+    def __getitem__(self, index: int) -> ItemState: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[ItemState]: ...
+    def __getitem__(self, index: int | slice) -> ItemState | list[ItemState]:
+        if isinstance(index, slice):
+            return [self._ledger.item(i) for i in range(*index.indices(len(self)))]
+        return self._ledger.item(range(len(self))[index])
+
+
+def _run_or_list(indices: list[int]) -> Sequence[int]:
+    """A block's items: a range when they are a run (a plan block: a few bytes, not a list of a million ints)."""
+    if indices and indices[-1] - indices[0] == len(indices) - 1 and indices == list(range(indices[0], indices[-1] + 1)):
+        return range(indices[0], indices[-1] + 1)
+    return indices
+
+
+_FINAL = frozenset((_DONE, _FAILED, _CANCELLED))
 
 
 class ItemLedger:
+    """Columns, one entry per item: the outcome letter (record.Outcome, also what `final` and `failed` are read
+    from), the value, the block that holds it; attempts and printed output only for the few that have them.
+    A million items cost ~17 bytes each beyond their values."""
+
     def __init__(self, files: JobFiles, bus: ev.EventBus, result_window: float):
         self.files, self.bus, self.job_id = files, bus, files.job_id
         self.result_window = result_window
         self._letters = bytearray()  # each item's outcome letter, kept as items change (record.Outcome)
+        self._values: list[Any] = []  # each item's value (its exception when it failed); None until final
+        self._block = array("l")  # the block that holds each item now (-1: none yet)
+        self._attempts: dict[int, int] = {}  # items tried more than once
+        self._printed: dict[int, ItemResult] = {}  # items that printed: their output (outputs())
         self._busy = 0.0  # seconds the finished items took
         self.claims: dict[int, int] = {}  # block -> worker (-1: withdrawn)
-        self.items = []
-        self.blocks: dict[int, list[int]] = {}
+        self.blocks: dict[int, Sequence[int]] = {}
         self.claim_floor = 0  # every block below it is claimed
         self.seen_results: set[str] = set()
         self.newest_result = 0.0  # writer's time of the newest result object seen
@@ -75,32 +110,59 @@ class ItemLedger:
 
     # ----- what exists ------------------------------------------------------------------------
     @property
-    def items(self) -> list[Item]:
-        return self._items
+    def items(self) -> Sequence[ItemState]:
+        """Every item, read-only (ItemState snapshots, made on access)."""
+        return _ItemsView(self)
 
-    @items.setter
-    def items(self, items: list[Item]) -> None:
-        """A whole new list (a new job, attach, a follower): the outcome letters are rebuilt from it."""
-        self._items = items
-        self._letters = bytearray([_PENDING]) * len(items)
-        self._busy = 0.0
-        for index in range(len(items)) if self.claims else [i for i, item in enumerate(items) if item.final]:
-            self._mark(index)
+    def item(self, index: int) -> ItemState:
+        letter = self._letters[index]
+        printed = self._printed.get(index)
+        return ItemState(
+            letter in _FINAL,
+            letter == _FAILED or letter == _CANCELLED,
+            self._values[index],
+            self._block[index],
+            self._attempts.get(index, 1),
+            printed,
+        )
 
-    def _grow(self) -> None:
-        """Items appended to the list (discover, append): their letters."""
-        for index in range(len(self._letters), len(self._items)):
-            self._letters.append(_PENDING)
-            self._mark(index)
+    def total(self) -> int:
+        return len(self._letters)
+
+    def _unfinished(self, indices: Sequence[int]) -> list[int]:
+        letters = self._letters
+        if type(indices) is range and indices.step == 1:  # (a run: counted at C speed, usually all final)
+            a, b = indices.start, min(indices.stop, len(letters))
+            if not letters.count(_PENDING, a, b) and not letters.count(_RUNNING, a, b):
+                return []
+        return [i for i in indices if letters[i] not in _FINAL]
+
+    def is_final(self, index: int) -> bool:
+        return self._letters[index] in _FINAL
+
+    def value(self, index: int) -> Any:
+        return self._values[index]
+
+    def reset(self, total: int) -> None:
+        """`total` items, none known yet (a new job, attach, a follower's collect)."""
+        self._letters = bytearray([_PENDING]) * total
+        self._values = [None] * total
+        self._block = array("l", [-1]) * total
+        self._attempts, self._printed, self._busy = {}, {}, 0.0
+
+    def _extend_to(self, total: int) -> None:
+        """Items appended (discover, append): pending, in no block yet."""
+        more = total - len(self._letters)
+        if more > 0:
+            self._letters += bytes([_PENDING]) * more
+            self._values += [None] * more
+            self._block += array("l", [-1]) * more
 
     def _mark(self, index: int) -> None:
-        """Item `index`'s outcome letter from what is known now (called wherever that may change)."""
-        item = self._items[index]
-        if item.final:
-            letter = _CANCELLED if isinstance(item.value, TaskCancelled) else _FAILED if item.failed else _DONE
-        else:
-            letter = _RUNNING if self.claims.get(item.block, -1) >= 0 else _PENDING
-        self._letters[index] = letter
+        """Item `index`'s letter while it is not final: running when its block is claimed by a worker."""
+        if self._letters[index] not in _FINAL:
+            running = self.claims.get(self._block[index], -1) >= 0
+            self._letters[index] = _RUNNING if running else _PENDING
 
     def add_block(self, pairs: list[tuple[int, Any]]) -> int:
         if not self.shared:
@@ -110,7 +172,16 @@ class ItemLedger:
             block = max(self.blocks, default=-1) + 1
             while not self.files.create_block(block, pairs):
                 block += 1
-        self.blocks[block] = [i for i, _ in pairs]
+        self.blocks[block] = _run_or_list([i for i, _ in pairs])
+        return block
+
+    def add_run(self, first: int, values: list[Any]) -> int:
+        """A block of the items first, first + 1, ... (a plan block of a new job)."""
+        if self.shared:
+            return self.add_block(list(zip(range(first, first + len(values)), values)))
+        block = len(self.blocks)
+        self.files.write_block_run(block, first, values)
+        self.blocks[block] = range(first, first + len(values))
         return block
 
     def discover(self) -> bool:
@@ -119,64 +190,69 @@ class ItemLedger:
         known = max(self.blocks, default=-1)
         fresh = [b for b in self.files.list_blocks(after=known) if b not in self.blocks]
         for block in fresh:
-            indices = [index for index, _ in self.files.read_block(block)]
+            indices = _run_or_list(list(self.files.read_block_items(block)[0]))
             self.blocks[block] = indices
+            if indices:
+                self._extend_to(max(indices) + 1)
             for index in indices:
-                while len(self.items) <= index:
-                    self.items.append(Item())
-                if not self.items[index].final:
-                    self.items[index].block = block
-            self._grow()
-            for index in indices:
-                if index < len(self.items):
-                    self._mark(index)
+                if self._letters[index] not in _FINAL:
+                    self._block[index] = block
+                self._mark(index)
         return bool(fresh)
 
-    def start(self, blocks: list[list[int]], items: list[Any], open_job: bool) -> None:
+    def start(self, blocks: list[Sequence[int]], items: list[Any], open_job: bool) -> None:
         """Write the first blocks (a new job)."""
-        with gc_paused():  # a million Items at once: the cyclic GC would rescan them over and over (3-5x)
+        with gc_paused():  # a million values at once: the cyclic GC would rescan them over and over (3-5x)
             self._start(blocks, items, open_job)
 
-    def _start(self, blocks: list[list[int]], items: list[Any], open_job: bool) -> None:
+    def _start(self, blocks: list[Sequence[int]], items: list[Any], open_job: bool) -> None:
         for block in blocks:  # (plan blocks are runs of indices: sliced, not indexed one by one)
             run = bool(block) and block[-1] - block[0] == len(block) - 1
-            self.add_block(list(zip(block, items[block[0] : block[-1] + 1])) if run else [(i, items[i]) for i in block])
+            if run:
+                self.add_run(block[0], items[block[0] : block[-1] + 1])
+            else:
+                self.add_block([(i, items[i]) for i in block])
         if not open_job:
-            self.items = [Item() for _ in items]
+            self.reset(len(items))
             self._index_blocks()
 
     def reload(self, total: int) -> None:
         """Rebuild from the store (attach): which blocks hold which items; claims and results come with the
         first full scan. Later blocks (retries) supersede earlier ones."""
         for block in self.files.list_blocks():
-            self.blocks[block] = [index for index, _ in self.files.read_block(block)]
+            self.blocks[block] = _run_or_list(list(self.files.read_block_items(block)[0]))
         # (an open job's blocks may hold items its record does not count yet: a kernel feeds it)
-        highest = max((i for indices in self.blocks.values() for i in indices), default=-1)
-        self.items = [Item() for _ in range(max(total, highest + 1))]
+        highest = max((max(indices) for indices in self.blocks.values() if indices), default=-1)
+        self.reset(max(total, highest + 1))
         self._index_blocks()
 
     def _index_blocks(self) -> None:
+        column = self._block
         for block_id, indices in self.blocks.items():
-            for i in indices:
-                self.items[i].block = block_id
+            if type(indices) is range and indices.step == 1:
+                column[indices.start : indices.stop] = array("l", [block_id]) * len(indices)
+            else:
+                for i in indices:
+                    column[i] = block_id
         if self.claims:  # (none yet for a new job, nor on attach before the first scan)
-            for i in range(len(self.items)):
+            for i in range(len(self._letters)):
                 self._mark(i)
 
     def append(self, values: list[Any]) -> list[int]:
-        start = len(self.items)
+        start = len(self._letters)
         indices = list(range(start, start + len(values)))
         for index, value in zip(indices, values):
             block = self.add_block([(index, value)])  # first: an item that cannot be written is not queued
-            self.items.append(Item(block=block))
-            self._grow()
+            self._extend_to(index + 1)
+            self._block[index] = block
+            self._mark(index)
         return indices
 
     def withdraw(self, index: int) -> bool:
-        item = self.items[index]
-        if item.final or not self.files.claim(item.block, WITHDRAWN):  # a worker got there first
+        block = self._block[index]
+        if self.is_final(index) or not self.files.claim(block, WITHDRAWN):  # a worker got there first
             return False
-        self.claims[item.block] = WITHDRAWN
+        self.claims[block] = WITHDRAWN
         self.finalize(index, False, TaskCancelled(f"Item {index} was withdrawn before it started."), None)
         return True
 
@@ -210,24 +286,24 @@ class ItemLedger:
                 self._unreadable(f"claim of block {block}", exc)
                 worker = UNKNOWN_WORKER
             self.claims[block] = worker
-            items, letters = self._items, self._letters
+            column, letters = self._block, self._letters
             letter = _RUNNING if worker >= 0 else _PENDING
-            held = self.blocks.get(block, [])
+            held = self.blocks.get(block, ())
             first, end = (held[0], held[-1] + 1) if held else (0, 0)
             if (
                 held
                 and end - first == len(held) <= len(letters) - first
-                and items[first].block == block == items[end - 1].block
+                and column[first] == block == column[end - 1]
                 and letters.count(_PENDING, first, end) == len(held)
             ):
                 letters[first:end] = bytes([letter]) * len(held)  # a fresh plan block: a run of pending items
             else:
                 for index in held:
-                    if index < len(items) and items[index].block == block and not items[index].final:
+                    if index < len(letters) and column[index] == block and letters[index] not in _FINAL:
                         letters[index] = letter
             if worker == WITHDRAWN:  # withdrawn by another process (a detached executor's kernel)
                 for index in self.blocks.get(block, ()):
-                    if index < len(self.items) and not self.items[index].final:
+                    if index < len(letters) and letters[index] not in _FINAL:
                         cancelled = TaskCancelled(f"Item {index} was withdrawn before it started.")
                         self.finalize(index, False, cancelled, None)
             if worker >= 0:
@@ -245,40 +321,67 @@ class ItemLedger:
             try:
                 self.newest_result = max(self.newest_result, self.files.result_time(key))
                 with gc_paused():
-                    pairs = self.files.read_result_pairs(key)  # one pass over the batch's values
+                    pairs, quiet = self.files.read_result_batch(key)  # one pass over the batch's values
             except Exception as exc:  # its items stay unfinished and are retried when their worker ends
                 self._unreadable(f"result object {key}", exc)
                 continue
             with gc_paused():
-                self._take_batch(pairs)
+                self._take_batch(pairs, quiet)
         return bool(keys)
 
-    def _take_batch(self, pairs: list[tuple[tuple[Any, ...], Any]]) -> None:
+    def _take_batch(self, pairs: list[tuple[tuple[Any, ...], Any]], quiet: serialize.QuietRun | None = None) -> None:
         """A flushed batch: a quiet success (no output, a value that decoded, no callback waiting) is set in
-        place; anything else goes through _take. A batch of more than PER_ITEM_EVENTS is one TasksFinished."""
-        items, letters, quick = self._items, self._letters, not self.callbacks
-        batched = len(pairs) > PER_ITEM_EVENTS
+        place, a quiet run's items by slices when they are a run of unfinished items; anything else goes through
+        _take. A batch of more than PER_ITEM_EVENTS is one TasksFinished."""
+        values, letters, quick = self._values, self._letters, not self.callbacks
+        batched = len(pairs) + (len(quiet) if quiet is not None else 0) > PER_ITEM_EVENTS
         done: list[int] = []
-        seconds, quiet_seconds, worker, count, undecodable = 0.0, 0.0, -1, len(items), serialize.Undecodable
+        seconds, quiet_seconds, worker, count, undecodable = 0.0, 0.0, -1, len(letters), serialize.Undecodable
+        events: list[ev.Event] = []
         for meta, value in pairs:
             index, ok, _, out, err, _, duration, worker = meta
-            if index >= count:
-                continue
-            item = items[index]
-            if item.final:
+            if index >= count or letters[index] in _FINAL:
                 continue
             if ok and quick and not out and not err and type(value) is not undecodable:
-                item.final = True  # (a non-final Item is not failed and holds no result)
-                item.value = value
+                values[index] = value
                 letters[index] = _DONE
                 quiet_seconds += duration
                 if not batched:
-                    self.bus.publish(ev.TaskFinished(self.job_id, index=index, worker=worker, duration=duration))
+                    events.append(ev.TaskFinished(self.job_id, index=index, worker=worker, duration=duration))
             elif not self._take(ItemResult(meta[0], ok, value, *meta[2:]), publish_ok=not batched):
                 continue
             done.append(index)
             seconds += duration
+        if quiet is not None and len(quiet):
+            worker = quiet.worker
+            taken = sum(quiet.durations)
+            run = quiet.indices
+            if (
+                quick
+                and type(run) is range
+                and run.stop <= count
+                and letters.count(_PENDING, run.start, run.stop) + letters.count(_RUNNING, run.start, run.stop)
+                == len(run)
+            ):  # the usual case: a run of unfinished items, set by slices (C speed)
+                values[run.start : run.stop] = quiet.values
+                letters[run.start : run.stop] = bytes([_DONE]) * len(run)
+                quiet_seconds += taken
+                seconds += taken
+                done.extend(run)
+                if not batched:
+                    events += [ev.TaskFinished(self.job_id, index=i, worker=worker, duration=d)
+                               for i, d in zip(run, quiet.durations)]  # fmt: skip
+            else:
+                for index, value, duration in zip(run, quiet.values, quiet.durations):
+                    if index >= count or letters[index] in _FINAL:
+                        continue
+                    result = ItemResult(index, True, value, "", "", "", 0.0, duration, worker)
+                    if self._take(result, publish_ok=not batched):
+                        done.append(index)
+                        seconds += duration
         self._busy += quiet_seconds
+        for event in events:
+            self.bus.publish(event)
         if done and batched:  # one event for the batch (one worker wrote it)
             self.bus.publish(ev.TasksFinished(self.job_id, worker=worker, indices=tuple(done), duration=seconds))
 
@@ -294,10 +397,10 @@ class ItemLedger:
             if worker != UNKNOWN_WORKER:
                 continue
             self.claims[block] = -1  # handled
-            missing = [i for i in self.blocks.get(block, []) if not self.items[i].final]
+            missing = self._unfinished(self.blocks.get(block, ()))
             inputs = dict(self.files.read_block(block)) if missing else {}
             for index in missing:
-                self.items[index].block = self.add_block([(index, inputs[index])])
+                self._block[index] = self.add_block([(index, inputs[index])])
                 self._mark(index)
 
     def _take(self, result: ItemResult, publish_ok: bool = True) -> bool:
@@ -323,34 +426,25 @@ class ItemLedger:
 
     # ----- outcomes ---------------------------------------------------------------------------
     def finalize(self, index: int, ok: bool, value: Any, result: ItemResult | None, publish_ok: bool = True) -> None:
-        item = self.items[index]
-        if result is not None and not item.final:
+        if result is not None and not self.is_final(index):
             self._busy += result.duration
-        item.final, item.failed, item.value = True, not ok, value
-        printed = result is not None and (result.stdout or result.stderr)
-        item.result = (
-            None
-            if result is None or not printed
-            else ItemResult(
-                result.index,
-                ok,
-                None,
-                result.traceback,
-                result.stdout,
-                result.stderr,
-                result.started,
-                result.duration,
-                result.worker,
-            )
-        )  # fmt: skip  (only an item that printed keeps its result: a million quiet ones keep none)
-        self._mark(index)
+        self._values[index] = value
+        cancelled = isinstance(value, TaskCancelled)
+        self._letters[index] = _CANCELLED if cancelled else _DONE if ok else _FAILED
+        if result is not None and (result.stdout or result.stderr):  # only an item that printed keeps its result
+            self._printed[index] = ItemResult(
+                result.index, ok, None, result.traceback, result.stdout, result.stderr, result.started,
+                result.duration, result.worker,
+            )  # fmt: skip
+        else:
+            self._printed.pop(index, None)
         worker = result.worker if result else -1
         if ok and not publish_ok:
             pass  # published with its batch (collect_results)
         elif ok:
             duration = result.duration if result else 0.0
             self.bus.publish(ev.TaskFinished(self.job_id, index=index, worker=worker, duration=duration))
-        elif not isinstance(value, TaskCancelled):  # unfinished items of a cancelled job did not fail
+        elif not cancelled:  # unfinished items of a cancelled job did not fail
             line = f"{type(value).__name__}: {value}".splitlines()[0][:300]
             tb = result.traceback if result else ""
             self.bus.publish(ev.TaskFailed(self.job_id, index=index, worker=worker, error=line, traceback=tb))
@@ -362,8 +456,9 @@ class ItemLedger:
 
     def end_unfinished(self, error: Callable[[int], BaseException]) -> None:
         """Every item not final yet ends with error(index) (a cancel, a start-up failure, a crash)."""
-        for index, item in enumerate(self.items):
-            if not item.final:
+        letters = self._letters
+        for index in range(len(letters)):
+            if letters[index] not in _FINAL:
                 self.finalize(index, False, error(index), None)
 
     def released(self, worker: int) -> dict[str, Any] | None:
@@ -385,27 +480,27 @@ class ItemLedger:
                 continue
             # Unflushed results are lost with the worker, so we cannot tell which item was running:
             # each one it held counts an attempt and goes alone to another worker, where a crash is its own.
-            missing = [i for i in self.blocks[block] if not self.items[i].final]
+            missing = self._unfinished(self.blocks[block])
             inputs = dict(self.files.read_block(block)) if missing else {}
             alone = len(self.blocks[block]) == 1  # only then is the item surely what the worker was running
             if missing and release is None:
                 release = self.released(ref.index) or {}
             for index in missing:
-                item = self.items[index]
+                attempts = self._attempts.get(index, 1)
                 # A worker that left on SIGTERM flushed what it finished, so what is missing never started
                 # (but the item it was running): redone with no attempt counted, as after a stop by the user.
                 if release and index != release.get("abandoned"):
-                    item.block = self.add_block([(index, inputs[index])])
+                    self._block[index] = self.add_block([(index, inputs[index])])
                     self._mark(index)
                     continue
-                if item_is_lost(item.attempts, retries, alone):
-                    self.finalize(index, False, self._lost(index, ref, item.attempts), None)
+                if item_is_lost(attempts, retries, alone):
+                    self.finalize(index, False, self._lost(index, ref, attempts), None)
                     continue
                 if not stopped_by_user:  # a worker the user stopped is not the item's fault
-                    item.attempts += 1
+                    attempts = self._attempts[index] = attempts + 1
                     reason = f"worker {ref.index}: {ref.reason}"
-                    self.bus.publish(ev.TaskRetried(self.job_id, index=index, attempt=item.attempts, reason=reason))
-                item.block = self.add_block([(index, inputs[index])])
+                    self.bus.publish(ev.TaskRetried(self.job_id, index=index, attempt=attempts, reason=reason))
+                self._block[index] = self.add_block([(index, inputs[index])])
                 self._mark(index)
 
     def _lost(self, index: int, ref: WorkerRef, attempts: int) -> WorkerLost:
@@ -426,7 +521,7 @@ class ItemLedger:
         failures: list[rec.Failure] = []
         n = self._letters.find(_FAILED)
         while n >= 0 and len(failures) < MAX_RECORDED_FAILURES:
-            value = self.items[n].value
+            value = self._values[n]
             failures.append(rec.Failure(n, f"{type(value).__name__}: {value}"[:500]))
             n = self._letters.find(_FAILED, n + 1)
         return self._letters.decode("ascii"), counts, failures
@@ -435,14 +530,24 @@ class ItemLedger:
         return self._busy
 
     def values(self) -> list[Any]:
-        return [i.value for i in self.items]
+        """Every item's value, in order: the ledger's own column (the job is over when this is asked)."""
+        return self._values
 
-    def failures(self) -> list[tuple[int, BaseException]]:
-        return [(n, i.value) for n, i in enumerate(self.items) if i.failed and not isinstance(i.value, TaskCancelled)]
+    def failures(self, cancelled: bool = False) -> list[tuple[int, BaseException]]:
+        """(index, exception) of the failed items (with `cancelled`, of the cancelled ones too), in order."""
+        letters, wanted = self._letters, (_FAILED, _CANCELLED) if cancelled else (_FAILED,)
+        found = sorted(n for letter in wanted for n in _positions(letters, letter))
+        return [(n, self._values[n]) for n in found]
+
+    def done_count(self) -> int:
+        return self._letters.count(_DONE)
 
     def outputs(self) -> dict[int, tuple[str, str]]:
-        return {
-            n: (i.result.stdout, i.result.stderr)
-            for n, i in enumerate(self.items)
-            if i.result is not None and (i.result.stdout or i.result.stderr)
-        }
+        return {n: (r.stdout, r.stderr) for n, r in sorted(self._printed.items()) if r.stdout or r.stderr}
+
+
+def _positions(letters: bytearray, letter: int) -> Iterator[int]:
+    n = letters.find(letter)
+    while n >= 0:
+        yield n
+        n = letters.find(letter, n + 1)

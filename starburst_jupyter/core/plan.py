@@ -11,12 +11,13 @@ of k waves pays one cold start per slot, not k, and its waves still start and fi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Plan:
-    blocks: list[list[int]]
+    blocks: list[Sequence[int]]  # each a range of item indices (a slice of a list is a list)
     workers: int
     concurrency: int
     budget: int  # items of one worker's share of a wave (progress only); 0 = one wave
@@ -29,7 +30,7 @@ class Plan:
         return min(worker // self.concurrency, self.waves - 1) + 1
 
 
-def guided_blocks(indices: list[int], workers: int) -> list[list[int]]:
+def guided_blocks(indices: Sequence[int], workers: int) -> list[Sequence[int]]:
     blocks, start, remaining = [], 0, len(indices)
     while remaining > 0:
         size = max(1, math.ceil(remaining / (2 * workers)))
@@ -39,7 +40,7 @@ def guided_blocks(indices: list[int], workers: int) -> list[list[int]]:
     return blocks
 
 
-def ramped_blocks(indices: list[int], workers: int, concurrency: int) -> list[list[int]]:
+def ramped_blocks(indices: Sequence[int], workers: int, concurrency: int) -> list[Sequence[int]]:
     """Guided blocks with a bounded start: the first `concurrency` blocks hold two items each, the next four,
     then eight, ... until the guided size is smaller. A worker's first claim can then never trap several long
     items at the front of a list behind it (5 x 2 s items then 195 x 20 ms: the guided first block of 50 held
@@ -60,4 +61,4 @@ def make_plan(n_items: int, workers: int, concurrency: int) -> Plan:
     workers = max(1, min(workers, n_items)) if n_items else max(1, workers)
     concurrency = max(1, min(concurrency, workers))
     budget = math.ceil(n_items / workers) if workers > concurrency else 0
-    return Plan(ramped_blocks(list(range(n_items)), workers, concurrency), workers, concurrency, budget)
+    return Plan(ramped_blocks(range(n_items), workers, concurrency), workers, concurrency, budget)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import pickle
 import struct
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +89,7 @@ def loads(data: bytes | bytearray | memoryview) -> Any:
 
 RESULTS_TAG = "SBR1"
 _SCALARS = (int, float, bool, complex, type(None))
+INLINE_SCALARS = frozenset(_SCALARS)  # types whose values always travel inline (inline_size 16)
 INLINE_MAX = 4096  # bytes of str/bytes (in all, for a tuple) a value may hold to travel inline
 
 
@@ -168,9 +171,48 @@ def _value_parts(value: Any) -> tuple[bytes | memoryview, list[Any]]:
     return _value_parts(encoded)
 
 
-def pack_results(metas: list[tuple[Any, ...]], values: list[Any]) -> list[bytes | memoryview]:
+@dataclass
+class QuietRun:
+    """Items that succeeded quietly (printed nothing, returned an inline value): columns, not a tuple per item.
+    Most items of a big map are these; the kernel takes a run of them with slice assignments."""
+
+    indices: list[int] | range
+    values: list[Any]
+    durations: Sequence[float]
+    worker: int = -1
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def wire(self) -> tuple[Any, list[Any], bytes, int]:
+        """(indices as (first, count) when they are a run, the values, the durations as packed doubles, worker)."""
+        idx = self.indices
+        first = idx[0] if len(idx) else 0
+        run = len(idx) > 0 and idx[-1] - first == len(idx) - 1 and (type(idx) is range or _ascending(idx))
+        durations = array("d", self.durations).tobytes()
+        return ((first, len(idx)) if run else list(idx)), self.values, durations, self.worker
+
+    @classmethod
+    def from_wire(cls, wire: tuple[Any, list[Any], bytes, int]) -> QuietRun:
+        spec, values, durations, worker = wire
+        indices = range(spec[0], spec[0] + spec[1]) if type(spec) is tuple else spec
+        times = array("d")
+        times.frombytes(durations)
+        if len(indices) != len(values) or len(times) != len(values):
+            raise ValueError("a quiet run's columns differ in length (a damaged result object)")
+        return cls(indices, values, times, worker)
+
+
+def _ascending(indices: list[int]) -> bool:
+    """Whether a list of ints counts up by one (a plan block's items, run in order)."""
+    return indices == list(range(indices[0], indices[0] + len(indices)))
+
+
+def pack_results(
+    metas: list[tuple[Any, ...]], values: list[Any], quiet: QuietRun | None = None
+) -> list[bytes | memoryview]:
     """One frame for a batch: the items' plain fields (`metas`, pickled by the C pickler), every value's
-    pickle joined into one stream, and the values' buffers out-of-band (never copied)."""
+    pickle joined into one stream, the values' buffers out-of-band (never copied), and the quiet run."""
     packed = [v for v in values if isinstance(v, Packed)]
     writer = (
         packed[0].writer if packed and len(packed) + sum(inline_size(v) >= 0 for v in values) == len(values) else None
@@ -195,9 +237,10 @@ def pack_results(metas: list[tuple[Any, ...]], values: list[Any]) -> list[bytes 
             lengths.append((memoryview(payload).nbytes, len(bufs)))
             buffers.extend(pickle.PickleBuffer(b) for b in bufs)
     out: list[pickle.PickleBuffer] = []
-    body = pickle.dumps(
-        (RESULTS_TAG, metas, lengths, pickle.PickleBuffer(stream), buffers), protocol=5, buffer_callback=out.append
-    )
+    frame: tuple[Any, ...] = (RESULTS_TAG, metas, lengths, pickle.PickleBuffer(stream), buffers)
+    if quiet is not None and len(quiet):
+        frame += (quiet.wire(),)
+    body = pickle.dumps(frame, protocol=5, buffer_callback=out.append)
     views = [b.raw() for b in out]
     header = _HEAD.pack(MAGIC, len(views), len(body)) + b"".join(_LEN.pack(v.nbytes) for v in views)
     return [header, body, *views]
@@ -226,7 +269,7 @@ def unpack_results(obj: Any, decode_values: bool) -> list[tuple[tuple[Any, ...],
     to load is an Undecodable and reading goes on from the next item's offset); else each is an Encoded."""
     if not (isinstance(obj, tuple) and obj and obj[0] == RESULTS_TAG):
         return None
-    _, metas, lengths, stream, buffers = obj
+    _, metas, lengths, stream, buffers = obj[:5]
     view = memoryview(stream)
     if decode_values:  # the whole batch in one pass; item by item only when that fails
         source = io.BytesIO(view)
@@ -260,3 +303,10 @@ def unpack_results(obj: Any, decode_values: bool) -> list[tuple[tuple[Any, ...],
             out.append((meta, value))
         offset, first = offset + length, first + count
     return out
+
+
+def unpack_quiet(obj: Any) -> QuietRun | None:
+    """The quiet run of a frame `pack_results` wrote (None when it has none, or for another object)."""
+    if isinstance(obj, tuple) and len(obj) > 5 and obj[0] == RESULTS_TAG:
+        return QuietRun.from_wire(obj[5])
+    return None

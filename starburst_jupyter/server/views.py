@@ -135,7 +135,7 @@ def detail(record: RecordLike, now: float | None = None) -> dict[str, Any]:
             )
         workers.append(row)
     view["workers"] = {**view["workers"], "list": workers}
-    view["outcomes"] = job.outcomes
+    view.update(job.outcomes_json())  # (runs, not a megabyte of letters, for a big job)
     view["outcome_counts"] = {o.label: n for o, n in job.outcome_counts().items()}
     view["failures"] = [{"index": f.index, "error": f.error[:500]} for f in job.failures]
     return view

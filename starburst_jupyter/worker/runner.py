@@ -26,7 +26,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, NoReturn
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn, cast
 
 from starburst_jupyter.errors import RemoteTraceback, ResultTooLarge, StorageFull, no_room
 from starburst_jupyter.protocol import keys, serialize, sourcemap
@@ -349,6 +350,24 @@ def run_item(
         value, ok = exc, False
         tb = format_remote_traceback(exc, getattr(program, "sources", None))
     duration = time.perf_counter() - t0
+    return item_result(index, value, ok, tb, started, duration, worker, max_result_bytes, job_id, values, streams)
+
+
+def item_result(
+    index: int,
+    value: Any,
+    ok: bool,
+    tb: str,
+    started: float,
+    duration: float,
+    worker: int,
+    max_result_bytes: int,
+    job_id: str,
+    values: serialize.ValueWriter | None,
+    streams: ItemStreams,
+) -> ItemResult:
+    """An item that ran, ready to travel: its value pickled (or inline), too large a value or one that cannot
+    be pickled made its failure, and what it printed."""
     inline = ok and values is not None and 0 <= serialize.inline_size(value) <= max_result_bytes
     if inline:
         encoded: Any = value  # a plain immutable value travels in the batch's fields (serialize.inline_size)
@@ -400,6 +419,10 @@ def _encode(
         return encode(value), False
 
 
+def _new_quiet(worker: int) -> serialize.QuietRun:
+    return serialize.QuietRun([], [], [], worker)
+
+
 class Worker:
     def __init__(self, files: JobFiles, index: int, budget: int):
         self.files, self.index, self.budget = files, index, budget
@@ -416,10 +439,12 @@ class Worker:
         # What SIGTERM's leave() flushes and hands back; the lock keeps it whole between the two threads.
         self.lock = threading.Lock()
         self.block: int | None = None  # the claimed block being run
-        self.block_items: list[int] = []
-        self.finished: set[int] = set()  # items of the block with a result (flushed or pending)
+        self.block_items: Sequence[int] = []
+        self.control_status: dict[str, Any] = {}  # the heartbeat's (Control.status)
+        self.flushed = 0  # items of the block flushed so far (a block's items run in order: a prefix of it)
         self.pending: list[ItemResult] = []
         self.values = serialize.ValueWriter()  # the pending results' values, pickled into one stream
+        self.quiet = _new_quiet(index)  # the items since the last flush that succeeded quietly (columns)
         self.part = 0
         self.running: int | None = None  # the item running now
         self._last_block = 0  # items of the last block run
@@ -434,7 +459,7 @@ class Worker:
                     return None
                 with self.lock:  # a claim is never made while leave() hands back what this worker holds
                     if self.files.claim(block, self.index):
-                        self.block, self.block_items, self.finished = block, [], set()
+                        self.block, self.block_items, self.flushed = block, [], 0
                         return block
             fresh = self.files.list_blocks(after=self.newest)
             if fresh:
@@ -460,6 +485,7 @@ class Worker:
             )
             return EXIT_NO_PROGRAM
         control.on_stop = self.leave
+        self.control_status = control.status
         while not (self.budget and self.done >= self.budget):
             control.check()
             if self.share and self.done and self.done // self.share > (self.done - self._last_block) // self.share:
@@ -478,44 +504,93 @@ class Worker:
         return EXIT_OK
 
     def run_block(self, program: Any, block: int, control: Control) -> None:
-        items = self.files.read_block(block)
+        indices, values = self.files.read_block_items(block)
+        items = zip(indices, values)
         with self.lock:
-            self.block_items, self.finished, self.pending, self.part = [i for i, _ in items], set(), [], 0
-        last_flush = time.monotonic()
+            self.block_items, self.flushed, self.pending, self.part = indices, 0, [], 0
         with ItemStreams() as streams:
-            self._run_items(program, block, items, control, streams, last_flush)
+            self._run_items(program, block, items, control, streams)
         with self.lock:
-            if self.pending or self.part == 0:
+            if self.pending or len(self.quiet) or self.part == 0:
                 self._flush(block)
             self.block = None
 
     def _run_items(
-        self, program: Any, block: int, items: list[tuple[int, Any]], control: Control, streams: ItemStreams,
-        last_flush: float,
-    ) -> None:  # fmt: skip
-        job_id, limit = self.files.job_id, self.max_result_bytes
+        self, program: Any, block: int, items: Iterable[tuple[int, Any]], control: Control, streams: ItemStreams
+    ) -> None:
+        """The hot loop. An item that succeeds quietly (prints nothing, leaves the streams alone, returns an
+        inline value: most items of a big map) costs its call, one clock read and three appends to the quiet
+        run's columns, with no lock (leave() counts the columns: a block's items run in order); any other goes
+        through item_result (pickled value, output, traceback) under the lock."""
+        job_id, limit, me, lock, stop = self.files.job_id, self.max_result_bytes, self.index, self.lock, _STOP
+        run, clock, inline_size = program.run, time.perf_counter, serialize.inline_size
+        scalars = serialize.INLINE_SCALARS if limit >= serialize.inline_size(0) else frozenset()
+        sources = getattr(program, "sources", None)
+        out, err = streams.out, streams.err
+        quiet = self.quiet
+        # (the worker's quiet run holds lists: serialize.QuietRun's wider types are for the reader)
+        indices, values, durations = cast(list[int], quiet.indices), quiet.values, cast(list[float], quiet.durations)
+        flush_every = self.flush_seconds
+        flush_at = clock() + flush_every
+        t0 = clock()
         for index, item in items:
-            if _STOP.seen:
+            if stop.seen:
                 self.leave()
             self.running = index
-            result = run_item(program, index, item, self.index, limit, job_id, self.values, streams)
+            try:
+                value = run(item)
+            except BaseException as exc:  # the item's failure is its result
+                t1 = clock()
+                tb = format_remote_traceback(exc, sources)
+                result = item_result(
+                    index, exc, False, tb, time.time() - (t1 - t0), t1 - t0, me, limit, job_id, self.values, streams
+                )
+            else:
+                t1 = clock()
+                if (
+                    out.tee is None
+                    and err.tee is None
+                    and sys.stdout is out
+                    and sys.stderr is err
+                    and (type(value) in scalars or 0 <= inline_size(value) <= limit)
+                ):
+                    indices.append(index)
+                    values.append(value)
+                    durations.append(t1 - t0)
+                    t0 = t1
+                    if t1 >= flush_at:
+                        with lock:
+                            self._flush(block)
+                        flush_at = clock() + flush_every
+                    continue
+                result = item_result(
+                    index, value, True, "", time.time() - (t1 - t0), t1 - t0, me, limit, job_id, self.values, streams
+                )
             if not result.ok:
                 first = result.traceback.strip().splitlines()[-1:] or ["failed"]
-                log(f"worker {self.index}: item {index} failed: {first[0]}")
-            with self.lock:
-                self.running = None
+                log(f"worker {me}: item {index} failed: {first[0]}")
+            with lock:
                 self.pending.append(result)
-                self.finished.add(index)
-                self.done += 1
-                control.status["done"] = self.done
-                if time.monotonic() - last_flush >= self.flush_seconds:
+                if clock() >= flush_at:
                     self._flush(block)
-                    last_flush = time.monotonic()
+                    flush_at = clock() + flush_every
+            streams.begin()  # (its prints, or streams it replaced, are not the next item's)
+            t0 = clock()
+
+    def _unflushed(self) -> int:
+        return len(self.pending) + len(self.quiet)
 
     def _flush(self, block: int) -> None:
-        """Write the pending results as the block's next part (called with the lock held)."""
-        self.write_results(block, self.part, self.pending)
+        """Write the pending results and the quiet run as the block's next part (called with the lock held).
+        The quiet run's lists are emptied in place: the hot loop holds them."""
+        count = self._unflushed()
+        self.write_results(block, self.part, self.pending, self.quiet)
         self.pending, self.part, self.values = [], self.part + 1, serialize.ValueWriter()
+        for column in (self.quiet.indices, self.quiet.values, self.quiet.durations):
+            del cast(list[Any], column)[:]
+        self.flushed += count
+        self.done += count
+        self.control_status["done"] = self.done
 
     def leave(self) -> NoReturn:
         """SIGTERM: flush what finished, hand back what was claimed and not finished (the item running now
@@ -523,12 +598,22 @@ class Worker:
         other thread can neither claim nor flush meanwhile."""
         self.lock.acquire()
         block, running = self.block, self.running
-        unfinished = [i for i in self.block_items if i not in self.finished and i != running]
+        # The hot loop appends to the quiet run without the lock, one column after another: take the whole rows
+        # (a row caught half-written is the item running now), as a copy the loop no longer touches.
+        quiet = self.quiet
+        rows = min(len(quiet.indices), len(quiet.values), len(quiet.durations))
+        self.quiet = serialize.QuietRun(
+            list(quiet.indices[:rows]), list(quiet.values[:rows]), list(quiet.durations[:rows]), self.index
+        )
+        finished = self.flushed + len(self.pending) + rows  # a block's items run in order: a prefix of it
+        if running is not None and running in self.block_items[:finished]:
+            running = None  # (it finished; the next had not started)
+        unfinished = [i for i in self.block_items[finished:] if i != running]
         try:
             if block is None:
                 log(f"worker {self.index}: SIGTERM: holding no work, exiting")
             else:
-                if self.pending:
+                if self.pending or len(self.quiet):
                     self._flush(block)
                 release = {
                     "worker": self.index,
@@ -550,15 +635,22 @@ class Worker:
                     stream.flush()
         os._exit(EXIT_TERMINATED)
 
-    def write_results(self, block: int, part: int, results: list[ItemResult]) -> None:
+    def write_results(
+        self, block: int, part: int, results: list[ItemResult], quiet: serialize.QuietRun | None = None
+    ) -> None:
         """Flush results; when the store has no room for them (disk full, quota, file-size limit) each item
         fails with a short error saying so, which is small enough to fit where the values did not."""
         try:
-            self.files.write_results(block, part, results)
+            self.files.write_results(block, part, results, quiet)
         except OSError as exc:
             if not no_room(exc):
                 raise
             log(f"worker {self.index}: no room to store results of block {block}: {exc}")
+            if quiet is not None:
+                results = results + [
+                    ItemResult(i, True, serialize.encode(v), "", "", "", 0.0, d, self.index)
+                    for i, v, d in zip(quiet.indices, quiet.values, quiet.durations)
+                ]
             self.files.write_results(block, part, [self._no_room(r, exc) for r in results])
 
     def _no_room(self, result: ItemResult, exc: OSError) -> ItemResult:
