@@ -193,3 +193,18 @@ def test_loading_the_extension_starts_the_pool_so_the_first_cell_is_warm(ip, sta
     ip.run_line_magic("reload_ext", "starburst_jupyter")
     started = wait_for(zygote_children_of_this_process, timeout=5)
     assert timed(parent_pid, [1])[0] == started  # the first job's worker is forked by it
+
+
+def test_the_zygote_runs_the_kernels_own_package_whatever_the_cwd(tmp_path, monkeypatch, starburst_home):
+    """`python -m` looks in the cwd first: a zygote started in a folder holding another starburst_jupyter
+    (another checkout, an old copy) must still fork workers of the kernel's package."""
+    from starburst_jupyter.backends import zygote
+
+    other = tmp_path / "starburst_jupyter"
+    (other / "worker").mkdir(parents=True)
+    (other / "__init__.py").write_text("raise ImportError('the other checkout was imported')\n")
+    (other / "worker" / "__init__.py").write_text("")
+    zygote.pool(Config().local_warm_seconds, starburst_home).close()  # the next job starts one here
+    monkeypatch.chdir(tmp_path)
+    out, _ = timed(lambda _: os.getppid(), [1])
+    assert is_zygote(out[0])

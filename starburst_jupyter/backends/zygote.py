@@ -26,6 +26,8 @@ from starburst_jupyter.stores.objects import make_private_dirs, open_private
 
 #: The module a zygote runs: its argv marks it (and the workers it forks, which keep its command line).
 ZYGOTE_MODULE = "starburst_jupyter.worker.zygote"
+#: The folder holding the starburst_jupyter package this process runs (the zygote must run the same code).
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 #: How long a spawn waits for the zygote's answer before starting another one.
 ANSWER_SECONDS = 10.0
 
@@ -84,6 +86,7 @@ class _Zygote:
                 stdout=subprocess.PIPE,
                 stderr=log,
                 env=dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p)),
+                cwd=_PACKAGE_ROOT,  # `-m` looks in the cwd first: this way it imports the kernel's own package
                 start_new_session=True,  # a terminal's Ctrl-C is the kernel's, not the pool's
             )
         self.idle = idle

@@ -254,7 +254,7 @@ class Workforce:
         while self.alive() and time.monotonic() < deadline:
             self.poll()
             self.keep_warm()
-            time.sleep(max(0.01, self.backend.poll_seconds[0]))
+            time.sleep(self.backend.poll_seconds[0])  # (local: 2 ms, so a one-item job ends as its worker does)
 
     def stop_all(self, reason: str) -> None:
         self.pending.clear()
