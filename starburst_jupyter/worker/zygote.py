@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import locale
 import os
@@ -43,14 +44,18 @@ def _say(line: str) -> None:
     os.write(1, (line + "\n").encode())
 
 
+def _unbuffered(fd: int) -> io.TextIOWrapper:
+    raw = open(fd, "wb", buffering=0, closefd=False)
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", line_buffering=True, write_through=True)
+
+
 def _child(command: dict[str, Any], wakeup: tuple[int, int]) -> NoReturn:
     """In the forked child: become a worker as `python -m starburst_jupyter.worker ARGV` would, then _exit."""
     code = 1
     try:
         os.setsid()  # its own session and group, as a Popen(start_new_session=True) worker: stop_job ends the group
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # what the zygote changed (SIGPIPE stays ignored, as in Python)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for fd in wakeup:
             os.close(fd)
@@ -61,8 +66,7 @@ def _child(command: dict[str, Any], wakeup: tuple[int, int]) -> NoReturn:
         os.dup2(log, 2)
         os.close(null)
         os.close(log)
-        sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
-        sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+        sys.stdout, sys.stderr = _unbuffered(1), _unbuffered(2)  # as PYTHONUNBUFFERED=1 makes them for a new worker
         sys.stdin = open(0, closefd=False)
         os.chdir(command["cwd"])
         os.environ.clear()
@@ -73,6 +77,8 @@ def _child(command: dict[str, Any], wakeup: tuple[int, int]) -> NoReturn:
         code = runner.main(command["argv"])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, (int, type(None))):
+            print(exc.code, file=sys.stderr)  # as the interpreter does with sys.exit("message")
     except BaseException:  # reported in the worker's log, as an exec'd worker's traceback would be
         import traceback
 
