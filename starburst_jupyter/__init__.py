@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from starburst_jupyter.errors import (
     BurstCancelled,
     BurstCaptureError,
@@ -36,9 +38,16 @@ __all__ = [
 ]
 
 
+_API, _RUNNER = "starburst_jupyter.api", "starburst_jupyter.worker.runner"
+
+
 def __getattr__(name: str):
     # Lazy, so `python -m starburst_jupyter.worker` starts without loading the launcher.
     if name in ("burst_map", "BurstExecutor", "attach", "DetachedJob", "PENDING"):
+        if name in ("burst_map", "BurstExecutor") and not {_API, _RUNNER} & sys.modules.keys():
+            # the pool's fork server starts while the launcher imports (~0.2 s each); not in a worker, where a
+            # module of the user's may import burst_map without bursting
+            _prestart_local_pool()
         from starburst_jupyter import api
 
         return getattr(api, name)

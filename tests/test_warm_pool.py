@@ -175,14 +175,7 @@ def test_a_bad_local_warm_seconds_is_refused_naming_the_key(value):
 
 
 def zygote_children_of_this_process() -> list[int]:
-    mine = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
-                mine.append(int(entry.name))
-        except (OSError, ValueError):
-            continue
-    return [pid for pid in mine if is_zygote(pid)]
+    return [pid for pid in _children_of(os.getpid()) if is_zygote(pid)]
 
 
 def test_loading_the_extension_starts_the_pool_so_the_first_cell_is_warm(ip, starburst_home):
@@ -208,3 +201,37 @@ def test_the_zygote_runs_the_kernels_own_package_whatever_the_cwd(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     out, _ = timed(lambda _: os.getppid(), [1])
     assert is_zygote(out[0])
+
+
+def zygotes_of_this_worker(_: object) -> list[int]:
+    time.sleep(0.5)  # (a prestart would have started one by now)
+    return zygote_children_of_this_process()
+
+
+def test_a_worker_importing_a_module_that_imports_burst_map_starts_no_pool():
+    """This module imports burst_map, and a function of it makes the worker import it: no fork server there."""
+    assert timed(zygotes_of_this_worker, [1])[0] == [[]]
+
+
+def test_importing_burst_map_in_a_new_script_starts_the_pool_while_the_launcher_imports(starburst_home):
+    script = "import os, time\nfrom starburst_jupyter import burst_map\nprint(os.getpid(), flush=True)\ntime.sleep(30)"
+    caller = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert caller.stdout is not None
+        pid = int(caller.stdout.readline())
+        children = wait_for(lambda: [p for p in _children_of(pid) if is_zygote(p)], timeout=5)
+        assert len(children) == 1
+    finally:
+        caller.kill()
+        caller.wait()
+
+
+def _children_of(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry.name))
+        except (OSError, ValueError):
+            continue
+    return found
