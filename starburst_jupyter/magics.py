@@ -6,6 +6,7 @@ import asyncio
 import keyword
 import re
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -198,6 +199,10 @@ def _summary(result: JobResult, total: int) -> str:
 
 @magics_class
 class BurstMagics(Magics):
+    def __init__(self, shell: Any = None, **kwargs: Any):
+        super().__init__(shell, **kwargs)
+        self._deferred: dict[str, Any] = {}  # job id -> its DeferredWidget, until the cell waits for the job
+
     @magic_arguments()
     @argument(
         "--map",
@@ -233,10 +238,16 @@ class BurstMagics(Magics):
         handle, args, single = launched
         if args.no_wait:
             return self._detached(handle, args, single)
+        live = self._deferred.pop(handle.id, None)
         try:
+            if live is not None and not handle.wait_settled(live.delay):
+                live.show()
             result = handle.wait()
         except KeyboardInterrupt:
             raise self._interrupted(handle, args, single) from None
+        finally:
+            if live is not None and handle.done():
+                live.finish()
         return self._conclude(result, args, single, handle.spec.on_error)
 
     async def burst_async(self, line: str, cell: str) -> Any:
@@ -249,14 +260,24 @@ class BurstMagics(Magics):
             return self._detached(handle, args, single)
         trace_kernel_comms(getattr(self.shell, "kernel", None))
         trace("cell: awaiting", job=handle.id)
+        live = self._deferred.pop(handle.id, None)
         try:
-            while not handle.done():
-                await asyncio.sleep(0.1)
+            # Woken by the job's end itself (no poll delay), and every 0.1 s as before: an interrupt reaches an
+            # awaited cell only while its loop wakes. The widget only for a job still running after a moment.
+            ended = asyncio.get_running_loop().run_in_executor(None, handle.wait_settled)
+            begun = time.monotonic()
+            while not ended.done():
+                await asyncio.wait({ended}, timeout=0.1)
+                if live is not None and not ended.done() and time.monotonic() - begun >= live.delay:
+                    live.show()
             trace("cell: saw the job end", job=handle.id, state=handle.outcome.state if handle.outcome else None)
         except (KeyboardInterrupt, asyncio.CancelledError):  # the stop button, in an async cell
             handle.cancel("interrupted (stop button / Ctrl-C)")
             await asyncio.to_thread(handle.wait)
             raise self._interrupted(handle, args, single) from None
+        finally:
+            if live is not None and handle.done():
+                live.finish()
         return self._conclude(handle.outcome, args, single, handle.spec.on_error)
 
     @property
@@ -357,30 +378,40 @@ class BurstMagics(Magics):
         )
         for note in _plan_notes(plan, spec, hourly):
             print(f"note: {note}", flush=True)
-        self._show_progress(handle, tasks, quiet=args.no_wait)
+        self._show_progress(handle, tasks, quiet=args.no_wait, defer=not args.no_wait)
         handle.start()
         return handle, args, items is None
 
-    def _show_progress(self, handle: Any, tasks: int, quiet: bool = False) -> None:
+    def _show_progress(self, handle: Any, tasks: int, quiet: bool = False, defer: bool = False) -> None:
         """A live widget where a front end can render one, else a text progress line (none when `quiet`: a
-        detached job in a terminal must not write over the prompt)."""
+        detached job in a terminal must not write over the prompt). With `defer` the widget waits for the cell
+        (self._deferred; display/deferred.py): a job that ends within LIVE_VIEW_DELAY shows only its summary."""
         spec = handle.spec
         view = JobView(handle.id, total=tasks, name=spec.name, backend=spec.backend, region=spec.region)
         view.on_error = getattr(spec, "on_error", "raise")
         widget = None
         if _in_kernel(self.shell):
             try:
+                from starburst_jupyter.display.deferred import DeferredWidget
                 from starburst_jupyter.display.widget import RENDER_INTERVAL, JobWidget
             except ImportError:
                 pass
             else:
-                widget = JobWidget(
-                    view,
-                    handle.cancel,
-                    handle.stop_worker,
-                    size=spec.describe_size(),
-                    cancellable=_async_cells(self.shell),
-                )
+
+                def make() -> JobWidget:
+                    return JobWidget(
+                        view,
+                        handle.cancel,
+                        handle.stop_worker,
+                        size=spec.describe_size(),
+                        cancellable=_async_cells(self.shell),
+                    )
+
+                if defer:
+                    live = self._deferred[handle.id] = DeferredWidget(view, make, spec.describe_size())
+                    handle.events.subscribe(Throttled(view, live.render, interval=RENDER_INTERVAL))
+                    return
+                widget = make()
                 widget.display()  # the job's summary replaces it, in the same display, when it ends
 
         if widget is None:

@@ -136,6 +136,8 @@ class JobDriver(threading.Thread):
         self.detached = detached
         self.journal: EventJournal | None = EventJournal(self.files, self.bus) if detached else None
         self.mirrored_state = ""
+        # A local job's store is the job store's own folder: its record is already where the mirror would go.
+        self.mirror = self.files.record_file() != records.job_dir(self.job_id) / "record.json"
         # the first failures' one-line errors, until the job's first success (decisions.systematic_failure)
         self.first_errors: list[str] | None = [] if self.spec.on_error != "keep" else None
         self.bus.subscribe(self._note_first_outcomes, ev.TaskFinished, ev.TaskFailed)
@@ -433,12 +435,13 @@ class JobDriver(threading.Thread):
         self._publish_end("failed", message)
 
     def _end(self, state: str, message: str) -> None:
+        self._publish_end(state, message)
+        # (after the caller has its results: deleting a big job's objects is not part of its wait)
         if not self.config.keep_payloads and not self.detached:  # a detached job's results wait to be collected
             try:
                 self.files.delete_payloads()
             except OSError:
                 logger.exception("could not delete the payloads of job %s (results are collected)", self.job_id)
-        self._publish_end(state, message)
 
     def _publish_end(self, state: str, message: str) -> None:
         self.closed = True  # an ended job takes no more items
@@ -485,7 +488,11 @@ class JobDriver(threading.Thread):
     def _set_state(self, state: str, message: str = "") -> None:
         self.state = self.handle.state = state
         self.bus.publish(ev.JobStateChanged(self.job_id, state=state, message=message))
-        self._write_record()
+        # The first record and the last are written at once, a state between them at the record's own pace: a
+        # local job passes launching, running and collecting within milliseconds (three writes of a 20 ms job).
+        settled = state == "queued" or rec.JobState(state).is_terminal
+        if settled or time.time() - self.last_record >= self.timings.record_every:
+            self._write_record()
 
     def _write_record(self) -> None:
         self.last_record = now = time.time()
@@ -534,7 +541,8 @@ class JobDriver(threading.Thread):
         try:
             self.records.write(record)
             # the store's copy lets any machine with the bucket list, follow and collect the job
-            if state.value != self.mirrored_state or now - self.last_mirror >= self.timings.mirror_every:
+            mirror_due = state.value != self.mirrored_state or now - self.last_mirror >= self.timings.mirror_every
+            if self.mirror and mirror_due:
                 self.files.write_record(record.dumps().encode())
                 self.mirrored_state, self.last_mirror = state.value, now
             due = state.is_terminal or now - self.last_journal >= self.timings.journal_every

@@ -121,6 +121,11 @@ class JobHandle:
     def done(self) -> bool:
         return self._finished.is_set()
 
+    def wait_settled(self, timeout: float | None = None) -> bool:
+        """Block until the driver's last word (no result, no raise): what an awaited cell runs in a thread, so the
+        job's end wakes it at once instead of at its next poll."""
+        return self._finished.wait(timeout)
+
     def cancel(self, reason: str = "cancelled by user") -> None:
         trace("handle: cancel", job=self.id, reason=reason, has_driver=self._monitor is not None)
         if self._monitor is not None:

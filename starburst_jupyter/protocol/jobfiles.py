@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starburst_jupyter.protocol import buffers, keys, serialize
@@ -186,6 +187,11 @@ class JobFiles:
         return max(written, later)
 
     # the record and a detached driver's side
+    def record_file(self) -> Path | None:
+        """Where the record's copy lives on this machine (a folder store), else None."""
+        path = getattr(self.store, "path", None)
+        return Path(path(keys.record_key(self.prefix))) if callable(path) else None
+
     def write_record(self, data: bytes) -> None:
         self.store.put(keys.record_key(self.prefix), [data])
 
