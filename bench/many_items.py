@@ -10,10 +10,12 @@ Rows (2 workers by default, the same for every tool):
 * first task: a one-item job, cold (first call in a fresh interpreter) and warm (the second call).
 
 Every trial runs in a fresh interpreter (`--trial`), tools interleaved, medians of `--reps` (3); each reports
-its wall time and the caller's peak RSS (ru_maxrss). Several starburst trees can run side by side
-(`--tree before=/path/to/old/checkout`), so a before/after table comes from one run under one load. joblib
-and dask are optional bench dependencies (`--extra-path DIR` appends a folder holding them to sys.path),
-never runtime ones.
+its wall time and the caller's peak RSS (ru_maxrss). Each tool's modules are imported before the clock starts
+(a notebook imports once); the import's own time is a column of its own. The pools are not: PPE, loky and
+dask start theirs inside the timed call, and so does starburst (its fork server, in a fresh interpreter).
+Several starburst trees can run side by side (`--tree before=/path/to/old/checkout`), so a before/after table
+comes from one run under one load. joblib and dask are optional bench dependencies (`--extra-path DIR` appends
+a folder holding them to sys.path), never runtime ones.
 
     python bench/many_items.py [--sizes 10000,100000,1000000] [--reps 3] [--tree NAME=PATH ...]
 """
@@ -79,20 +81,36 @@ def run_tool(tool: str, workload: str, n: int, workers: int) -> list[Any]:
     raise SystemExit(f"unknown tool {tool}")
 
 
+def load(tool: str) -> float:
+    """Import what the tool needs, outside the timed region (a notebook imports once; its cost is its own column)."""
+    t0 = time.perf_counter()
+    if tool.startswith("starburst"):
+        import starburst_jupyter.api
+        import starburst_jupyter.core.config  # noqa: F401
+    elif tool.startswith("ppe"):
+        import concurrent.futures  # noqa: F401
+    elif tool == "joblib":
+        import joblib  # noqa: F401
+    elif tool == "dask":
+        import dask.bag  # noqa: F401
+    return time.perf_counter() - t0
+
+
 def trial(tool: str, workload: str, n: int, workers: int) -> dict[str, Any]:
     """One measurement in this (fresh) interpreter: printed as JSON for the parent."""
+    imported = load(tool)
     if workload == "first":
         t0 = time.perf_counter()
         run_tool(tool, "noop", 1, workers)
         cold = time.perf_counter() - t0
         t0 = time.perf_counter()
         run_tool(tool, "noop", 1, workers)
-        return {"cold": cold, "warm": time.perf_counter() - t0}
+        return {"cold": cold, "warm": time.perf_counter() - t0, "import": imported}
     t0 = time.perf_counter()
     out = run_tool(tool, workload, n, workers)
     wall = time.perf_counter() - t0
     assert len(out) == len(items_for(workload, n)), "lost items"
-    return {"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "import": imported}
 
 
 def available(tool: str, extra: str | None) -> bool:
@@ -159,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     end_load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load {load[0]:.2f} at start, {end_load[0]:.2f} at end; "
           f"workers {args.workers}; medians of {args.reps}; python {sys.version.split()[0]}")  # fmt: skip
-    print("| workload | items | tool | wall (s) | peak RSS (MB) |")
-    print("|---|---|---|---|---|")
+    print("| workload | items | tool | wall (s) | peak RSS (MB) | import (s, not in wall) |")
+    print("|---|---|---|---|---|---|")
     for (name, workload, n), samples in results.items():
         ok = [s for s in samples if "error" not in s]
         if not ok:
@@ -168,11 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         elif workload == "first":
             cold = statistics.median(s["cold"] for s in ok)
             warm = statistics.median(s["warm"] for s in ok)
-            print(f"| first task | 1 | {name} | cold {cold:.3f} / warm {warm:.3f} | |")
+            imported = statistics.median(s.get("import", 0.0) for s in ok)
+            print(f"| first task | 1 | {name} | cold {cold:.3f} / warm {warm:.3f} | | {imported:.3f} |")
         else:
             wall = statistics.median(s["wall"] for s in ok)
             rss = statistics.median(s["rss_mb"] for s in ok)
-            print(f"| {workload} | {n} | {name} | {wall:.3f} | {rss:.0f} |")
+            imported = statistics.median(s.get("import", 0.0) for s in ok)
+            print(f"| {workload} | {n} | {name} | {wall:.3f} | {rss:.0f} | {imported:.3f} |")
     return 0
 
 
