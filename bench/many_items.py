@@ -86,6 +86,7 @@ def load(tool: str) -> float:
     t0 = time.perf_counter()
     if tool.startswith("starburst"):
         import starburst_jupyter.api
+        import starburst_jupyter.backends.local
         import starburst_jupyter.core.config  # noqa: F401
     elif tool.startswith("ppe"):
         import concurrent.futures  # noqa: F401
