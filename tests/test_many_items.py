@@ -212,3 +212,25 @@ def test_outcomes_of_a_big_job_are_written_as_runs_and_read_back_whole():
     assert back.outcomes == letters and back.outcome_counts()[rec.Outcome.FAILED] == 1
     scattered = "DF" * 5000  # no runs to speak of: letters stay letters (runs would cost more than they save)
     assert '"outcomes": "DFDF' in rec.JobRecord(**{**record.__dict__, "outcomes": scattered}).dumps()
+
+
+def test_sigterm_in_a_run_of_quick_quiet_items_loses_nothing_and_reruns_at_most_one(tmp_path):
+    """The hot loop appends a quiet item's columns without a lock: a SIGTERM landing anywhere in a run of
+    millisecond items hands back exactly what had not finished (leave() counts whole rows)."""
+    import signal
+    from collections import Counter
+
+    from helpers import pid_alive, wait_for
+    from test_worker_sigterm import _submit, runs
+
+    log = tmp_path / "runs.txt"
+    handle, retried = _submit(log, 3000, 0.001)
+    pid = wait_for(lambda: next((p for p, n in Counter(p for p, _ in runs(log)).items() if n >= 400), None), 30)
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not pid_alive(pid), timeout=5)
+    result = handle.wait(timeout=120)
+    assert result.state == "done" and result.values == [x * x for x in range(3000)]
+    counts = Counter(x for _, x in runs(log))
+    assert set(counts) == set(range(3000))
+    assert sum(n - 1 for n in counts.values()) <= 1, [x for x, n in counts.items() if n > 1]  # the one running
+    assert retried == []

@@ -459,7 +459,7 @@ class Worker:
                     return None
                 with self.lock:  # a claim is never made while leave() hands back what this worker holds
                     if self.files.claim(block, self.index):
-                        self.block, self.block_items, self.flushed = block, [], 0
+                        self.block, self.block_items, self.flushed, self.running = block, [], 0, None
                         return block
             fresh = self.files.list_blocks(after=self.newest)
             if fresh:
