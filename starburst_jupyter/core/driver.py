@@ -284,7 +284,9 @@ class JobDriver(threading.Thread):
         self._must_stop(self.workforce.ended_early(early))
         if not self.workforce.alive() and not self.workforce.pending:
             self.ledger.requeue_unknown()  # blocks whose claim was unreadable: nobody can be running them now
-        charged, stop = self.workforce.launch(self.ledger.unclaimed(), self.cost, self.cost_rule)
+        charged, stop = 0.0, None
+        if self.cancel_reason is None:  # a job that must stop starts nobody (no relaunch after a start-up stop)
+            charged, stop = self.workforce.launch(self.ledger.unclaimed(), self.cost, self.cost_rule)
         self.cost += charged
         self._must_stop(stop)
         if now - self.last_log_poll >= self.backend.log_poll_seconds:
