@@ -235,3 +235,20 @@ def _children_of(parent: int) -> list[int]:
         except (OSError, ValueError):
             continue
     return found
+
+
+def kill_the_zygote_then_die_once(x: int, marker: str) -> int:
+    if x == 0 and not os.path.exists(marker):
+        Path(marker).touch()
+        os.kill(os.getppid(), signal.SIGKILL)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)  # a death nobody can report the code of now
+    time.sleep(0.1)
+    return x
+
+
+def test_a_worker_killed_after_its_zygote_is_retried_and_its_end_says_why(tmp_path):
+    marker = str(tmp_path / "died")
+    assert timed(lambda x: kill_the_zygote_then_die_once(x, marker), list(range(4)))[0] == [0, 1, 2, 3]
+    reasons = [w["reason"] for w in latest_record()["workers"].values()]
+    assert any("fork server had gone" in r for r in reasons), reasons

@@ -86,8 +86,13 @@ class LocalBackend(OneByOneBackend):
     def poll(self, ref: WorkerRef) -> int | None:
         code: int | None = ref.handle.poll()
         if code is not None and not ref.reason:
-            adopted_unknown = code == EXIT_UNKNOWN and isinstance(ref.handle, AdoptedWorker)
-            ref.reason = ENDED_UNKNOWN if adopted_unknown else exits.describe(code)
+            unknown = code == EXIT_UNKNOWN
+            if unknown and isinstance(ref.handle, AdoptedWorker):
+                ref.reason = ENDED_UNKNOWN
+            elif unknown and isinstance(ref.handle, zygote.ZygoteChild) and ref.handle.orphaned:
+                ref.reason = ENDED_POOL_GONE
+            else:
+                ref.reason = exits.describe(code)
         return code
 
     def stop(self, refs: list[WorkerRef], grace: float = 2.0) -> None:
@@ -257,6 +262,9 @@ def _stdout_of(pid: int) -> str:
 #: driver treats it as a worker that ended early (full listing, then its unreported items are retried).
 EXIT_UNKNOWN = 255
 ENDED_UNKNOWN = "ended while no kernel followed the job (exit code unknown: not a child of this kernel)"
+ENDED_POOL_GONE = (
+    "ended after the local worker pool's fork server had gone (exit code unknown: its log names no clean end)"
+)
 
 # The worker's last log line names its own clean ends (worker/runner.py `log`): those give its real code.
 _LAST_WORDS = (

@@ -56,6 +56,11 @@ class ZygoteChild:
             self._orphan = self._orphan_of(self.pid)
         self._ended.set()  # wake a wait(): it polls from now on
 
+    @property
+    def orphaned(self) -> bool:
+        """The zygote is gone: this child's end is read from /proc and its log, its exit code is not known."""
+        return self._orphan is not None
+
     def poll(self) -> int | None:
         if self.returncode is None and self._orphan is not None:
             self.returncode = self._orphan.poll()
