@@ -38,16 +38,9 @@ __all__ = [
 ]
 
 
-_API, _RUNNER = "starburst_jupyter.api", "starburst_jupyter.worker.runner"
-
-
 def __getattr__(name: str):
     # Lazy, so `python -m starburst_jupyter.worker` starts without loading the launcher.
     if name in ("burst_map", "BurstExecutor", "attach", "DetachedJob", "PENDING"):
-        if name in ("burst_map", "BurstExecutor") and not {_API, _RUNNER} & sys.modules.keys():
-            # the pool's fork server starts while the launcher imports (~0.2 s each); not in a worker, where a
-            # module of the user's may import burst_map without bursting
-            _prestart_local_pool()
         from starburst_jupyter import api
 
         return getattr(api, name)
@@ -66,7 +59,10 @@ def load_ipython_extension(ipython) -> None:  # IPython's shell
 
 def _prestart_local_pool() -> None:
     """Start the local worker pool's fork server now, in the background, so the notebook's first local
-    %%burst cell is already warm (a broken config is the magics' to report, not the extension's load)."""
+    %%burst cell (or a script's first burst_map: _warm.py) is already warm. Never in a worker, where a user's
+    module may import burst_map without bursting; a broken config is the magics' to report, not the import's."""
+    if "starburst_jupyter.worker.runner" in sys.modules:
+        return
     from starburst_jupyter.backends import zygote
     from starburst_jupyter.core.config import load_config, starburst_home
 

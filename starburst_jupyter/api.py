@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any
 
+from starburst_jupyter import _warm  # noqa: F401  (first: the local pool's fork server starts while the rest imports)
 from starburst_jupyter.core import events as ev
 from starburst_jupyter.core import options as job_options
 from starburst_jupyter.core.capture import cell_label, check_picklable

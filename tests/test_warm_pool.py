@@ -213,8 +213,9 @@ def test_a_worker_importing_a_module_that_imports_burst_map_starts_no_pool():
     assert timed(zygotes_of_this_worker, [1])[0] == [[]]
 
 
-def test_importing_burst_map_in_a_new_script_starts_the_pool_while_the_launcher_imports(starburst_home):
-    script = "import os, time\nfrom starburst_jupyter import burst_map\nprint(os.getpid(), flush=True)\ntime.sleep(30)"
+@pytest.mark.parametrize("line", ["from starburst_jupyter import burst_map", "import starburst_jupyter.api"])
+def test_importing_burst_map_in_a_new_script_starts_the_pool_while_the_launcher_imports(starburst_home, line):
+    script = f"import os, time\n{line}\nprint(os.getpid(), flush=True)\ntime.sleep(30)"
     caller = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert caller.stdout is not None
