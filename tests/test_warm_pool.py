@@ -253,3 +253,10 @@ def test_a_worker_killed_after_its_zygote_is_retried_and_its_end_says_why(tmp_pa
     assert timed(lambda x: kill_the_zygote_then_die_once(x, marker), list(range(4)))[0] == [0, 1, 2, 3]
     reasons = [w["reason"] for w in latest_record()["workers"].values()]
     assert any("fork server had gone" in r for r in reasons), reasons
+
+
+def test_a_pool_that_cannot_start_gives_new_processes_and_says_why(starburst_home, caplog):
+    (starburst_home / "logs").write_text("a file where the pool's log folder goes")
+    out, _ = timed(parent_pid, [1], Config(local_concurrency=2, local_warm_seconds=599))  # (a new pool, this home)
+    assert out == [os.getpid()]  # the job ran, its worker a new process of ours
+    assert "starts as a new process" in caplog.text and "zygote.log" in caplog.text, caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +18,8 @@ from starburst_jupyter.core.spec import JobSpec
 from starburst_jupyter.protocol import exits
 from starburst_jupyter.protocol.jobfiles import JobFiles
 from starburst_jupyter.stores.objects import LocalFolderStore, make_private_dirs, open_private
+
+logger = logging.getLogger(__name__)
 
 #: The most one poll of the live log reads per worker (a burst of output comes over several polls).
 LOG_POLL_BYTES = 1024 * 1024
@@ -63,8 +66,9 @@ class LocalBackend(OneByOneBackend):
                     log_path,
                     lambda pid: AdoptedWorker(pid, files.job_id, index, log_path),
                 )
-            except OSError:
-                child = None  # the pool could not fork it: a new process, as with local_warm_seconds=0
+            except OSError as exc:  # a new process instead, as with local_warm_seconds=0: slower, never lost
+                logger.warning("job %s: worker %d starts as a new process: %s", files.job_id, index, exc)
+                child = None
             if child is not None:
                 info = {"pid": child.pid, "job": files.job_id, "prefix": files.prefix}
                 return WorkerRef(index, start.wave, time.time(), handle=child, info=info)

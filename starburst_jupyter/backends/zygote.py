@@ -144,7 +144,7 @@ class WarmPool:
     def _running(self) -> _Zygote:
         """(Under the lock.) The live zygote, a new one if there is none."""
         if self._zygote is None or not self._zygote.alive():
-            log = self.home / "logs" / f"zygote-{os.getpid()}.log"
+            log = self.home / "logs" / "zygote.log"  # one file for every process's server (appended; rarely written)
             self._zygote = _Zygote(self.idle, log)
         return self._zygote
 
@@ -185,8 +185,8 @@ class WarmPool:
                 zygote.close()
                 zygote.gone = True  # (no answer: start another)
             raise OSError(
-                f"the local worker pool (python -m {ZYGOTE_MODULE}) did not start a worker twice; see "
-                f"{self.home / 'logs'} for its log, or set local_warm_seconds=0 to start each worker as a new process"
+                f"the local worker pool (python -m {ZYGOTE_MODULE}) did not start a worker twice (its errors: "
+                f"{self.home / 'logs' / 'zygote.log'})"
             )
 
     def close(self) -> None:
