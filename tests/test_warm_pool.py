@@ -4,6 +4,7 @@ environment and cwd; the server ends with its kernel, after its idle time, and a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -98,23 +99,29 @@ KERNEL = textwrap.dedent(
     def ppid(_):
         return os.getppid()
     print(burst_map(ppid, [1], workers=1, backend="local", config=Config(local_concurrency=1))[0], flush=True)
+    if "--fork" in sys.argv and os.fork() == 0:  # a child (multiprocessing's fork) keeps the pool's pipe open
+        time.sleep(60)
+        os._exit(0)
     time.sleep(120)
     """
 )
 
 
-def test_the_zygote_ends_when_its_kernel_is_killed():
-    kernel = subprocess.Popen([sys.executable, "-c", KERNEL], stdout=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("fork", [False, True], ids=["alone", "with-a-forked-child"])
+def test_the_zygote_ends_when_its_kernel_is_killed(fork):
+    argv = [sys.executable, "-c", KERNEL, *(["--fork"] if fork else [])]
+    kernel = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert kernel.stdout is not None
         zygote = int(kernel.stdout.readline())
         assert is_zygote(zygote)
+        time.sleep(0.2)  # (the fork)
         kernel.kill()
         kernel.wait()
         wait_for(lambda: not is_zygote(zygote), timeout=5)
     finally:
-        if kernel.poll() is None:
-            kernel.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(kernel.pid, signal.SIGKILL)  # the kernel's forked child too
 
 
 def kill_the_zygote_then_work(x: int) -> int:
@@ -182,10 +189,10 @@ def test_loading_the_extension_starts_the_pool_so_the_first_cell_is_warm(ip, sta
     from starburst_jupyter.backends import zygote
 
     zygote.pool(Config().local_warm_seconds, starburst_home).close()  # as in a new kernel: none running
-    wait_for(lambda: not zygote_children_of_this_process(), timeout=5)
+    before = set(zygote_children_of_this_process())  # (servers that still end, or that another test left)
     ip.run_line_magic("reload_ext", "starburst_jupyter")
-    started = wait_for(zygote_children_of_this_process, timeout=5)
-    assert timed(parent_pid, [1])[0] == started  # the first job's worker is forked by it
+    started = wait_for(lambda: set(zygote_children_of_this_process()) - before, timeout=5)
+    assert timed(parent_pid, [1])[0] == list(started)  # the first job's worker is forked by it
 
 
 def test_the_zygote_runs_the_kernels_own_package_whatever_the_cwd(tmp_path, monkeypatch, starburst_home):

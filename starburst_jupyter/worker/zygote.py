@@ -40,6 +40,10 @@ _STARTUP_PYTHONPATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.path
 _BASE_PATH = [p for p in sys.path[1:] if p not in _STARTUP_PYTHONPATH]
 
 
+#: How often the server checks that its kernel still runs (EOF on stdin is the usual sign; see serve).
+PARENT_CHECK_SECONDS = 1.0
+
+
 def _say(line: str) -> None:
     os.write(1, (line + "\n").encode())
 
@@ -115,11 +119,14 @@ def serve(idle: float) -> int:
     children: set[int] = set()
     buffer = b""
     last = time.monotonic()  # the last command or child's end: idle time counts from there
+    parent = os.getppid()
     while True:
         if not children and time.monotonic() - last >= idle:
             return 0  # idle: nothing running, nothing asked
-        timeout = None if children else last + idle - time.monotonic()
-        ready, _, _ = select.select([0, wake_r], [], [], timeout)
+        if os.getppid() != parent:
+            return 0  # the kernel is gone, though a process it forked still holds our stdin open (no EOF)
+        timeout = PARENT_CHECK_SECONDS if children else min(PARENT_CHECK_SECONDS, last + idle - time.monotonic())
+        ready, _, _ = select.select([0, wake_r], [], [], max(0.0, timeout))
         if wake_r in ready:
             try:
                 while os.read(wake_r, 512):
