@@ -143,6 +143,21 @@ def test_delete_prefix(store):
     store.delete_prefix("jobs/nothing/")
 
 
+def test_a_folder_store_deletes_a_folder_at_once_and_unlinks_it_in_the_background(tmp_path: Path):
+    from helpers import wait_for
+
+    from starburst_jupyter.stores.objects import TRASH
+
+    store = LocalFolderStore(tmp_path / "store")
+    for n in range(300):
+        store.put(f"jobs/1/results/{n:06d}.pkl", [b"."])
+    (store.root / TRASH).mkdir(mode=0o700)
+    (store.root / TRASH / "left-by-a-killed-process").mkdir()  # trash a process left behind goes too
+    store.delete_prefix("jobs/1/results/")
+    assert not store.path("jobs/1/results").exists() and store.list_folders("") == ["jobs/"]
+    wait_for(lambda: not any((store.root / TRASH).iterdir()), timeout=10)
+
+
 # ----- S3 only ------------------------------------------------------------------------------------
 def test_open_store_urls(s3_bucket):
     from starburst_jupyter.stores.s3 import S3ObjectStore

@@ -437,13 +437,12 @@ class JobDriver(threading.Thread):
         self._publish_end("failed", message)
 
     def _end(self, state: str, message: str) -> None:
-        self._publish_end(state, message)
-        # (after the caller has its results: deleting a big job's objects is not part of its wait)
         if not self.config.keep_payloads and not self.detached:  # a detached job's results wait to be collected
             try:
-                self.files.delete_payloads()
+                self.files.delete_payloads()  # (a folder store renames them away at once, unlinks them later)
             except OSError:
                 logger.exception("could not delete the payloads of job %s (results are collected)", self.job_id)
+        self._publish_end(state, message)
 
     def _publish_end(self, state: str, message: str) -> None:
         self.closed = True  # an ended job takes no more items

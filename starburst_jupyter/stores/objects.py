@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -139,7 +140,50 @@ class LocalFolderStore:
             pass
 
     def delete_prefix(self, prefix: str) -> None:
-        shutil.rmtree(self.path(prefix), ignore_errors=True)
+        """Gone at once, emptied later: the folder is renamed into the store's trash (one atomic step, so nobody
+        sees it half deleted) and a background thread unlinks it (a finished job's caller does not wait for
+        its thousands of objects). Trash a process left behind goes with the next deletion."""
+        source, trash = self.path(prefix), self.root / TRASH
+        try:
+            make_private_dirs(trash)
+            os.rename(source, trash / uuid.uuid4().hex)
+        except FileNotFoundError:
+            return
+        except OSError:  # (another file system, a busy folder: delete it in place)
+            shutil.rmtree(source, ignore_errors=True)
+            return
+        _empty_later(trash)
+
+
+#: The folder of a store's root where deleted folders wait to be unlinked (its name hides it from listings).
+TRASH = ".trash"
+_EMPTYING: set[Path] = set()  # trash folders a thread is emptying now
+_EMPTYING_LOCK = threading.Lock()
+
+
+def _empty_later(trash: Path) -> None:
+    with _EMPTYING_LOCK:
+        if trash in _EMPTYING:
+            return  # (that thread looks again before it stops)
+        _EMPTYING.add(trash)
+
+    def empty() -> None:
+        while True:
+            with _EMPTYING_LOCK:
+                try:
+                    entries = list(trash.iterdir())
+                except OSError:
+                    entries = []
+                if not entries:
+                    _EMPTYING.discard(trash)
+                    return
+            for entry in entries:
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+    threading.Thread(target=empty, name="starburst-trash", daemon=True).start()
 
 
 def open_store(url: str) -> ObjectStore:
