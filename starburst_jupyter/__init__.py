@@ -61,7 +61,8 @@ def _prestart_local_pool() -> None:
     """Start the local worker pool's fork server now, in the background, so the notebook's first local
     %%burst cell (or a script's first burst_map: _warm.py) is already warm. Never in a worker, where a user's
     module may import burst_map without bursting; a broken config is the magics' to report, not the import's."""
-    if "starburst_jupyter.worker.runner" in sys.modules:
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)  # a worker runs one of these two as __main__
+    if getattr(main, "name", "") in ("starburst_jupyter.worker.__main__", "starburst_jupyter.worker.zygote"):
         return
     from starburst_jupyter.backends import zygote
     from starburst_jupyter.core.config import load_config, starburst_home
