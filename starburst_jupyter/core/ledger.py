@@ -371,7 +371,18 @@ class ItemLedger:
                 if not batched:
                     events += [ev.TaskFinished(self.job_id, index=i, worker=worker, duration=d)
                                for i, d in zip(run, quiet.durations)]  # fmt: skip
-            else:
+            elif quick:  # items of several blocks (a worker flushes by time): set one by one, still no objects
+                for index, value, duration in zip(run, quiet.values, quiet.durations):
+                    if index >= count or letters[index] in _FINAL:
+                        continue
+                    values[index] = value
+                    letters[index] = _DONE
+                    quiet_seconds += duration
+                    seconds += duration
+                    done.append(index)
+                    if not batched:
+                        events.append(ev.TaskFinished(self.job_id, index=index, worker=worker, duration=duration))
+            else:  # a callback waits (an executor's futures): each through finalize
                 for index, value, duration in zip(run, quiet.values, quiet.durations):
                     if index >= count or letters[index] in _FINAL:
                         continue
