@@ -27,11 +27,12 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
+
+from trials import importable, run_trial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -116,21 +117,12 @@ def trial(tool: str, workload: str, n: int, workers: int) -> dict[str, Any]:
 
 def available(tool: str, extra: str | None) -> bool:
     module = {"joblib": "joblib", "dask": "dask.bag"}.get(tool)
-    if module is None:
-        return True
-    code = f"import sys; sys.path.append({extra!r}) if {extra!r} != 'None' else None; import {module}"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+    return module is None or importable(module, extra)
 
 
 def spawn(tool: str, tree: str, workload: str, n: int, workers: int, extra: str | None, home: str) -> dict[str, Any]:
-    path = os.pathsep.join(p for p in (tree, ROOT, extra or "") if p)  # (loky's workers need joblib's path too)
-    env = dict(os.environ, PYTHONPATH=path, STARBURST_HOME=home)
-    cmd = [sys.executable, __file__, "--trial", tool, workload, str(n), "--workers", str(workers)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, cwd=home)  # (not this tree)
-    if done.returncode:
-        return {"error": (done.stderr.strip().splitlines() or ["?"])[-1][:120]}
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    trial = [tool, workload, str(n), "--workers", str(workers)]
+    return run_trial(__file__, trial, [tree, ROOT, extra or ""], home)  # (loky's workers need joblib's path too)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,12 +28,13 @@ import functools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from typing import Any
+
+from trials import importable, run_trial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -180,21 +181,12 @@ def trial(tool: str, workload: str, workers: int) -> dict[str, Any]:
 
 
 def available(tool: str, extra: str | None) -> bool:
-    if tool != "joblib":
-        return True
-    code = f"import sys; sys.path.append({extra!r}) if {extra!r} != 'None' else None; import joblib"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+    return tool != "joblib" or importable("joblib", extra)
 
 
 def spawn(tool: str, tree: str, workload: str, workers: int, extra: str | None, home: str) -> dict[str, Any]:
-    path = os.pathsep.join(p for p in (tree, extra or "") if p)  # (loky's workers need joblib's path too)
-    env = dict(os.environ, PYTHONPATH=path, STARBURST_HOME=home)
-    cmd = [sys.executable, __file__, "--trial", tool, workload, "--workers", str(workers)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, cwd=home)  # (not this tree)
-    if done.returncode:
-        return {"error": (done.stderr.strip().splitlines() or ["?"])[-1][:120]}
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    trial = [tool, workload, "--workers", str(workers)]
+    return run_trial(__file__, trial, [tree, extra or ""], home)  # (loky's workers need joblib's path too)
 
 
 def main(argv: list[str] | None = None) -> int:
