@@ -22,7 +22,6 @@ a folder holding them to sys.path), never runtime ones.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -32,7 +31,7 @@ import tempfile
 import time
 from typing import Any
 
-from trials import importable, run_trial
+from trials import importable, machine_line, run_trial, side_by_side_parser
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -126,14 +125,10 @@ def spawn(tool: str, tree: str, workload: str, n: int, workers: int, extra: str 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trial", nargs=3, metavar=("TOOL", "WORKLOAD", "N"))
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--reps", type=int, default=3)
+    parser = side_by_side_parser(
+        __doc__.split("\n\n")[0], ("TOOL", "WORKLOAD", "N"), "noop,noop1000,heavy,first", "joblib/dask"
+    )
     parser.add_argument("--sizes", default="10000,100000,1000000")
-    parser.add_argument("--rows", default="noop,noop1000,heavy,first", help="which rows (comma-separated)")
-    parser.add_argument("--tree", action="append", default=[], help="NAME=PATH: a starburst tree to run too")
-    parser.add_argument("--extra-path", default=None, help="a folder with joblib/dask, appended to sys.path")
     args = parser.parse_args(argv)
     if args.extra_path:
         sys.path.append(args.extra_path)
@@ -167,9 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                     got = spawn(tool, path, workload, n, args.workers, args.extra_path, home)
                     results.setdefault((name, workload, n), []).append(got)
                     print(f"# {name} {workload} {n}: {got}", file=sys.stderr, flush=True)
-    end_load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} cores, load {load[0]:.2f} at start, {end_load[0]:.2f} at end; "
-          f"workers {args.workers}; medians of {args.reps}; python {sys.version.split()[0]}")  # fmt: skip
+    print(machine_line(load[0], args.workers, args.reps))
     print("| workload | items | tool | wall (s) | peak RSS (MB) | import (s, not in wall) |")
     print("|---|---|---|---|---|---|")
     for (name, workload, n), samples in results.items():

@@ -23,7 +23,6 @@ dependency (`--extra-path DIR`).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -34,7 +33,7 @@ import threading
 import time
 from typing import Any
 
-from trials import importable, run_trial
+from trials import importable, machine_line, run_trial, side_by_side_parser
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -190,13 +189,7 @@ def spawn(tool: str, tree: str, workload: str, workers: int, extra: str | None, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trial", nargs=2, metavar=("TOOL", "WORKLOAD"))
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--rows", default="input,results6,results100", help="which rows (comma-separated)")
-    parser.add_argument("--tree", action="append", default=[], help="NAME=PATH: a starburst tree to run too")
-    parser.add_argument("--extra-path", default=None, help="a folder with joblib, appended to sys.path")
+    parser = side_by_side_parser(__doc__.split("\n\n")[0], ("TOOL", "WORKLOAD"), "input,results6,results100", "joblib")
     args = parser.parse_args(argv)
     if args.extra_path:
         sys.path.append(args.extra_path)
@@ -217,9 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                     got = spawn(tool, path, workload, args.workers, args.extra_path, home)
                     results.setdefault((workload, name), []).append(got)
                     print(f"# {workload} {name}: {got}", file=sys.stderr, flush=True)
-    end_load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} cores, load {load[0]:.2f} at start, {end_load[0]:.2f} at end; "
-          f"workers {args.workers}; medians of {args.reps}; python {sys.version.split()[0]}")  # fmt: skip
+    print(machine_line(load[0], args.workers, args.reps))
     print("| workload | tool | wall (s) | sum of peak RSS (MB) | caller peak RSS (MB) | peak PSS, all (MB) |")
     print("|---|---|---|---|---|---|")
     for (workload, name), samples in results.items():

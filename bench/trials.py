@@ -4,6 +4,7 @@ imports."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -28,3 +29,23 @@ def run_trial(script: str, trial: list[str], path: list[str], home: str) -> dict
         return {"error": (done.stderr.strip().splitlines() or ["?"])[-1][:120]}
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def side_by_side_parser(description: str, trial: tuple[str, ...], rows: str, peers: str) -> argparse.ArgumentParser:
+    """The options every side-by-side bench takes; `--trial` (internal) names one trial's fields."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--trial", nargs=len(trial), metavar=trial)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--rows", default=rows, help="which rows (comma-separated)")
+    parser.add_argument("--tree", action="append", default=[], help="NAME=PATH: a starburst tree to run too")
+    parser.add_argument("--extra-path", default=None, help=f"a folder with {peers}, appended to sys.path")
+    return parser
+
+
+def machine_line(start_load: float, workers: int, reps: int) -> str:
+    """What a table was measured on: it is printed above it."""
+    return (
+        f"machine: {os.cpu_count()} cores, load {start_load:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
+        f"workers {workers}; medians of {reps}; python {sys.version.split()[0]}"
+    )
