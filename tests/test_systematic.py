@@ -108,3 +108,22 @@ def test_fewer_workers_at_a_time_than_asked_for_is_said_before_launch(ip, starbu
     assert ip.user_ns["w"] == list(range(8))
     outcome = ok(ip, "%%burst --map x in items --workers 2 --out w\nx\n")
     assert "note:" not in outcome.out
+
+
+def test_a_batch_of_successes_counts_as_success_for_the_early_stop(starburst_home):
+    """Successes of a flushed batch of more than 16 items come as one TasksFinished (a big first batch: an
+    attached job's, a worker's first flush of quick items): failures after them are not systematic."""
+    from starburst_jupyter.core import events as ev
+    from starburst_jupyter.core.config import Config
+    from starburst_jupyter.core.launcher import Launcher
+    from starburst_jupyter.core.spec import build_spec
+    from starburst_jupyter.protocol.programs import CallProgram
+
+    config = Config(local_concurrency=1)
+    handle = Launcher(config).submit(build_spec(config, mode="map"), CallProgram(abs), list(range(100)), start=False)
+    driver, job = handle._driver, handle.id
+    handle.events.publish(ev.TasksFinished(job, worker=0, indices=tuple(range(20)), duration=0.1))
+    for index in range(20, 20 + SYSTEMATIC_FAILURES):
+        handle.events.publish(ev.TaskFailed(job, index=index, worker=0, error=NAME_ERROR, traceback=""))
+    driver._check_systematic()
+    assert driver.cancel_reason is None

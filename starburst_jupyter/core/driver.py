@@ -140,7 +140,7 @@ class JobDriver(threading.Thread):
         self.mirror = self.files.record_file() != records.job_dir(self.job_id) / "record.json"
         # the first failures' one-line errors, until the job's first success (decisions.systematic_failure)
         self.first_errors: list[str] | None = [] if self.spec.on_error != "keep" else None
-        self.bus.subscribe(self._note_first_outcomes, ev.TaskFinished, ev.TaskFailed)
+        self.bus.subscribe(self._note_first_outcomes, ev.TaskFinished, ev.TasksFinished, ev.TaskFailed)
         self.resumed = False  # rebuilt from the store (attach, or a detached driver) rather than made here
         self.driver_since = self.created  # when this process began driving the job
 

@@ -371,7 +371,7 @@ class ItemLedger:
                 if not batched:
                     events += [ev.TaskFinished(self.job_id, index=i, worker=worker, duration=d)
                                for i, d in zip(run, quiet.durations)]  # fmt: skip
-            elif quick:  # items of several blocks (a worker flushes by time): set one by one, still no objects
+            elif quick:  # not one run of unfinished items (a retry's, a mixed block's): one by one, no objects
                 for index, value, duration in zip(run, quiet.values, quiet.durations):
                     if index >= count or letters[index] in _FINAL:
                         continue
