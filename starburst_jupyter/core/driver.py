@@ -431,7 +431,7 @@ class JobDriver(threading.Thread):
         self.ledger.end_unfinished(lambda i: error(f"Item {i} did not finish: {message}.", job_id=self.job_id))
         if no_room(exc):  # what was collected is in memory: its files go, so the record fits again
             try:
-                self.files.delete_payloads()
+                self.files.delete_payloads(at_once=True)
             except OSError:
                 logger.exception("could not delete the payloads of job %s", self.job_id)
         self._publish_end("failed", message)
@@ -489,10 +489,11 @@ class JobDriver(threading.Thread):
     def _set_state(self, state: str, message: str = "") -> None:
         self.state = self.handle.state = state
         self.bus.publish(ev.JobStateChanged(self.job_id, state=state, message=message))
-        # The first record and the last are written at once, a state between them at the record's own pace: a
-        # local job passes launching, running and collecting within milliseconds (three writes of a 20 ms job).
-        settled = state == "queued" or rec.JobState(state).is_terminal
-        if settled or time.time() - self.last_record >= self.timings.record_every:
+        # Written at once, but for the two passing states (launching follows queued, collecting comes right before
+        # the end): those at the record's own pace. "running" is written at once: it names the workers started,
+        # which a cancel from another process, or an attach, must find even if this kernel dies right now.
+        passing = state in ("launching", "collecting")
+        if not passing or time.time() - self.last_record >= self.timings.record_every:
             self._write_record()
 
     def _write_record(self) -> None:

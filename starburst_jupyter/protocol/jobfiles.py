@@ -228,12 +228,13 @@ class JobFiles:
     def is_closed(self) -> bool:
         return self.store.exists(keys.closed_key(self.prefix))
 
-    def delete_payloads(self) -> None:
-        """Drop the bulky objects once results are collected; spec, logs and record stay."""
+    def delete_payloads(self, at_once: bool = False) -> None:
+        """Drop the bulky objects once results are collected; spec, logs and record stay. `at_once`: their space
+        is free when this returns (a folder store otherwise unlinks them in the background)."""
         for folder in keys.payload_prefixes(self.prefix):
-            self.store.delete_prefix(folder)
+            self.store.delete_prefix(folder, at_once=at_once)
         self.store.delete(keys.program_key(self.prefix))
-        self.store.delete_prefix(keys.program_buffers_prefix(self.prefix))
+        self.store.delete_prefix(keys.program_buffers_prefix(self.prefix), at_once=at_once)
 
 
 #: A block object holding a run of items: (BLOCK_RUN, first index, values). Pickling a million (index, value)

@@ -29,7 +29,7 @@ class ObjectStore(Protocol):
     def list_folders(self, prefix: str) -> list[str]: ...
     def list(self, prefix: str, start_after: str | None = None) -> list[str]: ...
     def delete(self, key: str) -> None: ...
-    def delete_prefix(self, prefix: str) -> None: ...
+    def delete_prefix(self, prefix: str, *, at_once: bool = False) -> None: ...
 
 
 DIR_MODE = 0o700
@@ -139,11 +139,15 @@ class LocalFolderStore:
         except FileNotFoundError:
             pass
 
-    def delete_prefix(self, prefix: str) -> None:
+    def delete_prefix(self, prefix: str, *, at_once: bool = False) -> None:
         """Gone at once, emptied later: the folder is renamed into the store's trash (one atomic step, so nobody
         sees it half deleted) and a background thread unlinks it (a finished job's caller does not wait for
-        its thousands of objects). Trash a process left behind goes with the next deletion."""
+        its thousands of objects). Trash a process left behind goes with the next deletion. `at_once`: the
+        space is free when this returns (a job whose disk filled makes room for its record)."""
         source, trash = self.path(prefix), self.root / TRASH
+        if at_once:
+            shutil.rmtree(source, ignore_errors=True)
+            return
         try:
             make_private_dirs(trash)
             os.rename(source, trash / uuid.uuid4().hex)

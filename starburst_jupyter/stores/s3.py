@@ -272,8 +272,9 @@ class S3ObjectStore:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "deleting", key) from None
 
-    def delete_prefix(self, prefix: str) -> None:
-        """Delete every object under a folder-like prefix, sub-folders included: 1,000 per request."""
+    def delete_prefix(self, prefix: str, *, at_once: bool = False) -> None:
+        """Delete every object under a folder-like prefix, sub-folders included: 1,000 per request (always at
+        once: `at_once` is for stores that can defer)."""
         folder = self._folder(prefix)
         try:
             pages = self.client.get_paginator("list_objects_v2").paginate(
