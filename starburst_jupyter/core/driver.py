@@ -82,6 +82,10 @@ def _cloud_refusal(exc: BaseException) -> str:
     return f"{operation}: {error.get('Code', '?')}: {error.get('Message', '')}".rstrip(": ")
 
 
+#: Seconds after a change during which the driver keeps its quickest pace.
+CALM_AFTER = 0.05
+
+
 def live_drivers() -> list[JobDriver]:
     """Drivers of the jobs this process runs now (a face finds a job's live handle here)."""
     return list(_LIVE)
@@ -216,7 +220,7 @@ class JobDriver(threading.Thread):
     # ----- the loop -------------------------------------------------------------------------
     def run(self) -> None:
         quickest, slowest = self.backend.poll_seconds
-        pause = quickest
+        pause, last_change = quickest, time.monotonic()
         _LIVE.add(self)
         try:
             self._set_state("launching")
@@ -231,7 +235,13 @@ class JobDriver(threading.Thread):
                     if self.closed and self.ledger.complete():
                         self._finish()
                         break
-                pause = quickest if changed else min(pause * 1.5, slowest)  # a cloud backend pays per poll
+                # a cloud backend pays per poll: it slows down while nothing changes, but not within 50 ms of a
+                # change (a local job's next step, a worker's end, is then milliseconds away; a cloud backend's
+                # quickest pace is longer than that anyway)
+                if changed:
+                    last_change = time.monotonic()
+                calm = time.monotonic() - last_change >= CALM_AFTER
+                pause = min(pause * 1.5, slowest) if calm else quickest
                 due = self.workforce.next_due()
                 self.wake.wait(pause if due is None else max(quickest, min(pause, due - time.time())))
                 self.wake.clear()
