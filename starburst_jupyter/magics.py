@@ -244,6 +244,9 @@ class BurstMagics(Magics):
                 live.show()
             result = handle.wait()
         except KeyboardInterrupt:
+            if not handle.done():  # (interrupted before handle.wait, which cancels on its own)
+                handle.cancel("interrupted (stop button / Ctrl-C)")
+                handle.wait_settled()
             raise self._interrupted(handle, args, single) from None
         finally:
             if live is not None and handle.done():

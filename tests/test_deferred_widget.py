@@ -57,3 +57,33 @@ def test_a_quick_cell_shows_its_summary_and_no_widget_a_slow_one_its_widget_then
     display_id = live[0]["content"]["transient"]["display_id"]
     ends = [m["content"] for m in slow if m["msg_type"] == "update_display_data"]
     assert ends and ends[-1]["transient"]["display_id"] == display_id and "4/4" in ends[-1]["data"]["text/plain"]
+
+
+def test_an_interrupt_before_the_widget_shows_still_cancels_the_job(ip, starburst_home, monkeypatch):
+    """The synchronous cell (a kernel without awaited cells) waits the widget's delay first: a stop there must
+    cancel the job as one during the main wait does, and end every worker."""
+    import json
+
+    from helpers import pid_alive
+    from test_magics import run
+
+    from starburst_jupyter.core.job import JobHandle
+
+    monkeypatch.setattr(ip, "kernel", object(), raising=False)  # a front end that shows widgets
+    monkeypatch.setattr(ip, "autoawait", False)
+    waits = []
+    original = JobHandle.wait_settled
+
+    def interrupted_first(self, timeout=None):
+        waits.append(timeout)
+        if len(waits) == 1:
+            raise KeyboardInterrupt
+        return original(self, timeout)
+
+    monkeypatch.setattr(JobHandle, "wait_settled", interrupted_first)
+    monkeypatch.setattr("starburst_jupyter.display.widget.JobWidget.display", lambda self: "")
+    outcome = run(ip, "%%burst --map v in range(4) --workers 2\nimport time\ntime.sleep(30)\nv")
+    assert type(outcome.error).__name__ == "BurstInterrupted", outcome.error
+    [record] = [json.loads(p.read_text()) for p in (starburst_home / "jobs").glob("*/record.json")]
+    assert record["state"] == "cancelled" and "interrupted" in record["message"]
+    assert not any(pid_alive(w["pid"]) for w in record["workers"].values() if w.get("pid"))
