@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -154,11 +155,16 @@ def test_failures_name_every_item_with_remote_traceback():
 
 
 def test_interrupt_cancels_job_and_ends_every_worker():
-    timer = threading.Timer(1.0, _thread.interrupt_main)
-    timer.start()
-    start = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        burst_map(sleepy, [30] * 4, workers=2)
+    # (interrupt_main does nothing while SIGINT is not Python's to handle, e.g. ignored in a background job)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        timer = threading.Timer(1.0, _thread.interrupt_main)
+        timer.start()
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            burst_map(sleepy, [30] * 4, workers=2)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - start < 10
     record = latest_record()
     assert record["state"] == "cancelled" and "interrupted" in record["message"]
