@@ -214,7 +214,7 @@ def test_outcomes_of_a_big_job_are_written_as_runs_and_read_back_whole():
     assert '"outcomes": "DFDF' in rec.JobRecord(**{**record.__dict__, "outcomes": scattered}).dumps()
 
 
-def test_sigterm_in_a_run_of_quick_quiet_items_loses_nothing_and_reruns_at_most_one(tmp_path):
+def test_sigterm_in_a_run_of_quick_quiet_items_loses_nothing_and_redoes_at_most_one(tmp_path):
     """The hot loop appends a quiet item's columns without a lock: a SIGTERM landing anywhere in a run of
     millisecond items hands back exactly what had not finished (leave() counts whole rows)."""
     import signal
