@@ -83,8 +83,8 @@ def loads(data: bytes | bytearray | memoryview) -> Any:
 
 # ----- results: one stream per flushed batch --------------------------------------------------
 # A worker pickles each item's value when the item ends (so a value mutated later is not what comes back)
-# with ONE cloudpickle Pickler per flushed batch into one stream; the batch travels as one frame and the
-# kernel reads the stream with one Unpickler. An item whose value cannot be pickled (or unpickled) fails
+# with ONE cloudpickle Pickler per flushed batch into one stream (its memo cleared after each value); the
+# batch travels as one frame and the kernel reads each value from its own slice. An item whose value cannot be pickled (or unpickled) fails
 # alone: its bytes are rolled back (on the worker) or skipped (in the kernel), the others stand.
 
 RESULTS_TAG = "SBR1"
@@ -265,44 +265,45 @@ class Undecodable:
 
 def unpack_results(obj: Any, decode_values: bool) -> list[tuple[tuple[Any, ...], Any]] | None:
     """(meta, value) pairs of a frame `pack_results` wrote, or None for another object (an older list).
-    With decode_values the values are unpickled in one pass (one Unpickler over the stream; an item that fails
-    to load is an Undecodable and reading goes on from the next item's offset); else each is an Encoded."""
+    With decode_values each value is unpickled from its own slice of the stream by its own unpickler: the
+    writer cleared its memo after each value, so each value's memo references count from zero, and one
+    Unpickler over the whole stream (whose memo keeps growing) would resolve a later value's references to an
+    earlier value's objects. (Clearing a C Unpickler's memo between loads is no way out: `memo.clear()` keeps
+    its length and `memo = {}` crashed CPython 3.11 here.) An item that fails to load is an Undecodable; the
+    others stand. Without decode_values each value is an Encoded."""
     if not (isinstance(obj, tuple) and obj and obj[0] == RESULTS_TAG):
         return None
     _, metas, lengths, stream, buffers = obj[:5]
     view = memoryview(stream)
-    if decode_values:  # the whole batch in one pass; item by item only when that fails
-        source = io.BytesIO(view)
-        try:
-            whole = pickle.Unpickler(source, buffers=buffers)
-            loaded = [whole.load() if n >= 0 else count for n, count in lengths]
-            if source.tell() == view.nbytes:
-                return list(zip(metas, loaded))
-        except Exception:  # one item's bad pickle: the loop below finds which
-            pass
+    if len(metas) != len(lengths):
+        raise ValueError("a result batch's fields and values differ in length (a damaged result object)")
     out: list[tuple[tuple[Any, ...], Any]] = []
     offset, first = 0, 0
-    reader: pickle.Unpickler | None = None
-    source = io.BytesIO(view)
+    loads = pickle.loads
     for meta, (length, count) in zip(metas, lengths):
         if length < 0:  # inline: the value itself
             out.append((meta, count if decode_values else encode(count)))
             continue
+        if offset + length > view.nbytes or first + count > len(buffers):
+            raise ValueError("a result batch's values run past its stream (a damaged result object)")
+        piece = view[offset : offset + length]
         if not decode_values:
-            out.append((meta, Encoded(bytes(view[offset : offset + length]), list(buffers[first : first + count]))))
+            out.append((meta, Encoded(bytes(piece), list(buffers[first : first + count]))))
+        elif length == 0 or piece[length - 1] != _STOP:
+            out.append((meta, Undecodable(ValueError("a value's pickle does not end where its length says"))))
         else:
             try:
-                if reader is None:
-                    source.seek(offset)
-                    reader = pickle.Unpickler(source, buffers=iter(buffers[first:]))
-                value = reader.load()
-                if source.tell() != offset + length:
-                    raise ValueError("a value's pickle did not end where its length says")
-            except Exception as exc:  # that item's failure; the next one starts afresh at its own offset
-                value, reader = Undecodable(exc), None
+                value = loads(piece, buffers=buffers[first : first + count])
+            except Exception as exc:  # that item's failure alone
+                value = Undecodable(exc)
             out.append((meta, value))
         offset, first = offset + length, first + count
+    if offset != view.nbytes:
+        raise ValueError("a result batch's stream is longer than its values (a damaged result object)")
     return out
+
+
+_STOP = pickle.STOP[0]
 
 
 def unpack_quiet(obj: Any) -> QuietRun | None:
