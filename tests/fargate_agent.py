@@ -298,6 +298,14 @@ class FargateAgent(threading.Thread):
         super().__init__(daemon=True, name="fake-fargate-agent")
         import boto3
 
+        if credentials:  # a stand-in that breaks what AWS documents: one line, not a test's own failure
+            import pytest
+            import standin_canary
+
+            found = standin_canary.problems(env)
+            if found:
+                pytest.skip(standin_canary.one_line(found))
+
         self.env, self.region, self.cluster, self.log_group = env, region, cluster, log_group
         self.logs = boto3.session.Session().client("logs", region_name=region)
         self.latency = latency or FargateLatency()

@@ -7,6 +7,6 @@ stage_begin lint "ruff and mypy (.venv)"
 
 if [ ! -x .venv/bin/mypy ]; then  # run on its own (STARBURST_CI_STAGES=lint)
     python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test,browser,lint]'
+    .venv/bin/pip install -q --disable-pip-version-check -c .ci/test-tools.txt -e '.[test,browser,lint]'
 fi
 bash .ci/lint.sh .venv/bin

@@ -19,7 +19,7 @@ strip_ansi() { sed 's/\x1b\[[0-9;]*m//g'; }
 # 1. Build with the normal PATH (node is there if the labextension needs a rebuild; it is built
 #    only when missing or older than labextension/src).
 python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check --upgrade build
+.venv/bin/pip install -q --disable-pip-version-check -c .ci/test-tools.txt build  # the lock's version of the test tool
 rm -rf dist
 .venv/bin/python -m build --outdir dist . > artifacts/wheel-build.log 2>&1 \
     || { tail -n 60 artifacts/wheel-build.log; fail "python -m build failed (artifacts/wheel-build.log)"; }
