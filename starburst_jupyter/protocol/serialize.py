@@ -84,8 +84,9 @@ def loads(data: bytes | bytearray | memoryview) -> Any:
 # ----- results: one stream per flushed batch --------------------------------------------------
 # A worker pickles each item's value when the item ends (so a value mutated later is not what comes back)
 # with ONE cloudpickle Pickler per flushed batch into one stream (its memo cleared after each value); the
-# batch travels as one frame and the kernel reads each value from its own slice. An item whose value cannot be pickled (or unpickled) fails
-# alone: its bytes are rolled back (on the worker) or skipped (in the kernel), the others stand.
+# batch travels as one frame and the kernel reads each value from its own slice. An item whose value cannot
+# be pickled (or unpickled) fails alone: its bytes are rolled back (on the worker) or skipped (in the
+# kernel), the others stand.
 
 RESULTS_TAG = "SBR1"
 _SCALARS = (int, float, bool, complex, type(None))
