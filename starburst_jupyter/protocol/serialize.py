@@ -1,12 +1,19 @@
 """Pickle protocol 5 with out-of-band buffers, so large arrays are written and read without extra copies.
 
-Frame: MAGIC, buffer count, pickle length, each buffer's length, the pickle, then the raw buffers.
+Frame: MAGIC, buffer count, pickle length, each buffer's length, a digest, the pickle, then the raw buffers.
 Writers hand the list of chunks straight to the store; readers slice one bytearray (writable,
 so arrays that come back can be modified like local ones).
+
+The digest (BLAKE2b, 16 bytes, over the header, the pickle and every buffer) is checked before anything is
+unpickled: a truncated, extended or damaged frame is refused as damaged (DamagedFrame), never decoded to other
+values. It guards against damage, not against a writer with access to the store: a per-job key (HMAC) for that
+is the next step (issue 22, item 7), and slots in here.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import pickle
 import struct
@@ -17,9 +24,59 @@ from typing import Any
 
 import cloudpickle
 
-MAGIC = b"SBJ1"
+MAGIC = b"SBJ2"
+_OLD_MAGIC = b"SBJ1"  # frames without a digest (before 0.1.0's issue 22): refused, never guessed at
 _HEAD = struct.Struct("<4sIQ")
 _LEN = struct.Struct("<Q")
+DIGEST_SIZE = 16
+
+
+class DamagedFrame(ValueError):
+    """A frame that is not exactly what its writer wrote (truncated, extended, altered): nothing of it is loaded."""
+
+
+def _digest(header: bytes | memoryview, payload: bytes | memoryview, views: Sequence[Any]) -> bytes:
+    digest = hashlib.blake2b(header, digest_size=DIGEST_SIZE)
+    digest.update(payload)
+    for view in views:
+        digest.update(view)
+    return digest.digest()
+
+
+def seal(payload: bytes | memoryview, views: list[memoryview]) -> list[bytes | memoryview]:
+    """[header with digest, payload, *views]: a frame's chunks (nothing copied but the header)."""
+    header = _HEAD.pack(MAGIC, len(views), memoryview(payload).nbytes) + b"".join(_LEN.pack(v.nbytes) for v in views)
+    return [header + _digest(header, payload, views), payload, *views]
+
+
+def unseal(data: bytes | bytearray | memoryview) -> tuple[memoryview, list[memoryview]]:
+    """(payload, buffers) of a frame whose digest matches; DamagedFrame (saying how) for anything else."""
+    view = memoryview(data).cast("B") if memoryview(data).format != "B" else memoryview(data)
+    if view.nbytes < _HEAD.size:
+        raise DamagedFrame(f"not a starburst frame: {view.nbytes} bytes, shorter than a header")
+    magic, count, payload_len = _HEAD.unpack_from(view, 0)
+    if magic == _OLD_MAGIC:
+        raise DamagedFrame("a frame written by an older starburst-jupyter (no digest): collect it with that version")
+    if magic != MAGIC:
+        raise DamagedFrame("not a starburst frame (wrong magic); the file is damaged or from another tool")
+    lengths_end = _HEAD.size + count * _LEN.size
+    if lengths_end + DIGEST_SIZE > view.nbytes:
+        raise DamagedFrame(f"a damaged frame: it names {count} buffers and is {view.nbytes} bytes long")
+    lengths = [_LEN.unpack_from(view, _HEAD.size + i * _LEN.size)[0] for i in range(count)]
+    start = lengths_end + DIGEST_SIZE
+    if start + payload_len + sum(lengths) != view.nbytes:
+        raise DamagedFrame(
+            f"a damaged frame: {view.nbytes} bytes where its header says {start + payload_len + sum(lengths)}"
+        )
+    payload = view[start : start + payload_len]
+    offset, buffers = start + payload_len, []
+    for length in lengths:
+        buffers.append(view[offset : offset + length])
+        offset += length
+    if not hmac.compare_digest(_digest(view[:lengths_end], payload, buffers), view[lengths_end:start]):
+        raise DamagedFrame("a damaged frame: its digest does not match its contents")
+    return payload, buffers
+
 
 _Buffer = pickle.PickleBuffer | memoryview | bytes | bytearray  # what Encoded holds: made, or after a round trip
 
@@ -28,9 +85,7 @@ def dumps_chunks(obj: Any) -> list[bytes | memoryview]:
     """Serialize obj; returns chunks to write in order (buffers are views, not copies)."""
     buffers: list[pickle.PickleBuffer] = []
     payload = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    views = [buf.raw() for buf in buffers]
-    header = _HEAD.pack(MAGIC, len(views), len(payload)) + b"".join(_LEN.pack(v.nbytes) for v in views)
-    return [header, payload, *views]
+    return seal(payload, [buf.raw() for buf in buffers])
 
 
 @dataclass
@@ -65,19 +120,7 @@ def dumps(obj: Any) -> bytes:
 
 
 def loads(data: bytes | bytearray | memoryview) -> Any:
-    view = memoryview(data)
-    magic, count, payload_len = _HEAD.unpack_from(view, 0)
-    if magic != MAGIC:
-        raise ValueError("not a starburst frame (wrong magic); the file is damaged or from another tool")
-    offset = _HEAD.size
-    lengths = [_LEN.unpack_from(view, offset + i * _LEN.size)[0] for i in range(count)]
-    offset += count * _LEN.size
-    payload = view[offset : offset + payload_len]
-    offset += payload_len
-    buffers = []
-    for length in lengths:
-        buffers.append(view[offset : offset + length])
-        offset += length
+    payload, buffers = unseal(data)
     return pickle.loads(payload, buffers=buffers)
 
 
@@ -242,9 +285,7 @@ def pack_results(
     if quiet is not None and len(quiet):
         frame += (quiet.wire(),)
     body = pickle.dumps(frame, protocol=5, buffer_callback=out.append)
-    views = [b.raw() for b in out]
-    header = _HEAD.pack(MAGIC, len(views), len(body)) + b"".join(_LEN.pack(v.nbytes) for v in views)
-    return [header, body, *views]
+    return seal(body, [b.raw() for b in out])
 
 
 def _one_run(values: list[Any], writer: ValueWriter) -> bool:
