@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import differential as dt
 import pytest
 from helpers import pid_alive, wait_for
+from hypothesis import given, settings
 from test_fargate import account, ecs_tasks, fargate  # noqa: F401 (fixtures, shared with the Fargate tests)
 
-from starburst_jupyter import BurstError, WorkerLost, burst_map
+from starburst_jupyter import BurstError, WorkerLost, attach, burst_map
 from starburst_jupyter.core.config import load_config
 from starburst_jupyter.core.launcher import Launcher
 from starburst_jupyter.core.spec import build_spec
@@ -423,3 +425,23 @@ def test_processes_a_task_started_do_not_outlive_a_finished_job(backend):
     finally:
         for pid in _processes_with_argument(tag):  # this test's own sleepers, by PID
             os.kill(pid, signal.SIGKILL)
+
+
+# ----- j. issue 22: every value is exactly what a plain map gives ----------------------------------
+@settings(dt.SHARED_FIXTURES, max_examples=5)
+@given(batch=dt.items)
+def test_values_equal_a_plain_maps_over_generated_items(backend, batch):
+    """tests/differential.py's generated items (shared references, nan and -0.0, arrays, classes pickled by
+    value, failures, unpicklable values, 3 MB buffers) through this backend's workers and back."""
+    dt.assert_same(backend.map(dt.act, batch, on_error="keep"), dt.plain_map(batch))
+
+
+@settings(dt.SHARED_FIXTURES, max_examples=3)
+@given(batch=dt.items)
+def test_a_detached_jobs_values_equal_a_plain_maps(backend, batch):
+    if not backend.can_attach:
+        pytest.skip(f"{backend.name} jobs are not detached (see test_attach_where_the_backend_can...)")
+    job = backend.map(dt.act, batch, on_error="keep", wait=False)
+    want = dt.plain_map(batch)
+    dt.assert_same(job.wait(timeout=WAIT).values, want)
+    dt.assert_same(attach(job.id, config=backend.config).results(partial=True), want)
