@@ -18,7 +18,7 @@ import starburst_jupyter as sj
 from starburst_jupyter.core import events as ev
 from starburst_jupyter.core.decisions import Timings
 from starburst_jupyter.core.launcher import Launcher
-from starburst_jupyter.errors import BurstError
+from starburst_jupyter.errors import BurstError, TaskCancelled
 from tests.helpers import pid_alive, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,3 +265,60 @@ def test_a_driver_that_dies_is_reported_by_wait_not_waited_for_forever(starburst
     with pytest.raises(BurstError, match=r"driver of job .* exited with code -9 .*driver\.log"):
         job.wait(timeout=30)
     sj.attach(job.id).cancel("test over")
+
+
+FEEDER = textwrap.dedent(
+    """
+    import json, sys
+    import starburst_jupyter as sj
+
+    job_id, tag, go = sys.argv[1], sys.argv[2], sys.argv[3]
+    ex = sj.BurstExecutor.attach(job_id)
+    import os, time
+    while not os.path.exists(go):  # both feeders submit at the same moment
+        time.sleep(0.005)
+    futures = [ex.submit(lambda t: t, (tag, i)) for i in range(40)]
+    got = [f.result(timeout=120) for f in futures]
+    print(json.dumps([[list(g) for g in got], [f"{tag}-{i}" for i in range(40)]]), flush=True)
+    """
+)
+
+
+def test_two_processes_feeding_one_detached_executor_each_get_their_own_results(starburst_home, tmp_path):
+    """Issue 22: two feeders that both counted N items each queued an item N, and 22 of 80 futures resolved
+    with the other process's call's result. Each index is now taken by an exclusive create."""
+    ex = sj.BurstExecutor(workers=2, detach=True)
+    script, go = tmp_path / "feeder.py", tmp_path / "go"
+    script.write_text(FEEDER)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    feeders = [
+        subprocess.Popen([sys.executable, str(script), ex.job_id, tag, str(go)], stdout=subprocess.PIPE, text=True,
+                         env=env)
+        for tag in ("a", "b")
+    ]  # fmt: skip
+    time.sleep(2.0)  # both attached (an attach takes well under a second here)
+    go.write_text("")
+    outputs = [proc.communicate(timeout=180)[0] for proc in feeders]
+    assert all(proc.returncode == 0 for proc in feeders), outputs
+    for tag, out in zip(("a", "b"), outputs):
+        import json
+
+        got, _ = json.loads(out.strip().splitlines()[-1])
+        assert got == [[tag, i] for i in range(40)], f"feeder {tag} got others' results: {got}"
+    ex.shutdown(wait=True)
+    record = ex.job.status()
+    assert record.state.value == "done" and record.total == 80, (record.state, record.total)
+    assert sorted(ex.job.results()) == sorted((t, i) for t in "ab" for i in range(40))
+
+
+def test_a_number_taken_but_never_written_does_not_keep_the_executor_open(starburst_home):
+    ex = sj.BurstExecutor(workers=1, detach=True)
+    first = ex.submit(lambda: 1)
+    ex.job.files.take_index(1)  # a feeder that took number 1 and died before writing its task
+    ex.job._open_ledger().discover()
+    later = ex.submit(lambda: 3)  # number 2: 1 is taken
+    assert (first.result(timeout=60), later.result(timeout=60)) == (1, 3)
+    ex.shutdown(wait=True)
+    result = ex.job.wait(timeout=60)
+    assert result.values[0] == 1 and result.values[2] == 3, result.values
+    assert isinstance(result.values[1], TaskCancelled), result.values[1]  # ended, not waited for

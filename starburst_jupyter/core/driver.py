@@ -232,6 +232,9 @@ class JobDriver(threading.Thread):
                         self._cancel()
                         break
                     changed = self._step()
+                    if self.closed and self.ledger.shared and not self.ledger.complete():
+                        self.ledger.discover()  # (a feeder's last block, written just before the close)
+                        self.ledger.end_unqueued()  # numbers a feeder took without writing their task
                     if self.closed and self.ledger.complete():
                         self._finish()
                         break
@@ -439,9 +442,9 @@ class JobDriver(threading.Thread):
             logger.exception("could not stop the workers of job %s", self.job_id)
         error = StorageFull if no_room(exc) else BurstError
         self.ledger.end_unfinished(lambda i: error(f"Item {i} did not finish: {message}.", job_id=self.job_id))
-        if no_room(exc):  # what was collected is in memory: its files go, so the record fits again
-            try:
-                self.files.delete_payloads(at_once=True)
+        if no_room(exc):  # what was collected is in memory: its files go, so the record fits again (a detached
+            try:  # job's results are collected from the store later: they stay, the rest makes the room)
+                self.files.delete_payloads(at_once=True, keep_results=self.detached)
             except OSError:
                 logger.exception("could not delete the payloads of job %s", self.job_id)
         self._publish_end("failed", message)

@@ -239,14 +239,34 @@ class ItemLedger:
                 self._mark(i)
 
     def append(self, values: list[Any]) -> list[int]:
-        start = len(self._letters)
-        indices = list(range(start, start + len(values)))
-        for index, value in zip(indices, values):
+        """Queue items; their indices. When other processes feed the job too (`shared`), each index is taken by
+        an exclusive create first: two feeders that both counted N items must not both queue an item N (each
+        would then take the other's result)."""
+        index = len(self._letters)
+        indices = []
+        for value in values:
+            if self.shared:
+                while not self.files.take_index(index):
+                    index += 1
             block = self.add_block([(index, value)])  # first: an item that cannot be written is not queued
             self._extend_to(index + 1)
             self._block[index] = block
             self._mark(index)
+            indices.append(index)
+            index += 1
         return indices
+
+    def end_unqueued(self) -> int:
+        """End the items whose number a feeder took (an exclusive create) but whose block never came: its value
+        could not be written, or it died in between. Called once the job is closed, when no feeder may still be
+        writing; without it, such a gap in the numbers would keep the job open for good. How many ended."""
+        ended = 0
+        for index in range(len(self._letters)):
+            if self._block[index] < 0 and self._letters[index] not in _FINAL:
+                error = TaskCancelled(f"Item {index} was never queued: the process that took its number wrote no task.")
+                self.finalize(index, False, error, None)
+                ended += 1
+        return ended
 
     def withdraw(self, index: int) -> bool:
         block = self._block[index]

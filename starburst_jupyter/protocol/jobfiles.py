@@ -74,6 +74,11 @@ class JobFiles:
         """Write a block only if no other writer took its number (an open job another process also feeds)."""
         return self.store.create_exclusive(self.block_key(block), serialize.dumps(_block_body(items)))
 
+    def take_index(self, index: int) -> bool:
+        """Claim item number `index` of an open job for this caller alone (another process feeding the same job
+        may be choosing numbers at this moment)."""
+        return self.store.create_exclusive(keys.item_claim_key(self.prefix, index), b"")
+
     def read_block_items(self, block: int) -> tuple[Sequence[int], list[Any]]:
         """A block's item indices (a range for a run) and their values."""
         body = serialize.loads(self.store.get(self.block_key(block)))
@@ -228,11 +233,15 @@ class JobFiles:
     def is_closed(self) -> bool:
         return self.store.exists(keys.closed_key(self.prefix))
 
-    def delete_payloads(self, at_once: bool = False) -> None:
+    def delete_payloads(self, at_once: bool = False, keep_results: bool = False) -> None:
         """Drop the bulky objects once results are collected; spec, logs and record stay. `at_once`: their space
-        is free when this returns (a folder store otherwise unlinks them in the background)."""
+        is free when this returns (a folder store otherwise unlinks them in the background). `keep_results`:
+        what finished stays collectable (a detached job whose disk filled: nobody has collected it yet), with
+        the claims and journal that say what it is; tasks, program and buffers go."""
+        kept = {keys.results_prefix(self.prefix), keys.claims_prefix(self.prefix), keys.events_prefix(self.prefix)}
         for folder in keys.payload_prefixes(self.prefix):
-            self.store.delete_prefix(folder, at_once=at_once)
+            if not (keep_results and folder in kept):
+                self.store.delete_prefix(folder, at_once=at_once)
         self.store.delete(keys.program_key(self.prefix))
         self.store.delete_prefix(keys.program_buffers_prefix(self.prefix), at_once=at_once)
 

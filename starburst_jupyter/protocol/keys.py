@@ -20,6 +20,8 @@ jobs/<id>/record.json          the job's record (core/record.py), so any machine
 jobs/<id>/driver.json          how a detached driver rebuilds the job's backend (the launching config, no secrets)
 jobs/<id>/events/<seq>.json    a detached driver's events in order, batched: a kernel anywhere replays them
 jobs/<id>/closed               an open job (BurstExecutor) gets no more tasks
+jobs/<id>/items/<index>        created exclusively by the process that queues item <index> of an open job fed
+                               from several processes (a detached BurstExecutor): one index, one caller
 warm/<shape>[-spot]/<job>-<worker>.json    a finished worker waiting for the next job of its shape
 warm/<shape>[-spot]/<job>-<worker>.assign  created exclusively: by a launcher taking it, or by the worker
                                            itself when its time is up (so it is never both taken and gone)
@@ -36,7 +38,7 @@ WARM = "warm/"  # the warm pools (short-lived: leftovers expire after a day)
 TOP_PREFIXES = (JOBS, WARM)  # all a worker may read and write in a bucket (its IAM policy names these)
 
 _TASKS, _CLAIMS, _RESULTS, _HEARTBEATS, _LOGS = "tasks/", "claims/", "results/", "heartbeat/", "logs/"
-_RELEASED, _EVENTS, _BUFFERS = "released/", "events/", "buffers/"
+_RELEASED, _EVENTS, _BUFFERS, _ITEMS = "released/", "events/", "buffers/", "items/"
 _PICKLE = ".pkl"
 _ENTRY, _ASSIGN = ".json", ".assign"
 
@@ -86,6 +88,11 @@ def task_key(prefix: str, block: int) -> str:
 def task_block(key: str) -> int:
     """The block number of a task key."""
     return int(leaf(key).removesuffix(_PICKLE))
+
+
+def item_claim_key(prefix: str, index: int) -> str:
+    """Taken exclusively by the one process that queues item `index` of an open job several processes feed."""
+    return f"{prefix}{_ITEMS}{index:09d}"
 
 
 def claims_prefix(prefix: str) -> str:
@@ -189,6 +196,7 @@ def payload_prefixes(prefix: str) -> tuple[str, ...]:
         heartbeats_prefix(prefix),
         prefix + _RELEASED,
         events_prefix(prefix),
+        prefix + _ITEMS,
     )
 
 
