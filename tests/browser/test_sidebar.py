@@ -145,47 +145,74 @@ def test_sidebar_shows_the_job_live_and_cancels_it(lab_page, jupyter_lab, start_
             page.locator(TAB).click()
 
 
-def open_palette(page, search) -> None:
-    """The modal palette hides itself when focus leaves it, and a page still settling (a slow machine: the
-    notebook taking focus once its kernel is ready) can take focus just after it opened: open it until it
-    stays open. What is tested is our commands in it, not JupyterLab's focus handling."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout  # (the browser extra; collected anywhere)
+# The modal command palette closes itself (hidden, its search cleared) when focus leaves it and when ANY
+# command runs, and a freshly loaded lab goes on running commands and moving focus after its menu bar is up:
+# it focuses the notebook it restored (from the spinner to a cell), connects that notebook's kernel
+# (notebook:get-kernel, helpmenu:get-kernel), routes the URL (router:tree, about a second later), restores
+# the file browser and then, if nothing is open, opens a Launcher (launcher:create), which takes focus. A
+# palette opened in between closed again, and the fill waited 60 s for an input that stayed hidden (CI).
+LAB_SETTLED = """() => {
+  const app = window.jupyterapp, widget = app.shell.currentWidget;
+  return !app.commands.hasCommand('router:tree')  // the URL was routed (the tree resolver drops its command)
+    && !document.querySelector('.jp-mod-restoring')  // the file browser restored, the Launcher opened if due
+    && !!document.getElementById('modal-command-palette')  // the palette is the modal one (settings loaded)
+    && !!widget && widget.node.contains(document.activeElement)  // the main area's widget is there, focused
+    && (!widget.sessionContext || widget.sessionContext.isReady);  // a restored notebook: its kernel connected
+}"""
+# What the palette shows: "closed", "shows" (open, its input focused, holding `query`, low..high items) or
+# false (not yet). What closed it, if something did, is in window.__paletteClosers (see open_palette).
+PALETTE_STATE = """([query, low, high]) => {
+  const modal = document.getElementById('modal-command-palette');
+  if (!modal || modal.classList.contains('lm-mod-hidden')) return 'closed';
+  const input = modal.querySelector('input.lm-CommandPalette-input');
+  const n = modal.querySelectorAll('.lm-CommandPalette-item').length;
+  return document.activeElement === input && input.value === query && n >= low && n <= high && 'shows';
+}"""
+OPEN_PALETTE = """() => {
+  const app = window.jupyterapp, closers = (window.__paletteClosers = []);
+  const modal = document.getElementById('modal-command-palette');
+  app.commands.commandExecuted.connect((_, c) => closers.push('command ' + c.id));
+  modal.addEventListener('focusout', (e) => modal.contains(e.relatedTarget)
+    || closers.push('focus to ' + (e.relatedTarget ? e.relatedTarget.outerHTML.slice(0, 80) : 'nothing')));
+  return app.commands.execute('apputils:activate-command-palette');
+}"""
 
-    for _ in range(5):
-        page.locator("#jp-main-dock-panel").click()  # focus inside the app first
-        page.evaluate("() => window.jupyterapp.commands.execute('apputils:activate-command-palette')")
-        try:
-            search.wait_for(state="visible", timeout=5_000)
-            search.focus()
-            return
-        except PlaywrightTimeout:
-            continue
-    raise AssertionError("the command palette did not stay open (5 tries)")
+
+def open_palette(page) -> None:
+    """Once the lab has settled, open the modal palette by its command (a shortcut goes wherever focus
+    is) and wait until it shows, its search box focused and empty."""
+    page.wait_for_function(LAB_SETTLED)
+    page.evaluate(OPEN_PALETTE)
+    page.wait_for_function(PALETTE_STATE, arg=["", 1, 10_000])
+
+
+def search_palette(page, search, query: str, low: int, high: int = 10_000) -> None:
+    """Fill the open palette's search box and wait until it lists low..high items; if the palette closed,
+    fail at once (not after a 60 s timeout) saying what closed it."""
+
+    def check(state, when: str) -> None:
+        if state == "closed":
+            closers = page.evaluate("() => window.__paletteClosers")
+            raise AssertionError(f"the palette closed {when} searching {query!r}, after: {closers}")
+
+    check(page.evaluate(PALETTE_STATE, ["", 0, 0]), "before")
+    search.fill(query)  # into the palette's own input: typed keys went astray when focus moved (seen in CI)
+    check(page.wait_for_function(PALETTE_STATE, arg=[query, low, high]).json_value(), "while")
 
 
 def test_palette_commands(lab_page):
     page = lab_page
     page.bring_to_front()  # the modal palette closes at once in a page without focus
-    # Opened by its command, not its shortcut: a key press goes wherever focus happens to be, which on a
-    # loaded machine was sometimes not the app (why this test was once re-run). Keys below go to the
-    # palette's own input through its locator, which focuses it first.
-    palette = page.locator(".jp-ModalCommandPalette")
+    palette = page.locator("#modal-command-palette")
     search = palette.locator("input.lm-CommandPalette-input")
-    open_palette(page, search)
-    search.fill("Burst:")  # into the palette's own input: typed keys went astray when focus moved (seen in CI)
-    items = palette.locator(".lm-CommandPalette-item")
-    page.wait_for_function(
-        "() => document.querySelectorAll('.jp-ModalCommandPalette .lm-CommandPalette-item').length >= 2"
-    )
-    labels = items.all_inner_texts()
+    open_palette(page)
+    search_palette(page, search, "Burst:", low=2)
+    labels = palette.locator(".lm-CommandPalette-item").all_inner_texts()
     assert any("Burst: refresh" in label for label in labels), labels
     assert any("Burst: cancel job" in label for label in labels), labels
     # narrow the list to the one command and run it from the keyboard: clicking an item races the
     # palette re-rendering its list as the search settles (seen in CI: "element was detached from the DOM")
-    search.fill("Burst: cancel job")
-    page.wait_for_function(
-        "() => document.querySelectorAll('.jp-ModalCommandPalette .lm-CommandPalette-item').length === 1"
-    )
+    search_palette(page, search, "Burst: cancel job", low=1, high=1)
     search.press("Enter")
     dialog = page.locator(".jp-Dialog")  # no job is running now
     dialog.wait_for(state="visible")
