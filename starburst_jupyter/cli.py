@@ -185,9 +185,12 @@ def _number(text: str | None, what: str) -> float | None:
 
 
 def _collect(args: argparse.Namespace) -> int:
+    from starburst_jupyter.core.options import check_wait_seconds
+
     timeout = _number(args.timeout, "--timeout")
     if timeout is not None and timeout < 0:
         raise BurstError(f"--timeout {args.timeout}: give seconds, 0 or more")
+    timeout = check_wait_seconds(timeout, "--timeout")  # before the job is looked up
     jobs = commands.Jobs()
     try:
         result, backend = jobs.collect(args.job, partial=args.partial, timeout=timeout)
@@ -250,8 +253,9 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "collect":
         return _collect(args)
     elif args.command == "extend":
-        minutes = _number(args.minutes, "MINUTES")
-        assert minutes is not None
+        from starburst_jupyter.core.options import check_minutes
+
+        minutes = check_minutes(_number(args.minutes, "MINUTES"), what=f"MINUTES {args.minutes}")
         job_id, deadline = commands.Jobs().extend(args.job, minutes)
         print(commands.deadline_text(job_id, deadline))
     elif args.command == "prune":

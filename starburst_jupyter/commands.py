@@ -193,7 +193,9 @@ class Jobs:
         """(The job's JobResult from its store, its backend): after it ends (TimeoutError after `timeout`
         seconds; the job goes on), or now with `partial` (PENDING for the items not finished)."""
         from starburst_jupyter.core.detached import collect
+        from starburst_jupyter.core.options import check_wait_seconds
 
+        timeout = check_wait_seconds(timeout, "timeout")  # refused before the job is looked up
         handle = self.follow(job)
         record = handle.status()
         if partial or record.is_terminal:
@@ -201,7 +203,11 @@ class Jobs:
         return handle.wait(timeout), record.backend
 
     def extend(self, job: str, minutes: float) -> tuple[str, float]:
-        """Give a running job `minutes` more before its --timeout: (its id, the new deadline)."""
+        """Give a running job `minutes` more before its --timeout: (its id, the new deadline). Minutes that are not
+        finite or would carry the deadline past any clock are refused before the job is looked up."""
+        from starburst_jupyter.core.options import check_minutes
+
+        minutes = check_minutes(minutes, job.strip())
         handle = self.follow(job)
         return handle.id, handle.extend(minutes)
 
@@ -374,9 +380,12 @@ def write_values(path: str | Path, values: list[Any]) -> Path:
 def deadline_text(job_id: str, deadline: float, now: float | None = None) -> str:
     import time
 
+    from starburst_jupyter.core.record import MAX_TIME
     from starburst_jupyter.display.status import _duration
 
     now = time.time() if now is None else now
+    if not 0 <= deadline <= MAX_TIME:  # (a deadline set before extends were bounded: said, not a traceback)
+        return f"job {job_id}: its --timeout now ends it after the year 9999: never, in practice"
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(deadline))
     return f"job {job_id}: its --timeout now ends it at {when} (local time), in {_duration(deadline - now)}"
 

@@ -37,6 +37,15 @@ class BurstConfigError(BurstValidationError):
     """A config key or value was refused."""
 
 
+class DamagedJobFile(BurstError):
+    """One of a job's files (its record, driver.json, a journal batch) is not what starburst writes: the message
+    names the job, the file and what is wrong with it."""
+
+    def __init__(self, job_id: str, where: str, problem: str, hint: str = ""):
+        super().__init__(f"Job {job_id}: {where} is damaged ({problem}).{' ' + hint if hint else ''}", job_id=job_id)
+        self.where, self.problem = where, problem
+
+
 class BurstCancelled(BurstError):
     """The job was cancelled (stop button, cancel call, --max-cost or --timeout)."""
 

@@ -23,7 +23,7 @@ else:  # Python 3.10: the same parser, as a package
 
 from starburst_jupyter.backends.base import BACKEND_NAMES
 from starburst_jupyter.core.options import ON_ERROR, keep_warm_minutes
-from starburst_jupyter.core.sizes import parse_cpu, parse_memory, validate_size
+from starburst_jupyter.core.sizes import parse_bytes, parse_cpu, parse_memory, validate_size
 from starburst_jupyter.errors import BurstConfigError, BurstValidationError
 
 BACKENDS = BACKEND_NAMES  # the registry in backends/base.py is the only list
@@ -90,7 +90,7 @@ def _non_negative_float(value: Any) -> float:
 
 
 def _bytes(value: Any) -> int:
-    return parse_memory(value) * 1024 * 1024 if not str(value).strip().isdigit() else int(value)
+    return parse_bytes(value if isinstance(value, int) else str(value), "max_result_bytes")
 
 
 def _bool(value: Any) -> bool:

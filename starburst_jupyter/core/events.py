@@ -6,8 +6,11 @@ counted, so a broken display can never break a job).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -144,17 +147,63 @@ def to_json(event: Event) -> dict[str, Any]:
     return {"type": type(event).__name__, **asdict(event)}
 
 
-def from_json(data: dict[str, Any]) -> Event | None:
-    """The event `to_json` wrote; None for a type this version does not know (a newer driver's)."""
+def from_json(data: Any) -> Event | None:
+    """The event `to_json` wrote; None for a type this version does not know (a newer driver's) and for a damaged
+    entry: not an object, a field missing, or a field not of its type (text, a finite number, an integer a
+    JavaScript number holds, a list of such integers). A journal comes from a store others can write: an event a
+    face would choke on (`indices: "abc"`, `done: 1e400`) is dropped here, not published."""
+    if not isinstance(data, dict):
+        return None
     kind = _KINDS.get(str(data.get("type")))
     if kind is None:
         return None
-    known = {f.name for f in fields(kind)}
-    values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known}
+    hints = _hints(kind)
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in hints:
+            continue
+        if isinstance(value, list):
+            value = tuple(value)
+        if not _fits(value, hints[name]):
+            return None
+        values[name] = value
     try:
         return kind(**values)
     except TypeError:  # a field missing: a damaged or foreign entry
         return None
+
+
+_MAX_INT = 2**53  # (what a JavaScript number holds exactly: the sidebar's)
+
+
+_HINTS: dict[str, dict[str, Any]] = {}
+
+
+def _hints(kind: type[Event]) -> dict[str, Any]:
+    """An event's fields and their types (resolved once per kind: the module uses postponed annotations)."""
+    hints = _HINTS.get(kind.__name__)
+    if hints is None:
+        resolved = typing.get_type_hints(kind)
+        hints = _HINTS[kind.__name__] = {f.name: resolved[f.name] for f in fields(kind)}
+    return hints
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Is `value` (parsed JSON, lists made tuples) of the field type `hint`?"""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_fits(item, args[0]) for item in value)
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is int:
+        return isinstance(value, int) and abs(value) <= _MAX_INT
+    if hint is float:
+        return isinstance(value, (int, float)) and math.isfinite(value) and abs(value) <= 1e300
+    return isinstance(value, hint) if isinstance(hint, type) else True
 
 
 _KINDS: dict[str, type[Event]] = {

@@ -13,11 +13,12 @@ import difflib
 import inspect
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from starburst_jupyter.core.sizes import parse_cpu, parse_memory
+from starburst_jupyter.core.sizes import parse_bytes, parse_cpu, parse_memory
 from starburst_jupyter.errors import BurstValidationError
 
 if TYPE_CHECKING:
@@ -42,6 +43,48 @@ def finite_number(value: Any, flag: str, unit: str = "") -> float:
     if not math.isfinite(number):
         raise BurstValidationError(f"{flag} {value!r} must be a finite number{unit} (nan and inf are refused).")
     return number
+
+
+#: The most minutes one `extend` gives a job: a year. A deadline moves by at most that much per call, so it stays
+#: a date every clock and format can show (1e307 minutes overflowed to infinity, then to an OverflowError).
+MAX_EXTEND_MINUTES = 366 * 24 * 60.0
+#: The longest a caller may ask to wait for a job (`collect --timeout`, `wait(timeout)`): what threading can wait
+#: (threading.TIMEOUT_MAX, about 292 years); a longer one raised OverflowError from deep in the wait.
+MAX_WAIT_SECONDS = float(threading.TIMEOUT_MAX)
+
+
+def check_minutes(minutes: Any, job_id: str | None = None, what: str = "") -> float:
+    """The minutes `extend` may add to a job's deadline: a finite number above 0 and at most a year
+    (BurstValidationError naming the value, `what` was called (default `extend(...)`) and the job otherwise;
+    the caller writes nothing)."""
+    what = what or f"extend({minutes!r})"
+    job = f" of job {job_id}" if job_id else ""
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)):
+        raise BurstValidationError(f"{what}{job}: give a number of minutes.", job_id=job_id)
+    if not math.isfinite(minutes) or not 0 < minutes <= MAX_EXTEND_MINUTES:
+        raise BurstValidationError(
+            f"{what}{job}: give a positive number of minutes, at most {MAX_EXTEND_MINUTES:,.0f} (a year); the "
+            f"deadline was not changed.",
+            job_id=job_id,
+        )
+    return float(minutes)
+
+
+def check_wait_seconds(seconds: Any, what: str = "timeout", job_id: str | None = None) -> float | None:
+    """How long a caller waits for a job: None (until it ends), or a finite number of seconds from 0 to
+    MAX_WAIT_SECONDS (BurstValidationError naming `what`, the value and the job otherwise)."""
+    if seconds is None:
+        return None
+    job = f" (job {job_id})" if job_id else ""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise BurstValidationError(f"{what} {seconds!r}{job}: give a number of seconds.", job_id=job_id)
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_WAIT_SECONDS:
+        raise BurstValidationError(
+            f"{what} {seconds!r}{job}: give seconds from 0 to {MAX_WAIT_SECONDS:,.0f} (about 292 years), or none "
+            f"to wait until the job ends.",
+            job_id=job_id,
+        )
+    return float(seconds)
 
 
 def keep_warm_minutes(value: Any) -> float:
@@ -102,15 +145,7 @@ def _on_error(value: Any, config: Config) -> str:
 
 
 def _max_result_bytes(value: Any, config: Config) -> int:
-    if isinstance(value, str) and not value.strip().isdigit():
-        size = parse_memory(value) * 1024 * 1024
-    elif isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise BurstValidationError(f"--max-result-bytes {value!r} must be a whole number of bytes or a size like 64MB.")
-    else:
-        size = int(value)
-    if size < 1:
-        raise BurstValidationError("max_result_bytes must be at least 1 byte.")
-    return size
+    return parse_bytes(value, "--max-result-bytes")
 
 
 def _max_cost(value: Any, config: Config) -> float | None:

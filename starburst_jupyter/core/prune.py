@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import calendar
 import math
-import os
 import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from starburst_jupyter.backends.base import REGISTRY
 from starburst_jupyter.core.record import JobRecord
+from starburst_jupyter.stores.objects import LocalFolderStore, folder_bytes
 
 if TYPE_CHECKING:
     from starburst_jupyter.core.launcher import Launcher
@@ -158,22 +157,14 @@ class Pruned:
     errors: list[str] = field(default_factory=list)
 
 
-def folder_bytes(folder: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def prune(launcher: Launcher, jobs: Sequence[Found]) -> Pruned:
     """Delete each job's record folder on this machine and its whole prefix in its object store (its own
     backend's store; the bucket's when the bucket listed it). A job whose deletion fails is named in `errors`;
-    the others are still deleted."""
+    the others are still deleted. The space is free when this returns: a folder store deletes at once (its
+    background trash thread would die with the `starburst` process, leaving the bytes it said were freed), and
+    trash an earlier process left behind is emptied too, and counted."""
     done = Pruned()
+    trashes: dict[str, LocalFolderStore] = {}
     for found in jobs:
         job_id = found.record.id
         try:
@@ -184,11 +175,15 @@ def prune(launcher: Launcher, jobs: Sequence[Found]) -> Pruned:
             size = folder_bytes(folder) if folder.is_dir() else 0
             for name in sorted(backends):
                 files = launcher.backend(name).job_files(job_id)
-                files.store.delete_prefix(files.prefix)
+                files.store.delete_prefix(files.prefix, at_once=True)
+                if isinstance(files.store, LocalFolderStore):
+                    trashes[files.store.url] = files.store
             if folder.exists():
                 shutil.rmtree(folder)
             done.bytes += size
             done.removed.append(job_id)
         except Exception as exc:  # one job's failure (a bucket refusing, a folder we may not write) is named
             done.errors.append(f"{job_id}: {type(exc).__name__}: {exc}")
+    for store in trashes.values():
+        done.bytes += store.empty_trash()
     return done

@@ -108,8 +108,27 @@ _OUTCOME_LETTERS = frozenset(o.value for o in Outcome)
 #: in runs (more than MAX_RUNS of them) stay letters: encoding them would cost more than it saves.
 RUNS_ABOVE = 4096
 MAX_RUNS = 2000
-_RUN = re.compile(r"(\d+)([A-Z])")
 _LETTER_RUN = re.compile("|".join(f"{o.value}+" for o in Outcome))
+#: One run as the writer makes it: a count of at most 9 digits (MAX_ITEMS has 9) and an outcome letter. A count
+#: of 20 digits is refused here, before `int()` or `letter * count` could raise OverflowError or ask for gigabytes.
+_RUN = re.compile("([0-9]{1,9})([" + "".join(o.value for o in Outcome) + "])")
+_RUNS = re.compile(f"(?:{_RUN.pattern})*")
+
+#: The most items a record may say a job has. A job's ledger costs about 120 bytes per item in the kernel that
+#: collects it (1M items: 123 MB, docs/benchmarks.md), so no job of more ever finished; a record claiming more
+#: (`total: 1e11`, `"outcome_runs": "4000000000D"`) is damaged, never allocated.
+MAX_ITEMS = 100_000_000
+#: The bounds of a time a record holds (epoch seconds): from 1970 to the end of year 9999, the range
+#: `time.localtime` and the faces' date formats handle. A time outside it is a damaged field, not a date.
+MAX_TIME = 253_402_300_799.0
+#: The most seconds or USD a record's durations and costs may hold (a thousand years of busy seconds, a
+#: trillion dollars): beyond that a number is damage, and sums or rates of it would overflow to infinity.
+MAX_AMOUNT = 1e12
+#: Process ids, exit codes and other plain counters: what a JavaScript number holds exactly (the sidebar's).
+MAX_COUNTER = 2**53
+#: The largest record.json a reader takes (outcome letters of MAX_ITEMS items and room for the rest): a bigger
+#: file is damaged, and is not read whole.
+MAX_RECORD_BYTES = MAX_ITEMS + (16 << 20)
 
 
 def outcome_runs(outcomes: str) -> str | None:
@@ -123,12 +142,21 @@ def outcome_runs(outcomes: str) -> str | None:
     return "".join(pieces)
 
 
-def expand_runs(runs: str) -> str | None:
-    """'4D1R' -> 'DDDDR'; None when `runs` is not that form (a damaged record)."""
-    pieces = _RUN.findall(runs)
-    if "".join(count + letter for count, letter in pieces) != runs:
+def parse_runs(runs: str) -> list[tuple[int, str]] | None:
+    """'4D1R' -> [(4, 'D'), (1, 'R')]; None when `runs` is not that form (a damaged record). Nothing is
+    expanded: the caller checks the counts' sum before it asks for that many letters."""
+    if not _RUNS.fullmatch(runs):
         return None
-    return "".join(letter * int(count) for count, letter in pieces)
+    return [(int(count), letter) for count, letter in _RUN.findall(runs)]
+
+
+def expand_runs(runs: str, limit: int = MAX_ITEMS) -> str | None:
+    """'4D1R' -> 'DDDDR'; None when `runs` is not that form or counts more than `limit` items (a damaged
+    record: never a string of gigabytes)."""
+    pieces = parse_runs(runs)
+    if pieces is None or sum(count for count, _ in pieces) > limit:
+        return None
+    return "".join(letter * count for count, letter in pieces)
 
 
 # ----- field readers: value or None (ill-typed) ---------------------------------------------------
@@ -173,15 +201,49 @@ class _Reader:
             return default
         return value
 
-    def number(self, key: str, default: float | None = 0.0, *, required: bool = False, nullable: bool = False) -> Any:
-        return self._get(key, _number, "a finite number", default, required, nullable)
+    def number(
+        self,
+        key: str,
+        default: float | None = 0.0,
+        *,
+        required: bool = False,
+        nullable: bool = False,
+        low: float = 0.0,
+        high: float = MAX_AMOUNT,
+    ) -> Any:
+        """A finite number from `low` to `high` (by default an amount: seconds or USD)."""
+        value = self._get(key, _number, "a finite number", default, required, nullable)
+        if value is not None and not low <= value <= high:
+            self.bad(key, f"is {value:g}, outside {low:g} to {high:g}")
+            return default
+        return value
 
-    def integer(self, key: str, default: int | None = 0, *, nullable: bool = False, minimum: int | None = 0) -> Any:
+    def time(self, key: str, *, required: bool = False) -> Any:
+        """Epoch seconds from 1970 to year 9999 (None when absent or null, unless `required`)."""
+        default = 0.0 if required else None
+        return self.number(key, default, required=required, nullable=not required, high=MAX_TIME)
+
+    def integer(
+        self,
+        key: str,
+        default: int | None = 0,
+        *,
+        nullable: bool = False,
+        minimum: int | None = 0,
+        maximum: int = MAX_COUNTER,
+    ) -> Any:
         value = self._get(key, _integer, "an integer", default, False, nullable)
         if value is not None and minimum is not None and value < minimum:
             self.bad(key, f"is {value}, below {minimum}")
             return default
+        if value is not None and abs(value) > maximum:
+            self.bad(key, f"is {_show(value)}, above {maximum:,}")
+            return default
         return value
+
+    def count(self, key: str, default: int = 0) -> Any:
+        """A number of items: 0 to MAX_ITEMS."""
+        return self.integer(key, default, maximum=MAX_ITEMS)
 
     def text(self, key: str, default: str | None = "", *, required: bool = False, nullable: bool = False) -> Any:
         return self._get(key, lambda v: v if isinstance(v, str) else None, "text", default, required, nullable)
@@ -219,7 +281,7 @@ class Waves:
     @classmethod
     def read(cls, data: Mapping[str, Any], problems: list[str]) -> Waves:
         r, defaults = _Reader(data, problems, "waves."), cls()
-        return cls(**{f.name: r.integer(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(cls)})
+        return cls(**{f.name: r.count(f.name, getattr(defaults, f.name)) for f in dataclasses.fields(cls)})
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -246,10 +308,10 @@ class WorkerRecord:
             return cls()
         r = _Reader(data, problems, prefix + ".")
         return cls(
-            wave=r.integer("wave", 1, minimum=0),
+            wave=r.count("wave", 1),
             pid=r.integer("pid", None, nullable=True, minimum=None),
-            started=r.number("started", None, nullable=True),
-            ended=r.number("ended", None, nullable=True),
+            started=r.time("started"),
+            ended=r.time("ended"),
             exit_code=r.integer("exit_code", None, nullable=True, minimum=None),
             reason=r.text("reason", None, nullable=True),
             info=_finite_copy({k: v for k, v in data.items() if k not in cls.KNOWN}, prefix, problems),
@@ -278,7 +340,7 @@ class Cost:
         return cls(
             accrued=r.number("accrued"),
             projected=r.number("projected"),
-            cap=r.number("cap", None, nullable=True),
+            cap=r.number("cap", None, nullable=True),  # (0 to MAX_AMOUNT, as every amount)
             warm_at_most=r.number("warm_at_most"),
             label=r.text("label"),
             prices_as_of=r.text("prices_as_of"),
@@ -304,7 +366,7 @@ class Owner:
 
 # ----- the record -----------------------------------------------------------------------------------
 _TOP_LEVEL = (
-    "id name backend state message created started finished spec total done failed cancelled outcomes "
+    "id name backend state message created started finished spec total done failed cancelled outcomes outcome_runs "
     "failures busy_seconds waves workers cost store owner updated api_calls polls damaged"
 ).split()
 
@@ -524,25 +586,18 @@ class JobRecord:
         except ValueError:
             problems.append("state is missing" if "state" not in data else f"state {_show(state_raw)} is not a state")
             state = JobState.FAILED  # not known to run: no face shows it as a phantom running job
-        outcomes = r.text("outcomes")
-        runs = r.text("outcome_runs", None, nullable=True)
-        if runs:
-            expanded = expand_runs(runs)
-            if expanded is None:
-                problems.append("outcome_runs is not a list of counts and letters")
-            outcomes = expanded or outcomes
-        if outcomes and not set(outcomes) <= _OUTCOME_LETTERS:
-            problems.append("outcomes holds letters other than " + "".join(o.value for o in Outcome))
-            outcomes = "".join(c for c in outcomes if c in _OUTCOME_LETTERS)
-        failed = r.integer("failed")
+        total = r.count("total")
+        outcomes = _read_outcomes(r, total)
+        failed = r.count("failed")
         if "cancelled" in data:  # items a cancel stopped: counted apart from failures
-            cancelled = r.integer("cancelled")
+            cancelled = r.count("cancelled")
         else:  # records written before the core counted them counted them among the failed
             cancelled = outcomes.count(Outcome.CANCELLED.value)
             failed = max(0, failed - cancelled)
+        done = r.count("done")
         workers: dict[int, WorkerRecord] = {}
         for key, info in r.mapping("workers").items():
-            index = _integer(key) if not isinstance(key, str) else (int(key) if key.isdigit() else None)
+            index = int(key) if isinstance(key, str) and _WORKER_KEY.fullmatch(key) else None
             if index is None:
                 problems.append(f"workers has a key {str(key)[:20]!r} that is not a worker number")
                 continue
@@ -551,10 +606,11 @@ class JobRecord:
         for n, item in enumerate(r.sequence("failures")):
             index = _integer(item.get("index")) if isinstance(item, Mapping) else None
             error = item.get("error") if isinstance(item, Mapping) else None
-            if index is None or not isinstance(error, str):
+            if index is None or not 0 <= index < MAX_ITEMS or not isinstance(error, str):
                 problems.append(f"failures.{n} is not an index and an error")
                 continue
             failures.append(Failure(index, error))
+        spec = _read_spec(r, problems)
         owner = r.mapping("owner")
         o = _Reader(owner, problems, "owner.")
         api_calls = r.mapping("api_calls") if "api_calls" in data else None
@@ -565,15 +621,15 @@ class JobRecord:
             id=record_id,
             backend=r.text("backend", required=True),
             state=state,
-            created=r.number("created", required=True),
+            created=r.time("created", required=True),
             name=r.text("name", None, nullable=True),
             message=r.text("message", "", nullable=True) or "",
-            started=r.number("started", None, nullable=True),
-            finished=r.number("finished", None, nullable=True),
-            updated=r.number("updated", None, nullable=True),
-            spec=r.mapping("spec"),
-            total=r.integer("total"),
-            done=r.integer("done"),
+            started=r.time("started"),
+            finished=r.time("finished"),
+            updated=r.time("updated"),
+            spec=spec,
+            total=total,
+            done=done,
             failed=failed,
             cancelled=cancelled,
             outcomes=outcomes,
@@ -590,7 +646,7 @@ class JobRecord:
                 task=o.text("task", None, nullable=True),
             ),
             api_calls=api_calls,
-            polls=r.integer("polls", None, nullable=True),
+            polls=r.integer("polls", None, nullable=True),  # (0 to MAX_COUNTER)
             extra=_finite_copy({k: v for k, v in data.items() if k not in _TOP_LEVEL}, "", problems),
             problems=problems,
         )
@@ -598,6 +654,58 @@ class JobRecord:
     @classmethod
     def unreadable(cls, job_id: str | None, problem: str) -> JobRecord:
         return cls(id=job_id or "?", state=JobState.FAILED, message=f"damaged record: {problem}", problems=[problem])
+
+
+_WORKER_KEY = re.compile("[0-9]{1,9}")  # (str.isdigit() takes '²', and int() of 5,000 digits raises)
+
+#: What a JobSpec field in a record's spec must be. Fields missing are left to whoever builds a JobSpec of it
+#: (core/spec.spec_from_record names them); a field of another type is damage: `attach` would build a JobSpec of it.
+_TEXT = "mode backend on_error region arch name source map_expr".split()
+_WHOLE = "cpu_units memory_mib max_result_bytes retries".split()
+_SPEC_TYPES: dict[str, tuple[str, Any]] = {
+    **{key: ("text", lambda v: isinstance(v, str)) for key in _TEXT},
+    **{key: ("a whole number", lambda v: _integer(v) is not None) for key in _WHOLE},
+    "workers": ("a whole number or null", lambda v: v is None or _integer(v) is not None),
+    "timeout": ("a finite number", lambda v: _number(v) is not None),
+    "keep_warm": ("a finite number", lambda v: _number(v) is not None),
+    "max_cost": ("a finite number or null", lambda v: v is None or _number(v) is not None),
+    "spot": ("true or false", lambda v: isinstance(v, bool)),
+    "extra": ("an object", lambda v: isinstance(v, Mapping)),
+}
+
+
+def _read_spec(r: _Reader, problems: list[str]) -> dict[str, Any]:
+    """The job's spec: an object whose known fields have their types (a field of another type is left out and
+    noted)."""
+    spec = r.mapping("spec")
+    for key, (kind, fits) in _SPEC_TYPES.items():
+        if key in spec and not fits(spec[key]):
+            problems.append(f"spec.{key} is {_show(spec[key])}, not {kind}")
+            del spec[key]
+    return spec
+
+
+def _read_outcomes(r: _Reader, total: int) -> str:
+    """The outcome letters, from `outcomes` or from `outcome_runs`. Runs are expanded only once their counts add
+    up to `total` (the driver writes both from one ledger) and to at most MAX_ITEMS, so a run of four billion, or
+    of 20 digits, is refused before a letter of it is made."""
+    outcomes: str = r.text("outcomes")
+    runs = r.text("outcome_runs", None, nullable=True)
+    if runs:
+        pieces = parse_runs(runs)
+        counted = sum(count for count, _ in pieces) if pieces is not None else 0
+        if pieces is None:
+            r.bad("outcome_runs", "is not a list of counts (up to 9 digits) and outcome letters")
+        elif total and counted != total:
+            r.bad("outcome_runs", f"counts {counted:,} items where total says {total:,}")
+        elif counted > MAX_ITEMS:
+            r.bad("outcome_runs", f"counts {counted:,} items, above the most a job has ({MAX_ITEMS:,})")
+        else:
+            outcomes = "".join(letter * count for count, letter in pieces)
+    if outcomes and not set(outcomes) <= _OUTCOME_LETTERS:
+        r.bad("outcomes", "holds letters other than " + "".join(o.value for o in Outcome))
+        outcomes = "".join(c for c in outcomes if c in _OUTCOME_LETTERS)
+    return outcomes
 
 
 def as_record(value: JobRecord | Mapping[str, Any]) -> JobRecord:

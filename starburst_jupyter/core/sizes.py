@@ -58,6 +58,36 @@ def parse_memory(value: str | int | float) -> int:
     return int(mib)
 
 
+_BYTES_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(?:([KMGT])i?B?|B?)\s*$", re.IGNORECASE)
+_UNIT_BYTES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+#: The largest result size limit taken: no worker has more memory (Fargate's largest task has 120 GB).
+MAX_RESULT_BYTES = 1024**4
+
+
+def parse_bytes(value: str | int, flag: str = "--max-result-bytes") -> int:
+    """A limit on result sizes in bytes: 1000, '1000', '512KB', '64MB', '1.5GiB' (units of 1024), at least one
+    byte and at most a TB. BurstValidationError naming `flag` and saying it is about result sizes (a size like
+    '1KB' once went through the --memory parser, which counts whole MiB, and was refused as a --memory)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise BurstValidationError(f"{flag} {value!r} is not a size: {_BYTES_HINT}")
+    match = _BYTES_RE.match(value) if isinstance(value, str) else None
+    if isinstance(value, str) and match is None:
+        raise BurstValidationError(f"{flag} {value!r} is not a size: {_BYTES_HINT}")
+    size = value if isinstance(value, int) else _scaled(match)
+    if size != int(size) or not 1 <= size <= MAX_RESULT_BYTES:
+        raise BurstValidationError(f"{flag} {value!r} must be a whole number of bytes from 1 to 1TB: {_BYTES_HINT}")
+    return int(size)
+
+
+_BYTES_HINT = "write the largest result one item may send back as bytes (1000) or a size like 512KB or 64MB."
+
+
+def _scaled(match: re.Match[str] | None) -> float:
+    assert match is not None
+    number = float(match.group(1))
+    return number * _UNIT_BYTES[(match.group(2) or "").upper()]
+
+
 def format_cpus() -> str:
     return ", ".join(format_vcpu(c) for c in FARGATE_SIZES)
 

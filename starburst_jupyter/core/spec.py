@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starburst_jupyter.core.config import Config
 from starburst_jupyter.core.options import resolve as resolve_options
 from starburst_jupyter.core.sizes import format_memory, format_vcpu, validate_size
-from starburst_jupyter.errors import BurstBackendUnavailable
+from starburst_jupyter.errors import BurstBackendUnavailable, DamagedJobFile
+
+if TYPE_CHECKING:
+    from starburst_jupyter.core.record import JobRecord
 
 
 def backend_available(name: str) -> bool:
@@ -67,3 +71,31 @@ def build_spec(config: Config, *, mode: str, source: str = "", map_expr: str = "
         map_expr=map_expr,
         **values,
     )
+
+
+def spec_from_record(record: JobRecord) -> JobSpec:
+    """The JobSpec a record holds (fields this version does not know are left out). DamagedJobFile, naming the
+    job and its record, when the spec lacks a field a JobSpec needs (a record without `spec`, as one planted in
+    a bucket): `JobSpec(**spec)` raised a TypeError that named neither, as a traceback from attach and collect."""
+    known: dict[str, Any] = {
+        k: (tuple(v) if isinstance(v, list) else v) for k, v in record.spec.items() if k in JobSpec.__dataclass_fields__
+    }
+    needed = [
+        f.name
+        for f in dataclasses.fields(JobSpec)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in needed if name not in known]
+    if missing:
+        problem = "it has no spec" if not record.spec else f"its spec lacks {', '.join(missing)}"
+        hint = f"It cannot be followed or collected; `starburst status {record.id}` shows what it holds."
+        raise DamagedJobFile(record.id, f"its record ({_record_file(record)})", problem, hint)
+    return JobSpec(**known)
+
+
+def _record_file(record: JobRecord) -> str:
+    """Where a record lives, as far as it says (its store's address and prefix), else its file's name."""
+    url, prefix = record.store.get("url"), record.store.get("prefix")
+    if isinstance(url, str) and isinstance(prefix, str):
+        return f"{url.rstrip('/')}/{prefix}record.json"
+    return "record.json"

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from starburst_jupyter.errors import DamagedJobFile
 from starburst_jupyter.protocol import buffers, keys, serialize
 from starburst_jupyter.protocol.workerspec import WorkerSpec
-from starburst_jupyter.stores.objects import ObjectStore
+from starburst_jupyter.stores.objects import ObjectStore, ObjectTooLarge
+
+logger = logging.getLogger(__name__)
+
+#: The largest of a job's small JSON files a reader takes; starburst's own are far smaller (a record of a million
+#: items a few hundred bytes as runs, ~100 MB as letters at core/record.MAX_ITEMS; driver.json a few KB; a journal
+#: batch of BATCH_EVENTS events a few MB). A bigger one is damaged and is not read into memory.
+MAX_RECORD_BYTES = 128 << 20
+MAX_DRIVER_CONFIG_BYTES = 1 << 20
+MAX_EVENT_BATCH_BYTES = 64 << 20
 
 
 @dataclass
@@ -200,9 +211,14 @@ class JobFiles:
     def write_record(self, data: bytes) -> None:
         self.store.put(keys.record_key(self.prefix), [data])
 
+    def where(self, key: str) -> str:
+        """A key as a user finds it: the store's address and the key (file:///... or s3://...)."""
+        return f"{self.store.url.rstrip('/')}/{key}"
+
     def read_record(self) -> bytes | None:
+        """The record's bytes (None when there is none; ObjectTooLarge, an OSError, above MAX_RECORD_BYTES)."""
         try:
-            return bytes(self.store.get(keys.record_key(self.prefix)))
+            return bytes(self.store.get(keys.record_key(self.prefix), limit=MAX_RECORD_BYTES))
         except FileNotFoundError:
             return None
 
@@ -210,22 +226,57 @@ class JobFiles:
         self.store.put(keys.driver_key(self.prefix), [json.dumps(config).encode()])
 
     def read_driver_config(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.store.get(keys.driver_key(self.prefix)))
+        """driver.json as `write_driver_config` wrote it: an object whose `config` (and `timings`, when given) are
+        objects. FileNotFoundError when there is none; DamagedJobFile, naming the job and the file, for anything
+        else (not JSON, too large, another shape): a driver must not start from half a configuration."""
+        key = keys.driver_key(self.prefix)
+        try:
+            data = json.loads(self.store.get(key, limit=MAX_DRIVER_CONFIG_BYTES))
+        except ObjectTooLarge as exc:
+            raise DamagedJobFile(self.job_id, self.where(key), f"{exc.size:,} bytes") from None
+        except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError is a ValueError)
+            raise DamagedJobFile(self.job_id, self.where(key), f"not JSON: {str(exc)[:80]}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+            raise DamagedJobFile(self.job_id, self.where(key), "it holds no `config` object")
+        if not isinstance(data.get("timings", {}), dict):
+            raise DamagedJobFile(self.job_id, self.where(key), "its `timings` is not an object")
         return data
 
     def write_events(self, seq: int, events: list[dict[str, Any]]) -> None:
         self.store.put(keys.events_key(self.prefix, seq), [json.dumps(events).encode()])
 
     def read_events(self, after: int = -1) -> list[tuple[int, list[dict[str, Any]]]]:
-        """Event batches numbered above `after`, in order."""
+        """Event batches numbered above `after`, in order (a damaged batch as an empty one: see iter_events)."""
+        return list(self.iter_events(after))
+
+    def iter_events(self, after: int = -1) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """Event batches numbered above `after`, in order, read one at a time. A batch that is not a JSON list of
+        objects (or is above MAX_EVENT_BATCH_BYTES) comes as an empty batch, logged once naming the job and the
+        file: the journal only shows progress, the results are elsewhere, so one damaged batch must never stop
+        a follower from collecting a job (a key in the folder that is not a batch number is left alone)."""
         start = keys.events_key(self.prefix, after) if after >= 0 else None
-        batches = []
         for key in self.store.list(keys.events_prefix(self.prefix), start):
+            seq = _event_seq(key)
+            if seq is None or seq <= after:
+                continue
             try:
-                batches.append((keys.events_seq(key), json.loads(self.store.get(key))))
+                raw = self.store.get(key, limit=MAX_EVENT_BATCH_BYTES)
             except FileNotFoundError:  # pruned meanwhile
-                break
-        return batches
+                return
+            except ObjectTooLarge as exc:
+                yield seq, self._damaged_batch(key, f"{exc.size:,} bytes")
+                continue
+            batch, problem = _event_batch(raw)
+            yield seq, batch if batch is not None else self._damaged_batch(key, problem)
+
+    def _damaged_batch(self, key: str, problem: str) -> list[dict[str, Any]]:
+        logger.warning(
+            "job %s: skipped a damaged journal batch %s (%s); the job's results are not affected",
+            self.job_id,
+            self.where(key),
+            problem,
+        )
+        return []
 
     def close(self) -> None:
         self.store.put(keys.closed_key(self.prefix), [b"{}"])
@@ -256,6 +307,25 @@ def _block_body(items: list[tuple[int, Any]]) -> Any:
     if len(items) > 1 and indices == list(range(indices[0], indices[0] + len(indices))):
         return (BLOCK_RUN, indices[0], [v for _, v in items])
     return items
+
+
+def _event_seq(key: str) -> int | None:
+    """The batch number of an events/ key, None for anything else (a stray or planted name)."""
+    name = keys.leaf(key).removesuffix(".json")
+    return int(name) if len(name) <= 18 and name.isascii() and name.isdigit() else None
+
+
+def _event_batch(raw: bytes | bytearray) -> tuple[list[dict[str, Any]] | None, str]:
+    """A journal batch as written (a JSON list of objects) and "", else None and why not, in a few words."""
+    try:
+        batch = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError is a ValueError)
+        return None, f"not JSON: {str(exc)[:80]}"
+    if not isinstance(batch, list):
+        return None, "not a list of events"
+    if not all(isinstance(event, dict) for event in batch):
+        return None, "an entry is not an event"
+    return batch, ""
 
 
 def _fields(r: ItemResult) -> tuple[Any, ...]:

@@ -52,7 +52,7 @@ class BurstHandler(APIHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(payload))
+        self.finish(views.strict_json(payload))  # (never `Infinity`: it would break the sidebar's JSON.parse)
 
     def job_id(self, raw: str) -> str:
         if not VALID_ID.match(raw):

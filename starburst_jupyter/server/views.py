@@ -9,6 +9,8 @@ a record's dict.
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -139,6 +141,24 @@ def detail(record: RecordLike, now: float | None = None) -> dict[str, Any]:
     view["outcome_counts"] = {o.label: n for o, n in job.outcome_counts().items()}
     view["failures"] = [{"index": f.index, "error": f.error[:500]} for f in job.failures]
     return view
+
+
+def strict_json(payload: Any) -> str:
+    """`payload` as strict JSON, what the sidebar's JSON.parse takes: a number that is not finite (a rate over an
+    elapsed time of 5e-324 s, a sum of extreme times) becomes null, and json.dumps is told to refuse any that is
+    left, so the server never sends `Infinity` or `NaN`."""
+    return json.dumps(finite_or_none(payload), allow_nan=False)
+
+
+def finite_or_none(value: Any) -> Any:
+    """`value` with every float that is not finite replaced by None (dicts, lists and tuples walked)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    return value
 
 
 def parse_states(values: list[str]) -> set[str] | None:

@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import urlparse
 
 
@@ -23,7 +23,7 @@ class ObjectStore(Protocol):
     url: str
 
     def put(self, key: str, chunks: Iterable[bytes | memoryview]) -> None: ...
-    def get(self, key: str) -> bytearray: ...
+    def get(self, key: str, limit: int | None = None) -> bytearray: ...
     def create_exclusive(self, key: str, data: bytes) -> bool: ...
     def exists(self, key: str) -> bool: ...
     def list_folders(self, prefix: str) -> list[str]: ...
@@ -34,6 +34,18 @@ class ObjectStore(Protocol):
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+
+
+class ObjectTooLarge(OSError):
+    """An object above the size its reader takes (`get(key, limit)`): a record, journal batch or setting file
+    that large is damaged, or not starburst's, and is refused before it is read into memory."""
+
+    def __init__(self, where: str, size: int, limit: int):
+        super().__init__(f"{where} is {size:,} bytes, above the {limit:,} bytes a reader takes: it is damaged")
+        self.where, self.size, self.limit = where, size, limit
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def make_private_dirs(folder: Path) -> None:
@@ -55,6 +67,20 @@ def make_private_dirs(folder: Path) -> None:
 def open_private(path: Path, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC) -> int:
     """A file descriptor for writing `path`, created 0600 (the umask can only take bits away from that)."""
     return os.open(path, flags | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+
+
+def append_private(path: str | os.PathLike[str]) -> BinaryIO:
+    """A log file opened for appending that only the user may read: created 0600 in a 0700 folder whatever the
+    umask, and made 0600 if an older version left it readable (a driver's log names the job's captured names
+    and errors; `open(path, "ab")` gave it the umask's 0644)."""
+    target = Path(path)
+    make_private_dirs(target.parent)
+    fd = open_private(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError:  # (a file of another user's we may append to but not chmod: still appended to)
+        pass
+    return open(fd, "ab")
 
 
 def write_private(path: Path, data: bytes | str) -> None:
@@ -88,9 +114,12 @@ class LocalFolderStore:
             tmp.unlink(missing_ok=True)  # a half-written object must not fill a disk that is already full
             raise
 
-    def get(self, key: str) -> bytearray:
+    def get(self, key: str, limit: int | None = None) -> bytearray:
+        """The object's bytes; ObjectTooLarge, before reading, when it holds more than `limit`."""
         with open(self.path(key), "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
+            if limit is not None and size > limit:
+                raise ObjectTooLarge(f"{self.url}/{key}", size, limit)
             data = bytearray(size)
             handle.readinto(data)
         return data
@@ -157,6 +186,26 @@ class LocalFolderStore:
             shutil.rmtree(source, ignore_errors=True)
             return
         _empty_later(trash)
+
+    def empty_trash(self) -> int:
+        """Unlink what waits in the trash now (folders deleted by a process that exited before its background
+        thread was done); the bytes freed. A command that reports space freed calls this before it says so."""
+        trash = self.root / TRASH
+        freed = folder_bytes(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        return freed - folder_bytes(trash)
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files under `folder` (0 when there is none; links are not followed)."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 #: The folder of a store's root where deleted folders wait to be unlinked (its name hides it from listings).

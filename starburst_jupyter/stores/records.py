@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from starburst_jupyter.core.config import starburst_home
-from starburst_jupyter.core.record import ACTIVE_STATES, TERMINAL_STATES, JobRecord, check_finite
+from starburst_jupyter.core.record import (
+    ACTIVE_STATES,
+    MAX_RECORD_BYTES,
+    TERMINAL_STATES,
+    JobRecord,
+    check_finite,
+)
 from starburst_jupyter.stores.objects import make_private_dirs, write_private
 
 __all__ = ["ACTIVE_STATES", "TERMINAL_STATES", "JobIndex", "JobStore", "new_job_id"]
@@ -29,9 +35,16 @@ def _newest_first(records: list[JobRecord]) -> list[JobRecord]:
 
 
 def _read_file(path: Path, job_id: str) -> JobRecord | None:
-    """The record in `path` (damaged if unreadable), None if there is no such file."""
+    """The record in `path` (damaged if unreadable or above MAX_RECORD_BYTES, which is not read), None if there
+    is no such file."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > MAX_RECORD_BYTES:
+                return JobRecord.unreadable(
+                    job_id, f"{path} is {size:,} bytes, above the {MAX_RECORD_BYTES:,} a record may hold"
+                )
+            raw = handle.read()
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:  # e.g. permissions: still a job, shown as damaged

@@ -40,6 +40,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
 from starburst_jupyter.errors import BurstError
+from starburst_jupyter.stores.objects import ObjectTooLarge
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -149,12 +150,16 @@ class S3ObjectStore:
                 raise self._error(cause, "writing", key) from None
             raise
 
-    def get(self, key: str) -> bytearray:
+    def get(self, key: str, limit: int | None = None) -> bytearray:
+        """The object's bytes; ObjectTooLarge, before its body is read, when it holds more than `limit`."""
         full = self.full_key(key)
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=full)
             size = int(response["ContentLength"])
             body = response["Body"]
+            if limit is not None and size > limit:
+                body.close()
+                raise ObjectTooLarge(f"s3://{self.bucket}/{full}", size, limit)
             if size >= self.multipart_threshold:
                 # Large: parallel ranged GETs through s3transfer, which also retries a stream that
                 # breaks mid-way (botocore alone retries only until the response headers arrive).

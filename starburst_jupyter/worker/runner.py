@@ -353,6 +353,33 @@ def run_item(
     return item_result(index, value, ok, tb, started, duration, worker, max_result_bytes, job_id, values, streams)
 
 
+#: Ints inside this range fit in 8 bytes and travel inline at serialize's 16 bytes; a bigger one counts its bytes.
+_SMALL_INT = 2**63
+
+
+def int_size(value: int) -> int:
+    """Bytes an int takes in a result batch: 16 (serialize's figure) for one of 8 bytes or fewer, else its
+    two's-complement bytes (what pickle writes) and 8 of framing. serialize.inline_size counts every int 16 bytes,
+    so an int of a million digits (415 KB) passed a max_result_bytes of 1 KB."""
+    if -_SMALL_INT < value < _SMALL_INT:
+        return 16
+    return (value.bit_length() + 8) // 8 + 8
+
+
+def inline_size(value: Any) -> int:
+    """serialize.inline_size with each int at its real size (int_size), alone or in a tuple; -1 for a value that
+    does not travel inline (an int above serialize.INLINE_MAX bytes is pickled and measured like any value)."""
+    kind = type(value)
+    if kind is int:
+        size = int_size(value)
+        return size if size <= serialize.INLINE_MAX else -1
+    size = serialize.inline_size(value)
+    if size < 0 or kind is not tuple:
+        return size
+    size += sum(int_size(v) - 16 for v in value if type(v) is int)
+    return size if size <= serialize.INLINE_MAX else -1
+
+
 def item_result(
     index: int,
     value: Any,
@@ -368,7 +395,7 @@ def item_result(
 ) -> ItemResult:
     """An item that ran, ready to travel: its value pickled (or inline), too large a value or one that cannot
     be pickled made its failure, and what it printed."""
-    inline = ok and values is not None and 0 <= serialize.inline_size(value) <= max_result_bytes
+    inline = ok and values is not None and 0 <= inline_size(value) <= max_result_bytes
     if inline:
         encoded: Any = value  # a plain immutable value travels in the batch's fields (serialize.inline_size)
     else:
@@ -523,8 +550,10 @@ class Worker:
         run's columns, with no lock (leave() counts the columns: a block's items run in order); any other goes
         through item_result (pickled value, output, traceback) under the lock."""
         job_id, limit, me, lock, stop = self.files.job_id, self.max_result_bytes, self.index, self.lock, _STOP
-        run, clock, inline_size = program.run, time.perf_counter, serialize.inline_size
-        scalars = serialize.INLINE_SCALARS if limit >= serialize.inline_size(0) else frozenset()
+        run, clock, size_of = program.run, time.perf_counter, inline_size
+        # (an int is inline at once only when it fits in 8 bytes: a bigger one is measured, int_size)
+        small = _SMALL_INT if limit >= serialize.inline_size(0) else 0
+        scalars = serialize.INLINE_SCALARS - {int} if small else frozenset()
         sources = getattr(program, "sources", None)
         out, err = streams.out, streams.err
         quiet = self.quiet
@@ -552,7 +581,11 @@ class Worker:
                     and err.tee is None
                     and sys.stdout is out
                     and sys.stderr is err
-                    and (type(value) in scalars or 0 <= inline_size(value) <= limit)
+                    and (
+                        type(value) in scalars
+                        or (type(value) is int and -small < value < small)
+                        or 0 <= size_of(value) <= limit
+                    )
                 ):
                     indices.append(index)
                     values.append(value)
