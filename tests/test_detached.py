@@ -31,6 +31,13 @@ def slow_square(x):
     return x * x
 
 
+def _lease_epochs(job_id: str) -> list[int]:
+    from starburst_jupyter.protocol import keys
+
+    _, files = Launcher().job_record(job_id)
+    return sorted(keys.lease_epoch(k) for k in files.store.list(keys.leases_prefix(files.prefix)))
+
+
 def _driver_pid(job_id: str) -> int:
     record, _ = Launcher().job_record(job_id)
     return int(record.owner.pid or 0)
@@ -146,11 +153,12 @@ def test_a_job_whose_driver_died_gets_a_new_driver_when_attached(starburst_home,
     wait_for(lambda: job.status().done >= 2, timeout=30, interval=0.1)
     first = _driver_pid(job.id)
     os.kill(first, signal.SIGKILL)
-    time.sleep(1.5)  # the record goes silent
-    again = sj.attach(job.id)
-    assert again.driver.startswith("process "), "attach started a new driver"
+    time.sleep(1.5)
+    again = sj.attach(job.id)  # the first follower (this process's job) or this attach starts the new driver
     assert again.wait(timeout=60).values == [i * i for i in range(12)]
+    assert job.wait(timeout=60).values == [i * i for i in range(12)]
     assert _driver_pid(job.id) != first
+    assert _lease_epochs(job.id) == [1, 2], "exactly one new driver, under the next lease"
 
 
 def test_extend_gives_a_detached_job_more_time(starburst_home):
@@ -258,12 +266,38 @@ def test_attach_refuses_a_map_job_as_an_executor(starburst_home):
     job.wait(timeout=60)
 
 
-def test_a_driver_that_dies_is_reported_by_wait_not_waited_for_forever(starburst_home):
+def test_a_driver_that_dies_while_followed_is_replaced_once_by_one_follower(starburst_home):
+    """Issue 22: with the driver and its workers killed 2 items into a job, two attach().wait() at once timed
+    out after 600 s with 4 of 16 items run. Now the job's lease lapses (its holder's pid is gone), one follower
+    takes it and starts one new driver; every follower gets every value."""
+    import threading
+
+    job = sj.burst_map(slow_square, range(16), wait=False, workers=2)
+    wait_for(lambda: job.status().done >= 2, timeout=30, interval=0.05)
+    driver, workers = job.status().owner.pid, _worker_pids(job.id)
+    for pid in [driver, *workers]:
+        os.kill(pid, signal.SIGKILL)
+    got: list = []
+    followers = [threading.Thread(target=lambda: got.append(sj.attach(job.id).wait(timeout=60).values)) for _ in "ab"]
+    for follower in followers:
+        follower.start()
+    assert job.wait(timeout=60).values == [i * i for i in range(16)]
+    for follower in followers:
+        follower.join(60)
+    assert got == [[i * i for i in range(16)]] * 2
+    assert _lease_epochs(job.id) == [1, 2], "exactly one new driver"
+
+
+def test_a_driver_that_keeps_dying_is_reported_not_restarted_forever(starburst_home):
+    from starburst_jupyter.core.detached import MAX_RESTARTS
+
     job = sj.burst_map(slow_square, range(30), wait=False, workers=1)
     wait_for(lambda: job.status().owner.pid, timeout=20, interval=0.1)
+    job.files.store.put(job.files.prefix + "driver.json", [b"{damaged"])  # every new driver fails at its start
     os.kill(job.status().owner.pid, signal.SIGKILL)
-    with pytest.raises(BurstError, match=r"driver of job .* exited with code -9 .*driver\.log"):
-        job.wait(timeout=30)
+    reported = rf"driver of job .* ended \(exit code 1\) .* {MAX_RESTARTS} times.*driver\.log"
+    with pytest.raises(BurstError, match=reported):
+        job.wait(timeout=60)
     sj.attach(job.id).cancel("test over")
 
 

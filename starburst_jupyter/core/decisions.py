@@ -22,7 +22,9 @@ class Timings:
     launch_backoff: tuple[float, float] = (2.0, 30.0)  # first delay before relaunching (doubling), the longest
     max_launch_attempts: int = 6  # per worker
     record_every: float = 0.5  # rewrite the job's record at most this often
-    driver_silent: float = 300.0  # a detached job whose record is this old lost its driver (Fargate: a slow start)
+    driver_silent: float = 300.0  # a driver being started elsewhere holds the job's lease this long (Fargate: a slow
+    # start); a job from before leases whose record is this old lost its driver
+    lease_ttl: float = 30.0  # a running driver's lease lapses this long after its last renewal (core/lease.py)
     journal_every: float = 1.0  # a detached driver's event batches (S3: a PUT each, when something happened)
     mirror_every: float = 5.0  # ... and its copy in the job's store (S3: a PUT each time), and at each new state
     cost_every: float = 1.0  # re-price the job this often

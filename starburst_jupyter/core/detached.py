@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +23,9 @@ from starburst_jupyter.core import events as ev
 from starburst_jupyter.core import record as rec
 from starburst_jupyter.core.job import JobResult, raise_if_cancelled
 from starburst_jupyter.core.journal import replay
+from starburst_jupyter.core.lease import current as lease_current
+from starburst_jupyter.core.lease import expired as lease_expired
+from starburst_jupyter.core.lease import pid_alive
 from starburst_jupyter.core.ledger import ItemLedger
 from starburst_jupyter.core.spec import JobSpec
 from starburst_jupyter.errors import BurstError, TaskCancelled
@@ -35,6 +39,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DRIVER_MODULE = "starburst_jupyter.core.drive"
+MAX_RESTARTS = 3  # a follower replaces a lost driver at most this many times before it reports the job stuck
 
 
 class _Pending:
@@ -66,9 +71,12 @@ def spec_of(record: rec.JobRecord) -> JobSpec:
 
 
 # ----- starting a driver ------------------------------------------------------------------------------
-def driver_argv(files: JobFiles) -> list[str]:
-    """What follows `python` to drive the job whose files these are."""
-    return ["-m", DRIVER_MODULE, "--store", files.store.url, "--prefix", files.prefix, "--job", files.job_id]
+def driver_argv(files: JobFiles, lease_epoch: int) -> list[str]:
+    """What follows `python` to drive the job whose files these are, under the lease taken for it."""
+    return [
+        "-m", DRIVER_MODULE, "--store", files.store.url, "--prefix", files.prefix, "--job", files.job_id,
+        "--lease", str(lease_epoch),
+    ]  # fmt: skip
 
 
 _CHILDREN: dict[str, tuple[subprocess.Popen[bytes], str]] = {}  # job id -> local driver this process started, log
@@ -82,13 +90,14 @@ def driver_exit(job_id: str) -> tuple[int, str] | None:
     return child[0].returncode, child[1]
 
 
-def start_driver(files: JobFiles, caps: Capabilities, log_path: os.PathLike[str] | str) -> str:
+def start_driver(files: JobFiles, caps: Capabilities, log_path: os.PathLike[str] | str, lease_epoch: int) -> str:
     """Start the job's driver where it can outlive this process: the backend's own (a Fargate task), else a
-    process of this machine in a session of its own (a kernel's SIGKILL or restart does not reach it)."""
+    process of this machine in a session of its own (a kernel's SIGKILL or restart does not reach it). The
+    caller took the job's lease for it (core/lease.py): only the driver that adopts `lease_epoch` drives."""
     for job_id, (child, _) in list(_CHILDREN.items()):
         if child.poll() is not None:  # (reaped: no zombie is left)
             del _CHILDREN[job_id]
-    argv = driver_argv(files)
+    argv = driver_argv(files, lease_epoch)
     if caps.drivers is not None:
         return caps.drivers.start_driver(files.job_id, argv, {})
     # the driver's workers must import what this kernel imports (modules next to the notebook): they inherit
@@ -190,6 +199,11 @@ class DetachedJob:
         self.state = record.state.value
         self.total = record.total
         self.driver = driver  # what runs the driver, when this process started it
+        # starts a new driver when the job's lease lapses while this follows it (the launcher sets it): None when
+        # another process holds the lease, which then drives the job
+        self.restart: Callable[[int | None], tuple[str, int] | None] | None = None
+        self.restarts = 0
+        self.driver_epoch: int | None = None  # the lease epoch of the driver this process started
         self._record = record
         self._local = local  # this machine's job store: kept current for its faces (status, sidebar)
         self._seq = -1
@@ -232,16 +246,8 @@ class DetachedJob:
                 if ended or now - last_record >= max(2.0, 4 * self.poll):
                     last_record = now
                     record = self.status()
-                    gone = driver_exit(self.id)
-                    if gone is not None and not record.is_terminal:
-                        record = self.status()  # (it may have written its last record just now)
-                        if not record.is_terminal:
-                            raise BurstError(
-                                f"The driver of job {self.id} exited with code {gone[0]} before the job ended; "
-                                f"its log is {gone[1]}. starburst_jupyter.attach({self.id!r}) starts a new one once "
-                                f"its record has been silent for a while; `starburst cancel {self.id}` ends the job.",
-                                job_id=self.id,
-                            )
+                    if not record.is_terminal:
+                        record = self._replace_a_lost_driver(record)
                     if record.is_terminal:
                         self._seq, _ = replay(self.files, self.events, self._seq)  # its last batch
                         if self._ledger is not None:  # every item gets its final word, also those ended unrun
@@ -261,6 +267,36 @@ class DetachedJob:
                 logger.exception("following job %s failed", self.id)
             self._error = exc
             self._finished.set()
+
+    def _replace_a_lost_driver(self, record: rec.JobRecord) -> rec.JobRecord:
+        """A driver that died (or stopped) while this follows the job is replaced: its lease lapses, and the
+        one follower that takes it starts a new driver (the others go on following). A driver that keeps dying
+        is reported, after MAX_RESTARTS, with its log, instead of being started forever."""
+        gone = driver_exit(self.id)  # (this process's own child: known at once, no need to wait for the lease)
+        holder = lease_current(self.files)
+        lapsed = holder is not None and lease_expired(holder, time.time(), socket.gethostname(), pid_alive)
+        if gone is None and not lapsed:
+            return record
+        record = self.status()  # (it may have written its last record just now)
+        if record.is_terminal or self.restart is None:
+            return record
+        if self.restarts >= MAX_RESTARTS:
+            log = f"; its log is {gone[1]}" if gone else ""
+            code = f" (exit code {gone[0]})" if gone else ""
+            raise BurstError(
+                f"The driver of job {self.id} ended{code} before the job ended, {self.restarts} times{log}. "
+                f"`starburst status {self.id}` shows the job; starburst_jupyter.attach({self.id!r}) tries again; "
+                f"`starburst cancel {self.id}` ends it.",
+                job_id=self.id,
+            )
+        if gone is not None:
+            _CHILDREN.pop(self.id, None)
+        started = self.restart(self.driver_epoch if gone is not None else None)
+        if started is not None:
+            self.restarts += 1
+            self.driver, self.driver_epoch = started
+            logger.warning("job %s: its driver was gone; started a new one (%s)", self.id, started[0])
+        return record
 
     def _settle(self, result: JobResult) -> None:
         self._result = result

@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", required=True, help="the job's object store (file:///... or s3://bucket)")
     parser.add_argument("--prefix", required=True, help="the job's prefix in that store")
     parser.add_argument("--job", required=True, help="the job id")
+    parser.add_argument("--lease", type=int, help="the epoch of the lease its starter took for this driver")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s driver %(levelname)s %(message)s")
     from starburst_jupyter.core.launcher import Launcher
@@ -44,8 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     setup = files.read_driver_config()
     launcher = Launcher(config_from_json(setup["config"]))
     launcher.timings = timings_from_json(setup.get("timings", {}))
-    driver = launcher.detached_driver(files)
-    logging.info("driving job %s (%s)", args.job, args.store)
+    from starburst_jupyter.core.lease import LeaseLost
+
+    try:
+        driver = launcher.detached_driver(files, args.lease)
+    except LeaseLost as lost:  # another driver has the job: this one ends at once, having written nothing
+        logging.warning("%s", lost)
+        return 0
+    logging.info("driving job %s (%s, lease epoch %s)", args.job, args.store, driver.lease and driver.lease.epoch)
     driver.run()  # in this thread: the process is the job's driver and ends with it
     outcome = driver.handle.outcome
     logging.info("job %s ended %s", args.job, outcome.state if outcome else "without a result")

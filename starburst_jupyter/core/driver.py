@@ -30,6 +30,7 @@ from starburst_jupyter.core.decisions import (
 )
 from starburst_jupyter.core.job import JobHandle, JobResult
 from starburst_jupyter.core.journal import EventJournal
+from starburst_jupyter.core.lease import DriverLease, LeaseLost
 from starburst_jupyter.core.ledger import ItemLedger
 from starburst_jupyter.core.plan import Plan
 from starburst_jupyter.core.workforce import Stop, Workforce
@@ -145,6 +146,7 @@ class JobDriver(threading.Thread):
         # the first failures' one-line errors, until the job's first success (decisions.systematic_failure)
         self.first_errors: list[str] | None = [] if self.spec.on_error != "keep" else None
         self.bus.subscribe(self._note_first_outcomes, ev.TaskFinished, ev.TasksFinished, ev.TaskFailed)
+        self.lease: DriverLease | None = None  # one driver per job: every record and journal write is fenced by it
         self.resumed = False  # rebuilt from the store (attach, or a detached driver) rather than made here
         self.driver_since = self.created  # when this process began driving the job
 
@@ -226,6 +228,8 @@ class JobDriver(threading.Thread):
             self._set_state("launching")
             while True:
                 with self.lock:
+                    if self.lease is not None:
+                        self.lease.renew_if_due()  # LeaseLost: another driver took over; this one writes nothing
                     if self.cancel_reason is None:  # this face's request, else one another face wrote
                         self.cancel_reason = self.cancel_request or self.files.cancel_reason()
                     if self.cancel_reason is not None:
@@ -248,6 +252,9 @@ class JobDriver(threading.Thread):
                 due = self.workforce.next_due()
                 self.wake.wait(pause if due is None else max(quickest, min(pause, due - time.time())))
                 self.wake.clear()
+        except LeaseLost as lost:  # another driver has the job now: its record, journal and workers are its own
+            logger.warning("%s", lost)
+            self.handle.settle(error=lost)
         except BaseException as exc:  # the job must end recorded, never hang a wait()
             if no_room(exc):  # the user's problem, said in the job's outcome; no traceback needed
                 logger.warning("job %s: no room to write its files: %s", self.job_id, exc)
@@ -476,6 +483,8 @@ class JobDriver(threading.Thread):
         )
         try:
             self._set_state(state, message)  # the record first: a face that wakes on the result reads it
+        except LeaseLost:
+            raise
         except Exception:  # ... but a record that cannot be written must not cost the caller the results
             logger.exception("could not write the final record of job %s", self.job_id)
             self.state = self.handle.state = state
@@ -509,7 +518,15 @@ class JobDriver(threading.Thread):
         if not passing or time.time() - self.last_record >= self.timings.record_every:
             self._write_record()
 
+    def hold(self, lease: DriverLease) -> None:
+        """Drive under `lease`: the journal's writes are fenced by it too."""
+        self.lease = lease
+        if self.journal is not None:
+            self.journal.fence = lease.fence
+
     def _write_record(self) -> None:
+        if self.lease is not None:
+            self.lease.fence()
         self.last_record = now = time.time()
         outcomes, counts, failures = self.ledger.outcomes()
         state = rec.JobState(self.state)

@@ -86,16 +86,19 @@ class JobHandle:
         self.state = "queued"
         self._finished = threading.Event()
         self._result: JobResult | None = None
+        self._error: BaseException | None = None  # why the driver ended without a result (another took over)
         self._monitor: JobDriver | None = None
 
     def bind(self, driver: JobDriver) -> None:
         """The launcher gives the handle the driver it talks to."""
         self._monitor = driver
 
-    def settle(self, result: JobResult | None = None) -> None:
-        """The driver's last word: the result (when it has one); no wait() blocks after this."""
+    def settle(self, result: JobResult | None = None, error: BaseException | None = None) -> None:
+        """The driver's last word: the result (when it has one), or why it has none; no wait() blocks after this."""
         if result is not None:
             self._result = result
+        if error is not None:
+            self._error = error
         trace("handle: settled", job=self.id, state=result.state if result else None)
         self._finished.set()
 
@@ -162,6 +165,8 @@ class JobHandle:
             self.cancel("interrupted (stop button / Ctrl-C)")
             self._finished.wait()  # the workers are being ended; a second interrupt stops waiting
             raise
+        if self._result is None and self._error is not None:
+            raise self._error
         if self._result is None:  # the driver itself failed before it could say how the job ended
             raise BurstError(
                 f"Job {self.id} ended without a result: its driver failed (the log above says why). "

@@ -8,6 +8,7 @@ journalled: a follower tails the workers' logs itself, only when a face asks for
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from starburst_jupyter.core import events as ev
@@ -25,6 +26,7 @@ class EventJournal:
         self.pending: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.seq = 0
+        self.fence: Callable[[], None] | None = None  # the driver's lease check (core/lease.py), before each write
         bus.subscribe(self._keep)
 
     def _keep(self, event: ev.Event) -> None:
@@ -38,6 +40,8 @@ class EventJournal:
         self.seq = max(self.seq, seq + 1)
 
     def flush(self) -> None:
+        if self.fence is not None:
+            self.fence()
         with self.lock:
             batch, self.pending = self.pending, []
         for start in range(0, len(batch), BATCH_EVENTS):

@@ -8,6 +8,8 @@ job store's record current and publishes events. Faces only submit, wait, cancel
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,6 +23,9 @@ from starburst_jupyter.core.decisions import CostRule, Timings
 from starburst_jupyter.core.detached import DetachedJob, spec_of, start_driver
 from starburst_jupyter.core.driver import JobDriver
 from starburst_jupyter.core.job import JobHandle, JobResult
+from starburst_jupyter.core.lease import DriverLease, LeaseLost, pid_alive
+from starburst_jupyter.core.lease import current as lease_current
+from starburst_jupyter.core.lease import expired as lease_expired
 from starburst_jupyter.core.plan import Plan, make_plan
 from starburst_jupyter.core.record import JobRecord, as_record
 from starburst_jupyter.core.spec import JobSpec
@@ -117,6 +122,11 @@ class Launcher:
             self.config, self.store, handle, backend, plan, chunks, items, open_job, rate, self.timings, detached=detach
         )
         handle.bind(monitor)
+        if not detach:  # a new job: its lease is free (a detached job's is taken for its driver, in _detach)
+            lease = DriverLease.take(monitor.files, lease_ttl(self.timings, backend))
+            if lease is None:
+                raise BurstError(f"Job {job_id}: its new lease was taken by another process.", job_id=job_id)
+            monitor.hold(lease)
         try:
             monitor.prepare()
             if detach:
@@ -153,19 +163,34 @@ class Launcher:
         """Hand a prepared job to a driver of its own and follow it from here."""
         files = monitor.files
         record = as_record(self.store.read(monitor.job_id))
-        log = self.store.job_dir(monitor.job_id) / "driver.log"
         try:
-            where = start_driver(files, monitor.caps, log)
+            started = self._start_driver(files, record.backend)
+            if started is None:
+                raise BurstError(f"Job {monitor.job_id}: its new lease was taken by another process.")
         except BaseException as exc:
             ended = record.cancelled_without_owner(f"its driver could not start: {exc}", 0, time.time())
             self.store.write(ended)
             files.write_record(ended.dumps().encode())
             raise
-        job = DetachedJob(files, record, poll=_follow_pace(monitor.backend), driver=where, local=self.store)
+        job = DetachedJob(files, record, poll=_follow_pace(monitor.backend), driver=started[0], local=self.store)
+        job.driver_epoch = started[1]
+        job.restart = lambda dead: self._start_driver(files, record.backend, dead)
         return job.start() if follow else job
 
-    def detached_driver(self, files: JobFiles) -> JobDriver:
-        """The driver of a detached job, rebuilt from its store (core/drive.py runs it)."""
+    def _start_driver(self, files: JobFiles, backend: str, dead_epoch: int | None = None) -> tuple[str, int] | None:
+        """Take the job's lease for a new driver and start that driver apart from this process (it adopts the
+        lease): (where it runs, its lease epoch); None when the lease is held: another driver runs, or is being
+        started, for the job. `dead_epoch`: a driver this process started, seen to exit."""
+        starter = f"a driver being started from pid {os.getpid()} on {socket.gethostname()}"
+        lease = DriverLease.take(files, self.timings.driver_silent, for_another=starter, dead_epoch=dead_epoch)
+        if lease is None:
+            return None
+        log = self.store.job_dir(files.job_id) / "driver.log"
+        return start_driver(files, self.capabilities(backend), log, lease.epoch), lease.epoch
+
+    def detached_driver(self, files: JobFiles, lease_epoch: int | None = None) -> JobDriver:
+        """The driver of a detached job, rebuilt from its store (core/drive.py runs it), under the lease its
+        starter took (`lease_epoch`), else one it takes now; LeaseLost when another driver has the job."""
         data = files.read_record()
         if data is None:
             where = f"{files.store.url}/{files.prefix}"
@@ -181,7 +206,20 @@ class Launcher:
             self.config, self.store, handle, backend, plan, [], [], open_job, rate, self.timings, detached=True
         )
         handle.bind(driver)
-        batches = files.read_events()
+        ttl = lease_ttl(self.timings, backend)
+        if lease_epoch is not None:
+            driver.hold(DriverLease.adopt(files, lease_epoch, ttl, holder=_driver_holder()))
+        else:
+            lease = DriverLease.take(files, ttl, for_another="")
+            if lease is None:
+                holder = lease_current(files)
+                raise LeaseLost(
+                    f"Job {files.job_id} is driven by {holder.holder if holder else 'another driver'}; this driver "
+                    f"does not start.",
+                    job_id=files.job_id,
+                )
+            driver.hold(lease)
+        batches = files.read_events()  # (after the lease: no other driver journals from here on)
         if batches and driver.journal is not None:
             driver.journal.resume_after(batches[-1][0])
         driver.resume(record.to_json())
@@ -230,8 +268,12 @@ class Launcher:
         if record.damaged:
             raise BurstError(f"Job {record.id} has a damaged record ({record.damaged}).", job_id=record.id)
         job = DetachedJob(files, record, poll=_follow_pace(self.backend(record.backend)), local=self.store)
+        job.restart = lambda dead: self._start_driver(files, record.backend, dead)
         silent = time.time() - (record.updated or record.created)
-        if record.owner.detached:  # (Timings.driver_silent: a Fargate driver may take a minute or two to start)
+        holder = lease_current(files)
+        if holder is not None:  # who drives the job is the lease's to say
+            driver_gone = record.is_active and lease_expired(holder, time.time(), socket.gethostname(), pid_alive)
+        elif record.owner.detached:  # a job from before leases (Timings.driver_silent: a slow Fargate start)
             driver_gone = record.is_active and silent > self.timings.driver_silent
         else:
             driver_gone = record.is_active and not record.owner_alive()
@@ -248,8 +290,9 @@ class Launcher:
                 files.write_driver_config(
                     {"config": dataclasses.asdict(self.config), "timings": dataclasses.asdict(self.timings)}
                 )
-            log = self.store.job_dir(record.id) / "driver.log"
-            job.driver = start_driver(files, self.capabilities(record.backend), log)
+            started = self._start_driver(files, record.backend)
+            if started is not None:  # (None: another attach just started one; this follows it)
+                job.driver, job.driver_epoch = started
         return job.start() if start else job
 
     def attach(
@@ -297,6 +340,15 @@ class Launcher:
         rate = pricing.rate_for(spec.region, spec.arch, spot=spec.spot)
         monitor = JobDriver(self.config, self.store, handle, backend, plan, [], [], False, rate, self.timings)
         handle.bind(monitor)
+        lease = DriverLease.take(monitor.files, lease_ttl(self.timings, backend))
+        if lease is None:  # two attaches at once: the one that took the lease drives, this one is told
+            holder = lease_current(monitor.files)
+            raise BurstError(
+                f"Job {job.id} is already driven by {holder.holder if holder else 'another process'} (it took the "
+                f"job over first); %burst_status {job.id} follows it, %burst_cancel {job.id} stops it.",
+                job_id=job.id,
+            )
+        monitor.hold(lease)
         monitor.resume(record)
         if start:
             monitor.start()
@@ -365,6 +417,18 @@ class Launcher:
             return
         if (record.updated or 0) > (local.updated or 0):
             self.store.write(record)
+
+
+def lease_ttl(timings: Timings, backend: Backend) -> float:
+    """A running driver's lease ttl: the configured one, and at least six of the backend's slowest polls (the
+    driver renews it every quarter ttl from its loop, which may sleep that long)."""
+    return max(timings.lease_ttl, 6 * backend.poll_seconds[1])
+
+
+def _driver_holder() -> str:
+    """How a detached driver names itself in its lease: its Fargate task, else its process."""
+    task = os.environ.get("STARBURST_DRIVER_TASK")
+    return task or f"pid {os.getpid()} on {socket.gethostname()}"
 
 
 def _follow_pace(backend: Backend) -> float:

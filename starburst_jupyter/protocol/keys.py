@@ -20,6 +20,8 @@ jobs/<id>/record.json          the job's record (core/record.py), so any machine
 jobs/<id>/driver.json          how a detached driver rebuilds the job's backend (the launching config, no secrets)
 jobs/<id>/events/<seq>.json    a detached driver's events in order, batched: a kernel anywhere replays them
 jobs/<id>/closed               an open job (BurstExecutor) gets no more tasks
+jobs/<id>/lease/<epoch>        JSON: the driver that holds the job (core/lease.py); epoch + 1 is created
+                               exclusively by the one driver that takes over
 jobs/<id>/items/<index>        created exclusively by the process that queues item <index> of an open job fed
                                from several processes (a detached BurstExecutor): one index, one caller
 warm/<shape>[-spot]/<job>-<worker>.json    a finished worker waiting for the next job of its shape
@@ -38,7 +40,7 @@ WARM = "warm/"  # the warm pools (short-lived: leftovers expire after a day)
 TOP_PREFIXES = (JOBS, WARM)  # all a worker may read and write in a bucket (its IAM policy names these)
 
 _TASKS, _CLAIMS, _RESULTS, _HEARTBEATS, _LOGS = "tasks/", "claims/", "results/", "heartbeat/", "logs/"
-_RELEASED, _EVENTS, _BUFFERS, _ITEMS = "released/", "events/", "buffers/", "items/"
+_RELEASED, _EVENTS, _BUFFERS, _ITEMS, _LEASE = "released/", "events/", "buffers/", "items/", "lease/"
 _PICKLE = ".pkl"
 _ENTRY, _ASSIGN = ".json", ".assign"
 
@@ -88,6 +90,21 @@ def task_key(prefix: str, block: int) -> str:
 def task_block(key: str) -> int:
     """The block number of a task key."""
     return int(leaf(key).removesuffix(_PICKLE))
+
+
+def leases_prefix(prefix: str) -> str:
+    return prefix + _LEASE
+
+
+def lease_key(prefix: str, epoch: int) -> str:
+    """A driver's lease on the job: the highest epoch holds it (core/lease.py)."""
+    return f"{prefix}{_LEASE}{epoch:06d}"
+
+
+def lease_epoch(key: str) -> int:
+    """The epoch a lease key names (0 for anything else in that folder: a temporary file)."""
+    name = leaf(key)
+    return int(name) if name.isdigit() else 0
 
 
 def item_claim_key(prefix: str, index: int) -> str:
