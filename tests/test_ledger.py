@@ -50,3 +50,21 @@ def test_a_damaged_claim_is_held_as_unknown_then_requeued_once_no_worker_is_left
     assert book.items[3].block == 3 and dict(files.read_block(3)) == {3: "d"} and book.unclaimed() == 3
     book.requeue_unknown()  # once
     assert len(book.blocks) == 4
+
+
+def test_retries_mean_the_same_after_an_attach(tmp_path):
+    """Issue 22: the attempts an item used lived in the driver that died; an attach counted from one again, so
+    an item already retried ran once more than --retries allows. They are read back from its blocks."""
+    book, files, _ = ledger(tmp_path)  # blocks: [0, 1], [2], [3]
+    assert files.claim(1, worker=0)
+    book.scan_claims(full=True)
+    book.requeue(WorkerRef(0, 1, 0.0, exit_code=-9, reason="killed"), retries=1, stopped_by_user=False)
+    assert book.items[2].block == 3  # item 2 (alone on worker 0, which died) was retried once: block 3
+
+    again = ItemLedger(files, ev.EventBus(), result_window=20.0)  # the driver died; an attach rebuilds it
+    again.reload(4)
+    assert files.claim(3, worker=1)
+    again.scan_claims(full=True)
+    again.requeue(WorkerRef(1, 1, 0.0, exit_code=-9, reason="killed"), retries=1, stopped_by_user=False)
+    assert again.items[2].final and "WorkerLost" in type(again.items[2].value).__name__, again.items[2]
+    assert len(again.blocks) == 4, "not queued a third time"

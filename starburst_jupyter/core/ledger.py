@@ -221,9 +221,23 @@ class ItemLedger:
         first full scan. Later blocks (retries) supersede earlier ones."""
         for block in self.files.list_blocks():
             self.blocks[block] = _run_or_list(list(self.files.read_block_items(block)[0]))
+        # An item in several blocks was requeued: each block after its first is an attempt used up (the count
+        # lived in the driver that died), so --retries means the same after an attach. (A requeue that counted
+        # no attempt, a SIGTERM's hand-back or a worker the user stopped, counts here too: an attach errs towards
+        # fewer runs, never more.)
+        seen: dict[int, int] = {}
+        for indices in self.blocks.values():
+            for index in indices if len(indices) == 1 else ():
+                seen[index] = seen.get(index, 0) + 1
+        first_blocks = {i for indices in self.blocks.values() if len(indices) > 1 for i in indices}
+        attempts = {
+            index: count + (1 if index in first_blocks else 0) for index, count in seen.items()
+            if count + (1 if index in first_blocks else 0) > 1
+        }  # fmt: skip
         # (an open job's blocks may hold items its record does not count yet: a kernel feeds it)
         highest = max((max(indices) for indices in self.blocks.values() if indices), default=-1)
         self.reset(max(total, highest + 1))
+        self._attempts = attempts
         self._index_blocks()
 
     def _index_blocks(self) -> None:
