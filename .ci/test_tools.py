@@ -26,6 +26,7 @@ LOCK = Path(__file__).resolve().parent / "test-tools.txt"
 #: The test tools: what runs the tests, stands in for AWS or drives the browser, and the linters.
 TEST_TOOLS = [
     "moto[server]", "playwright", "pytest", "pytest-timeout", "nbclient", "hypothesis", "ruff", "mypy", "build",
+    "import-linter",
 ]  # fmt: skip
 #: What users run: the product's dependencies and the Jupyter pieces its faces live in (these float).
 RUNTIME = [
