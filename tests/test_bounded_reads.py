@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -325,3 +326,56 @@ def test_a_damaged_record_is_refused_by_attach_in_one_line_naming_the_job(starbu
     _plant(starburst_home, job_id, _good(job_id, outcomes="", outcome_runs="99999999999999999999D"))
     with pytest.raises(BurstError, match=f"Job {job_id} has a damaged record .*outcome_runs"):
         sj.attach(job_id)
+
+
+# ----- the bucket (moto) --------------------------------------------------------------------------------------
+def test_damaged_bucket_records_list_as_damaged_and_do_not_drop_the_bucket_listing(
+    starburst_home, s3_bucket, moto_env, monkeypatch
+):
+    from starburst_jupyter.core.launcher import Launcher
+    from starburst_jupyter.protocol import jobfiles
+
+    role = "arn:aws:iam::123456789012:role/starburst-task"
+    config = Config(
+        bucket=s3_bucket,
+        region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        subnets=("subnet-1",),
+        security_groups=("sg-1",),
+        execution_role_arn=role,
+        task_role_arn=role,
+    )
+    launcher = Launcher(config, home=starburst_home)
+    planted = {
+        "bj-20261201-000000-bgood1": _good("bj-20261201-000000-bgood1", backend="fargate"),
+        "bj-20261201-000000-bruns2": _good("bj-20261201-000000-bruns2", outcomes="", outcome_runs="9" * 20 + "D"),
+        "bj-20261201-000000-bnospc": {k: v for k, v in _good("bj-20261201-000000-bnospc").items() if k != "spec"},
+        "bj-20261201-000000-bhuge3": _good("bj-20261201-000000-bhuge3", message="x" * 5000),
+    }
+    for job_id, data in planted.items():
+        launcher.backend("fargate").job_files(job_id).write_record(json.dumps(data).encode())
+    monkeypatch.setattr(jobfiles, "MAX_RECORD_BYTES", 4000)
+    text = commands.Jobs(starburst_home, config).status_text()
+    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith("bj-")}
+    assert set(planted) <= set(rows) and "could not be listed" not in text, text
+    assert "(damaged record)" not in rows["bj-20261201-000000-bgood1"]
+    assert "(damaged record)" not in rows["bj-20261201-000000-bnospc"]  # listed; `collect` says what it lacks
+    for job_id in ("bj-20261201-000000-bruns2", "bj-20261201-000000-bhuge3"):
+        assert "(damaged record)" in rows[job_id], text
+
+    # the listing's damaged row says why (the detail, `starburst status JOB`, is the xfail test below)
+    (huge,) = [r for r in launcher.shared_records() if r.id == "bj-20261201-000000-bhuge3"]
+    assert re.search(r"/jobs/bj-20261201-000000-bhuge3/record.json is [0-9,]+ bytes, above the 4,000", huge.damaged)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Launcher.job_record builds a damaged record's files from its backend, which is '' when the record "
+    "could not be read: `self.backend('')` raises ValueError (core/launcher.py; see the report)",
+)
+def test_collect_cancel_and_status_of_an_unreadable_record_are_one_line(starburst_home):
+    job_id = "bj-20261201-000000-notutf"
+    _plant(starburst_home, job_id, b'{"id": "x", "state": "running", "name": "\xff"}')
+    for args in (("collect", job_id), ("cancel", job_id)):
+        done = starburst(starburst_home, *args)
+        line = _one_line(done)
+        assert done.returncode == 2 and job_id in line and "damaged record" in line, line
