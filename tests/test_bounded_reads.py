@@ -379,3 +379,10 @@ def test_collect_cancel_and_status_of_an_unreadable_record_are_one_line(starburs
         done = starburst(starburst_home, *args)
         line = _one_line(done)
         assert done.returncode == 2 and job_id in line and "damaged record" in line, line
+
+
+def test_both_copies_of_a_record_have_one_size_limit():
+    from starburst_jupyter.core import record
+    from starburst_jupyter.protocol import jobfiles
+
+    assert record.MAX_RECORD_BYTES == jobfiles.MAX_RECORD_BYTES > record.MAX_ITEMS

@@ -127,8 +127,8 @@ MAX_AMOUNT = 1e12
 #: Process ids, exit codes and other plain counters: what a JavaScript number holds exactly (the sidebar's).
 MAX_COUNTER = 2**53
 #: The largest record.json a reader takes (outcome letters of MAX_ITEMS items and room for the rest): a bigger
-#: file is damaged, and is not read whole.
-MAX_RECORD_BYTES = MAX_ITEMS + (16 << 20)
+#: file is damaged, and is not read whole. The same as protocol/jobfiles.MAX_RECORD_BYTES (the store's copy).
+MAX_RECORD_BYTES = 128 << 20
 
 
 def outcome_runs(outcomes: str) -> str | None:
