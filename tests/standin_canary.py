@@ -111,6 +111,13 @@ def _check(env: dict[str, str]) -> list[str]:
             if got != want:
                 found.append(f"{what} as the task role answered {got}, AWS answers {want}")
 
+        try:
+            enforcement_hook = TaskRoleEnforcement(lambda key: key == creds["AccessKeyId"])
+            enforcement_hook.__enter__()
+        except ImportError as exc:  # moto moved the hook it checks requests with
+            found.append(f"tests/moto_server.TaskRoleEnforcement cannot hook moto's IAM checks: {exc}")
+            return found
+        enforcement_hook.__exit__(None, None, None)
         with TaskRoleEnforcement(lambda key: key == creds["AccessKeyId"]) as enforcement:
             key = "jobs/canary/"
             expect("HeadObject of a present key", lambda: task.head_object(Bucket=bucket, Key=key + "present"), 200)

@@ -429,11 +429,15 @@ def test_processes_a_task_started_do_not_outlive_a_finished_job(backend):
 
 # ----- j. issue 22: every value is exactly what a plain map gives ----------------------------------
 @settings(dt.SHARED_FIXTURES, max_examples=5)
-@given(batch=dt.items)
-def test_values_equal_a_plain_maps_over_generated_items(backend, batch):
+@given(batch=dt.items, plain=dt.items_without_numpy)
+def test_values_equal_a_plain_maps_over_generated_items(backend, batch, plain):
     """tests/differential.py's generated items (shared references, nan and -0.0, arrays, classes pickled by
-    value, failures, unpicklable values, 3 MB buffers) through this backend's workers and back."""
-    dt.assert_same(backend.map(dt.act, batch, on_error="keep"), dt.plain_map(batch))
+    value, failures, unpicklable values, 3 MB buffers) through this backend's workers and back. The docker
+    tests' worker image is a small environment without numpy: its items hold no numpy values."""
+    if backend.name == "docker":
+        dt.assert_same(backend.map(dt.act_plain, plain, on_error="keep"), dt.plain_map(plain, dt.act_plain))
+    else:
+        dt.assert_same(backend.map(dt.act, batch, on_error="keep"), dt.plain_map(batch))
 
 
 @settings(dt.SHARED_FIXTURES, max_examples=3)
