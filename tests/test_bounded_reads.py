@@ -281,10 +281,6 @@ def test_extend_and_collect_timeout_refuse_overflowing_values_in_one_line(starbu
         commands.Jobs().extend(job_id, math.inf)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs `minutes = check_minutes(minutes, self.id)` at the top of DetachedJob.extend (core/detached.py)",
-)
 def test_a_detached_jobs_extend_refuses_infinite_minutes(starburst_home):
     job = sj.burst_map(time.sleep, [2.0], wait=False, workers=1)
     try:
@@ -310,9 +306,6 @@ def test_spec_from_record_names_the_job_and_the_record_when_the_spec_is_missing(
     assert spec_from_record(JobRecord.from_json(_good("bj-spec"))).mode == "map"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs `return spec_from_record(record)` as the body of detached.spec_of (core/detached.py)"
-)
 def test_collect_of_a_record_without_spec_is_one_line(starburst_home):
     job_id = "bj-20261201-000000-nospec"
     _plant(starburst_home, job_id, {k: v for k, v in _good(job_id).items() if k != "spec"})
@@ -362,16 +355,11 @@ def test_damaged_bucket_records_list_as_damaged_and_do_not_drop_the_bucket_listi
     for job_id in ("bj-20261201-000000-bruns2", "bj-20261201-000000-bhuge3"):
         assert "(damaged record)" in rows[job_id], text
 
-    # the listing's damaged row says why (the detail, `starburst status JOB`, is the xfail test below)
+    # the listing's damaged row says why (the detail: the test below)
     (huge,) = [r for r in launcher.shared_records() if r.id == "bj-20261201-000000-bhuge3"]
     assert re.search(r"/jobs/bj-20261201-000000-bhuge3/record.json is [0-9,]+ bytes, above the 4,000", huge.damaged)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Launcher.job_record builds a damaged record's files from its backend, which is '' when the record "
-    "could not be read: `self.backend('')` raises ValueError (core/launcher.py; see the report)",
-)
 def test_collect_cancel_and_status_of_an_unreadable_record_are_one_line(starburst_home):
     job_id = "bj-20261201-000000-notutf"
     _plant(starburst_home, job_id, b'{"id": "x", "state": "running", "name": "\xff"}')

@@ -50,11 +50,6 @@ def test_a_log_opened_for_appending_is_private_whatever_the_umask(tmp_path, umas
     assert _mode(path) == 0o600 and path.read_bytes() == b"one\ntwo\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs `with append_private(log_path) as log:` for `with open(log_path, 'ab') as log:` in "
-    "detached.start_driver (core/detached.py)",
-)
 def test_a_detached_jobs_driver_log_is_private_with_umask_022(starburst_home, umask_022):
     job = sj.burst_map(abs, range(3), wait=False, workers=1)
     assert job.wait(timeout=90).values == [0, 1, 2]

@@ -27,9 +27,11 @@ from starburst_jupyter.core.lease import current as lease_current
 from starburst_jupyter.core.lease import expired as lease_expired
 from starburst_jupyter.core.lease import pid_alive
 from starburst_jupyter.core.ledger import ItemLedger
-from starburst_jupyter.core.spec import JobSpec
+from starburst_jupyter.core.options import check_minutes
+from starburst_jupyter.core.spec import JobSpec, spec_from_record
 from starburst_jupyter.errors import BurstError, TaskCancelled
 from starburst_jupyter.protocol.jobfiles import JobFiles
+from starburst_jupyter.stores.objects import append_private
 
 if TYPE_CHECKING:
     from starburst_jupyter.backends import Capabilities
@@ -63,11 +65,9 @@ PENDING = _Pending()
 
 
 def spec_of(record: rec.JobRecord) -> JobSpec:
-    """The JobSpec a record holds (fields this version does not know are left out)."""
-    known: dict[str, Any] = {
-        k: (tuple(v) if isinstance(v, list) else v) for k, v in record.spec.items() if k in JobSpec.__dataclass_fields__
-    }
-    return JobSpec(**known)
+    """The JobSpec a record holds (fields this version does not know are left out; a missing or partial spec
+    is a DamagedJobFile naming the job and the record)."""
+    return spec_from_record(record)
 
 
 # ----- starting a driver ------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def start_driver(files: JobFiles, caps: Capabilities, log_path: os.PathLike[str]
     # the driver's workers must import what this kernel imports (modules next to the notebook): they inherit
     # the driver's sys.path, so the driver gets this process's, and its working directory
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    with open(log_path, "ab") as log:
+    with append_private(log_path) as log:  # 0600, as every file of the job
         child = subprocess.Popen(
             [sys.executable, *argv],
             stdin=subprocess.DEVNULL,
@@ -418,8 +418,7 @@ class DetachedJob:
 
     def extend(self, minutes: float) -> float:
         """Give the job `minutes` more before its --timeout ends it; returns the new deadline (epoch seconds)."""
-        if not minutes > 0:
-            raise BurstError(f"extend({minutes!r}): give a positive number of minutes.", job_id=self.id)
+        minutes = check_minutes(minutes, self.id)  # finite, positive, a deadline that does not overflow
         record = self.status()
         if record.is_terminal:
             raise BurstError(f"Job {self.id} already ended ({record.state.value}); nothing to extend.", job_id=self.id)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from starburst_jupyter.backends import Backend, Capabilities, capabilities_of, make_backend
+from starburst_jupyter.backends import BACKEND_NAMES, Backend, Capabilities, capabilities_of, make_backend
 from starburst_jupyter.core import events as ev
 from starburst_jupyter.core import pricing
 from starburst_jupyter.core.config import Config, load_config
@@ -234,6 +234,12 @@ class Launcher:
                 if shared.id == job_id or (shared.id.startswith(job_id) and len(job_id) >= 8):
                     return shared, self.backend(shared.backend).job_files(shared.id)
             raise missing
+        if record.damaged and record.backend not in BACKEND_NAMES:  # nothing says where its files are
+            raise BurstError(
+                f"Job {record.id} has a damaged record ({record.damaged}); its files cannot be found from it. "
+                f"`starburst prune` deletes damaged records once they are old.",
+                job_id=record.id,
+            )
         files = self.backend(record.backend).job_files(record.id)
         mirrored = files.read_record()
         if mirrored is not None:  # a detached driver elsewhere (a Fargate task) writes only the store's copy
