@@ -319,6 +319,11 @@ def unpack_results(obj: Any, decode_values: bool) -> list[tuple[tuple[Any, ...],
     view = memoryview(stream)
     if len(metas) != len(lengths):
         raise ValueError("a result batch's fields and values differ in length (a damaged result object)")
+    if decode_values:  # the usual batch: every value loads (the frame's digest vouched for every byte)
+        try:
+            return list(zip(metas, _load_all(view, lengths, buffers)))
+        except Exception:  # one item's value does not load: the loop below finds which, the others stand
+            pass
     out: list[tuple[tuple[Any, ...], Any]] = []
     offset, first = 0, 0
     loads = pickle.loads
@@ -346,6 +351,26 @@ def unpack_results(obj: Any, decode_values: bool) -> list[tuple[tuple[Any, ...],
 
 
 _STOP = pickle.STOP[0]
+
+
+def _load_all(view: memoryview, lengths: list[tuple[int, Any]], buffers: list[Any]) -> list[Any]:
+    """Every value of a batch, each by its own pickle.loads of its own slice; raises at the first that fails."""
+    if sum(n for n, _ in lengths if n >= 0) != view.nbytes:
+        raise ValueError("a result batch's stream and its values' lengths differ")
+    loads, values, offset, first = pickle.loads, [], 0, 0
+    append = values.append
+    for length, count in lengths:
+        if length < 0:
+            append(count)  # inline: the value itself
+            continue
+        end = offset + length
+        if count:
+            append(loads(view[offset:end], buffers=buffers[first : first + count]))
+            first += count
+        else:
+            append(loads(view[offset:end]))
+        offset = end
+    return values
 
 
 def unpack_quiet(obj: Any) -> QuietRun | None:
