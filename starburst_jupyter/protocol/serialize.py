@@ -357,8 +357,8 @@ def _load_all(view: memoryview, lengths: list[tuple[int, Any]], buffers: list[An
     """Every value of a batch, each by its own pickle.loads of its own slice; raises at the first that fails."""
     if sum(n for n, _ in lengths if n >= 0) != view.nbytes:
         raise ValueError("a result batch's stream and its values' lengths differ")
-    loads, values, offset, first = pickle.loads, [], 0, 0
-    append = values.append
+    values: list[Any] = []
+    loads, append, offset, first = pickle.loads, values.append, 0, 0
     for length, count in lengths:
         if length < 0:
             append(count)  # inline: the value itself
