@@ -553,6 +553,7 @@ class Worker:
         run, clock, size_of = program.run, time.perf_counter, inline_size
         # (an int is inline at once only when it fits in 8 bytes: a bigger one is measured, int_size)
         small = _SMALL_INT if limit >= serialize.inline_size(0) else 0
+        low = -small  # (computed once: negating a big int in the loop allocated one per item)
         scalars = serialize.INLINE_SCALARS - {int} if small else frozenset()
         sources = getattr(program, "sources", None)
         out, err = streams.out, streams.err
@@ -582,8 +583,8 @@ class Worker:
                     and sys.stdout is out
                     and sys.stderr is err
                     and (
-                        type(value) in scalars
-                        or (type(value) is int and -small < value < small)
+                        ((kind := type(value)) is int and low < value < small)  # (ints first: the usual value)
+                        or kind in scalars
                         or 0 <= size_of(value) <= limit
                     )
                 ):
