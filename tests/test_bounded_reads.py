@@ -402,3 +402,17 @@ def test_both_copies_of_a_record_have_one_size_limit():
     from starburst_jupyter.protocol import jobfiles
 
     assert record.MAX_RECORD_BYTES == jobfiles.MAX_RECORD_BYTES > record.MAX_ITEMS
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason='needs `timeout = check_wait_seconds(timeout, "wait(timeout)", self.id)` at the top of DetachedJob.wait '
+    "(core/detached.py): threading's wait raises OverflowError for 1e308 s",
+)
+def test_a_detached_jobs_wait_refuses_a_timeout_threading_cannot_wait(starburst_home):
+    job = sj.burst_map(abs, range(2), wait=False, workers=1)
+    try:
+        with pytest.raises(BurstValidationError, match=r"wait\(timeout\) 1e\+308 \(job bj-"):
+            job.wait(1e308)
+    finally:
+        assert job.wait(timeout=90).values == [0, 1]
