@@ -369,11 +369,6 @@ def test_collect_cancel_and_status_of_an_unreadable_record_are_one_line(starburs
         assert done.returncode == 2 and job_id in line and "damaged record" in line, line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Launcher.job_record builds a bucket record's files from its backend (`self.backend(shared.backend)`), "
-    "'' for a record that could not be read: it needs `self.backend(\"fargate\")` (the bucket is fargate's store)",
-)
 def test_status_collect_and_cancel_of_an_unreadable_bucket_record_say_it_is_damaged(
     starburst_home, s3_bucket, moto_env
 ):
@@ -404,11 +399,6 @@ def test_both_copies_of_a_record_have_one_size_limit():
     assert record.MAX_RECORD_BYTES == jobfiles.MAX_RECORD_BYTES > record.MAX_ITEMS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='needs `timeout = check_wait_seconds(timeout, "wait(timeout)", self.id)` at the top of DetachedJob.wait '
-    "(core/detached.py): threading's wait raises OverflowError for 1e308 s",
-)
 def test_a_detached_jobs_wait_refuses_a_timeout_threading_cannot_wait(starburst_home):
     job = sj.burst_map(abs, range(2), wait=False, workers=1)
     try:

@@ -27,7 +27,7 @@ from starburst_jupyter.core.lease import current as lease_current
 from starburst_jupyter.core.lease import expired as lease_expired
 from starburst_jupyter.core.lease import pid_alive
 from starburst_jupyter.core.ledger import ItemLedger
-from starburst_jupyter.core.options import check_minutes
+from starburst_jupyter.core.options import check_minutes, check_wait_seconds
 from starburst_jupyter.core.spec import JobSpec, spec_from_record
 from starburst_jupyter.errors import BurstError, TaskCancelled
 from starburst_jupyter.protocol.jobfiles import JobFiles
@@ -353,6 +353,7 @@ class DetachedJob:
 
     def wait(self, timeout: float | None = None) -> JobResult:
         """Block until the job ends (TimeoutError after `timeout` seconds; the job goes on)."""
+        timeout = check_wait_seconds(timeout, "wait(timeout)", self.id)
         self.start()
         if not self._finished.wait(timeout):
             raise TimeoutError(f"job {self.id} still runs after {timeout} s (it goes on; wait again or collect later)")

@@ -53,7 +53,7 @@ def replay(files: JobFiles, bus: ev.EventBus, after: int) -> tuple[int, bool]:
     """Publish the batches numbered above `after` on `bus`: (the last batch read, whether the job's end was
     among them)."""
     ended = False
-    for seq, batch in files.read_events(after):
+    for seq, batch in files.iter_events(after):  # one batch in memory at a time
         for data in batch:
             event = ev.from_json(data)
             if event is None:

@@ -232,7 +232,7 @@ class Launcher:
         except KeyError as missing:
             for shared in self.shared_records():
                 if shared.id == job_id or (shared.id.startswith(job_id) and len(job_id) >= 8):
-                    return shared, self.backend(shared.backend).job_files(shared.id)
+                    return shared, self.backend("fargate").job_files(shared.id)  # (the bucket is fargate's store)
             raise missing
         if record.damaged and record.backend not in BACKEND_NAMES:  # nothing says where its files are
             raise BurstError(
