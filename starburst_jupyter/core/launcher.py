@@ -185,6 +185,10 @@ class Launcher:
         lease = DriverLease.take(files, self.timings.driver_silent, for_another=starter, dead_epoch=dead_epoch)
         if lease is None:
             return None
+        if not _has_driver_config(files):  # a job its kernel drove: how a driver elsewhere rebuilds its backend
+            files.write_driver_config(
+                {"config": dataclasses.asdict(self.config), "timings": dataclasses.asdict(self.timings)}
+            )
         log = self.store.job_dir(files.job_id) / "driver.log"
         return start_driver(files, self.capabilities(backend), log, lease.epoch), lease.epoch
 
@@ -274,7 +278,8 @@ class Launcher:
         if record.damaged:
             raise BurstError(f"Job {record.id} has a damaged record ({record.damaged}).", job_id=record.id)
         job = DetachedJob(files, record, poll=_follow_pace(self.backend(record.backend)), local=self.store)
-        job.restart = lambda dead: self._start_driver(files, record.backend, dead)
+        if self.capabilities(record.backend).attach is not None:  # (docker's workers cannot be taken over)
+            job.restart = lambda dead: self._start_driver(files, record.backend, dead)
         silent = time.time() - (record.updated or record.created)
         holder = lease_current(files)
         if holder is not None:  # who drives the job is the lease's to say
