@@ -293,7 +293,7 @@ def test_a_driver_that_keeps_dying_is_reported_not_restarted_forever(starburst_h
 
     job = sj.burst_map(slow_square, range(30), wait=False, workers=1)
     wait_for(lambda: job.status().owner.pid, timeout=20, interval=0.1)
-    job.files.store.put(job.files.prefix + "driver.json", [b"{damaged"])  # every new driver fails at its start
+    job.files.store.put(job.files.prefix + "spec.json", [b"{damaged"])  # every new driver fails at its start
     os.kill(job.status().owner.pid, signal.SIGKILL)
     reported = rf"driver of job .* ended \(exit code 1\) .* {MAX_RESTARTS} times.*driver\.log"
     with pytest.raises(BurstError, match=reported):
