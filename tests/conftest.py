@@ -17,6 +17,16 @@ def starburst_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+@pytest.fixture
+def umask_022():
+    """Files made under the umask most machines have (0644 unless the code says otherwise)."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 @pytest.fixture(scope="session")
 def _ipython_shell(tmp_path_factory: pytest.TempPathFactory):
     """One IPython shell for the session (IPython keeps a singleton); the extension is loaded once."""

@@ -322,21 +322,26 @@ def test_a_damaged_record_is_refused_by_attach_in_one_line_naming_the_job(starbu
 
 
 # ----- the bucket (moto) --------------------------------------------------------------------------------------
-def test_damaged_bucket_records_list_as_damaged_and_do_not_drop_the_bucket_listing(
-    starburst_home, s3_bucket, moto_env, monkeypatch
-):
-    from starburst_jupyter.core.launcher import Launcher
-    from starburst_jupyter.protocol import jobfiles
-
+def _bucket_config(bucket: str) -> Config:
+    """A set-up whose bucket is moto's: the faces list and collect the bucket's jobs with it."""
     role = "arn:aws:iam::123456789012:role/starburst-task"
-    config = Config(
-        bucket=s3_bucket,
+    return Config(
+        bucket=bucket,
         region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
         subnets=("subnet-1",),
         security_groups=("sg-1",),
         execution_role_arn=role,
         task_role_arn=role,
     )
+
+
+def test_damaged_bucket_records_list_as_damaged_and_do_not_drop_the_bucket_listing(
+    starburst_home, s3_bucket, moto_env, monkeypatch
+):
+    from starburst_jupyter.core.launcher import Launcher
+    from starburst_jupyter.protocol import jobfiles
+
+    config = _bucket_config(s3_bucket)
     launcher = Launcher(config, home=starburst_home)
     planted = {
         "bj-20261201-000000-bgood1": _good("bj-20261201-000000-bgood1", backend="fargate"),
@@ -374,15 +379,7 @@ def test_status_collect_and_cancel_of_an_unreadable_bucket_record_say_it_is_dama
 ):
     from starburst_jupyter.core.launcher import Launcher
 
-    role = "arn:aws:iam::123456789012:role/starburst-task"
-    config = Config(
-        bucket=s3_bucket,
-        region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        subnets=("subnet-1",),
-        security_groups=("sg-1",),
-        execution_role_arn=role,
-        task_role_arn=role,
-    )
+    config = _bucket_config(s3_bucket)
     job_id = "bj-20261201-000000-bnotjs"
     Launcher(config, home=starburst_home).backend("fargate").job_files(job_id).write_record(b"{not json")
     jobs = commands.Jobs(starburst_home, config)

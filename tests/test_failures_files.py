@@ -20,15 +20,6 @@ from starburst_jupyter.core import config as config_module
 SECRET = "sk-live-not-for-other-users"
 
 
-@pytest.fixture
-def umask_022():
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 def _modes(root: Path) -> dict[str, int]:
     found = {str(root): stat.S_IMODE(root.stat().st_mode)}
     for folder, dirs, files in os.walk(root):

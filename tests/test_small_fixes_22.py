@@ -25,15 +25,6 @@ from starburst_jupyter.stores.records import JobStore
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def umask_022():
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
